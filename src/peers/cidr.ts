@@ -1,0 +1,110 @@
+import { isIPv4, isIPv6 } from 'node:net';
+import { TunvpnError } from '../errors.js';
+
+/** An IP prefix: address bytes (4 or 16, host bits cleared) and prefix length. */
+export interface Cidr {
+  readonly family: 4 | 6;
+  readonly bytes: Uint8Array;
+  readonly bits: number;
+}
+
+export class CidrError extends TunvpnError {
+  constructor(message: string) {
+    super('CIDR_INVALID', message);
+  }
+}
+
+/** Parses a dotted IPv4 or textual IPv6 address into 4 or 16 bytes. */
+export function parseIp(text: string): Uint8Array {
+  if (isIPv4(text)) {
+    return Uint8Array.from(text.split('.').map(Number));
+  }
+  if (isIPv6(text)) {
+    let body = text;
+    const tail: number[] = [];
+    // An embedded IPv4 tail (::ffff:1.2.3.4) becomes two 16-bit groups.
+    const lastColon = body.lastIndexOf(':');
+    const maybeV4 = body.slice(lastColon + 1);
+    if (maybeV4.includes('.')) {
+      const v4 = maybeV4.split('.').map(Number);
+      tail.push((v4[0] << 8) | v4[1], (v4[2] << 8) | v4[3]);
+      body = body.slice(0, lastColon + 1) + (body.endsWith('::' + maybeV4) ? '' : '0');
+      if (body.endsWith(':0')) body = body.slice(0, -2);
+      if (body.endsWith(':') && !body.endsWith('::')) body = body.slice(0, -1);
+    }
+    const [head, rest] = body.includes('::') ? body.split('::') : [body, undefined];
+    const headGroups = head ? head.split(':').filter((g) => g !== '') : [];
+    const restGroups = rest ? rest.split(':').filter((g) => g !== '') : [];
+    const groups = headGroups.map((g) => parseInt(g, 16));
+    const after = restGroups.map((g) => parseInt(g, 16)).concat(tail);
+    if (rest === undefined) {
+      groups.push(...tail);
+    } else {
+      while (groups.length + after.length < 8) groups.push(0);
+      groups.push(...after);
+    }
+    const out = new Uint8Array(16);
+    for (let i = 0; i < 8; i++) {
+      out[i * 2] = (groups[i] >> 8) & 0xff;
+      out[i * 2 + 1] = groups[i] & 0xff;
+    }
+    return out;
+  }
+  throw new CidrError(`"${text}" is not an IPv4 or IPv6 address`);
+}
+
+/**
+ * Parses "a.b.c.d/n" or "x::y/n" (a bare address means a host route). Host
+ * bits are cleared, as WireGuard does, so "10.0.0.5/24" becomes 10.0.0.0/24.
+ */
+export function parseCidr(text: string): Cidr {
+  const slash = text.indexOf('/');
+  const addrText = slash < 0 ? text : text.slice(0, slash);
+  const bytes = parseIp(addrText);
+  const family: 4 | 6 = bytes.length === 4 ? 4 : 6;
+  const max = family === 4 ? 32 : 128;
+  let bits = max;
+  if (slash >= 0) {
+    const bitsText = text.slice(slash + 1);
+    if (!/^\d{1,3}$/.test(bitsText) || Number(bitsText) > max) {
+      throw new CidrError(`"${text}" has an invalid prefix length (0 to ${max})`);
+    }
+    bits = Number(bitsText);
+  }
+  for (let i = 0; i < bytes.length; i++) {
+    const keep = Math.max(0, Math.min(8, bits - i * 8));
+    bytes[i] &= (0xff << (8 - keep)) & 0xff;
+  }
+  return { family, bytes, bits };
+}
+
+/** Formats address bytes as text (IPv6 in RFC 5952 shortest form). */
+export function formatIp(bytes: Uint8Array): string {
+  if (bytes.length === 4) return Array.from(bytes).join('.');
+  const groups: number[] = [];
+  for (let i = 0; i < 16; i += 2) groups.push((bytes[i] << 8) | bytes[i + 1]);
+  // Longest run of zero groups (length >= 2) collapses to "::".
+  let bestStart = -1;
+  let bestLen = 0;
+  for (let i = 0; i < 8; ) {
+    if (groups[i] !== 0) {
+      i++;
+      continue;
+    }
+    let j = i;
+    while (j < 8 && groups[j] === 0) j++;
+    if (j - i > bestLen) {
+      bestStart = i;
+      bestLen = j - i;
+    }
+    i = j;
+  }
+  const hex = groups.map((g) => g.toString(16));
+  if (bestLen < 2) return hex.join(':');
+  return `${hex.slice(0, bestStart).join(':')}::${hex.slice(bestStart + bestLen).join(':')}`;
+}
+
+/** Canonical text of a prefix, e.g. "10.0.0.0/24" or "fd00::/64". */
+export function formatCidr(cidr: Cidr): string {
+  return `${formatIp(cidr.bytes)}/${cidr.bits}`;
+}
