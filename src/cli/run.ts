@@ -1,0 +1,91 @@
+/**
+ * `tunvpn run`: starts the daemon in the foreground (systemd runs it so),
+ * wires signals: HUP reloads, TERM and INT stop cleanly and exit 0.
+ */
+import { parseArgs } from 'node:util';
+import { loadConfig, resolveConfigPath, ConfigError } from '../config/index.js';
+import { Daemon } from '../daemon.js';
+import { createLogger } from '../log.js';
+import type { CliIo } from './io.js';
+
+const LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'];
+
+export const RUN_HELP = `Usage: tunvpn run [--config FILE] [--log-level LEVEL]
+
+Runs the tunvpn daemon in the foreground: creates the interface, its
+addresses and routes, and tunnels to the configured peers.
+
+Options:
+  -c, --config FILE      config file (default: $TUNVPN_CONFIG, else /etc/tunvpn/tunvpn.json)
+  -l, --log-level LEVEL  trace|debug|info|warn|error|fatal|silent (overrides log.level)
+  -h, --help             show this help
+
+Signals: SIGHUP re-reads the config (an invalid one is rejected and the
+running one kept); SIGTERM and SIGINT remove the interface and exit 0.
+`;
+
+export async function runCommand(args: string[], io: CliIo): Promise<number> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      config: { type: 'string', short: 'c' },
+      'log-level': { type: 'string', short: 'l' },
+      help: { type: 'boolean', short: 'h' },
+    },
+    strict: true,
+    allowPositionals: false,
+  });
+  if (values.help) {
+    io.stdout.write(RUN_HELP);
+    return 0;
+  }
+  const level = values['log-level'];
+  if (level !== undefined && !LEVELS.includes(level)) {
+    io.stderr.write(`tunvpn run: --log-level must be one of ${LEVELS.join(', ')}, not "${level}"\n`);
+    return 2;
+  }
+  const configPath = resolveConfigPath({ config: values.config }, process.env);
+  let config;
+  try {
+    config = await loadConfig(configPath);
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      io.stderr.write(`tunvpn: invalid configuration ${configPath}:\n${err.message}\n`);
+      return 78;
+    }
+    throw err;
+  }
+  const log = createLogger({ level: level ?? config.log.level });
+  let daemon: Daemon;
+  try {
+    daemon = await Daemon.start({ config, configPath, logger: log });
+  } catch (err) {
+    const e = err as Error & { code?: string };
+    io.stderr.write(`tunvpn: cannot start: ${e.message}${e.code ? ` (${e.code})` : ''}\n`);
+    return e.code === 'CONFIG_INVALID' ? 78 : 1;
+  }
+  return new Promise<number>((resolve) => {
+    let stopping = false;
+    const stop = (signal: string): void => {
+      if (stopping) return;
+      stopping = true;
+      log.info({ signal }, 'stopping');
+      daemon.stop().then(
+        () => resolve(0),
+        (err: unknown) => {
+          log.error({ err: String(err) }, 'error while stopping');
+          resolve(1);
+        },
+      );
+    };
+    process.on('SIGTERM', () => stop('SIGTERM'));
+    process.on('SIGINT', () => stop('SIGINT'));
+    process.on('SIGHUP', () => {
+      log.info('SIGHUP: reloading configuration');
+      void daemon.reload();
+    });
+    process.on('SIGUSR1', () => {
+      log.info({ status: daemon.status() }, 'status');
+    });
+  });
+}

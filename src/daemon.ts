@@ -1,0 +1,340 @@
+/**
+ * The composition root: the one place that wires config, crypto, protocol,
+ * peer table, TUN device, UDP transport and logging together.
+ *
+ *   start:  config ─▶ crypto backend ─▶ WireGuardDevice + peers
+ *           ─▶ TUN (addresses, MTU, up, routes) ─▶ UDP sockets ─▶ pipeline
+ *   SIGHUP: new config ─▶ validate (keep the old one on error) ─▶ diff
+ *           ─▶ remove / add / update peers in place ─▶ routes follow
+ *   stop:   routes and interface removed, sockets closed
+ *
+ * Everything that moves packets lives in src/pipeline/; everything that
+ * decides about the protocol lives in src/protocol/. This file only builds,
+ * reconfigures and tears down.
+ */
+import { loadConfig, diffConfig, summarizeConfig, type PeerConfig, type TunvpnConfig, type ConfigDiff } from './config/index.js';
+import { loadCrypto } from './crypto/index.js';
+import type { CryptoBackend } from './crypto/types.js';
+import { TunvpnError } from './errors.js';
+import type { Logger } from './log.js';
+import { PeerTable } from './peers/peer-table.js';
+import { Pipeline, type DaemonPeer } from './pipeline/pipeline.js';
+import { WireGuardDevice } from './protocol/device.js';
+import { planRoutes } from './routing.js';
+import { resolveEndpoint, formatEndpoint } from './transport/endpoint.js';
+import { UdpTransport } from './transport/udp.js';
+import { TunDevice } from './tun/tun-device.js';
+import * as ip from './tun/iproute.js';
+
+export class DaemonError extends TunvpnError {}
+
+export interface DaemonOptions {
+  /** Already loaded and validated (the CLI needs its log level first). */
+  config: TunvpnConfig;
+  /** Where reloads read the config from. */
+  configPath: string;
+  logger: Logger;
+  /** Timer tick period; the protocol's timers are coarse (seconds). */
+  tickMs?: number;
+}
+
+const monotonicMs = (): number => performance.now();
+
+export class Daemon {
+  private config: TunvpnConfig;
+  private readonly log: Logger;
+  private readonly configPath: string;
+  private readonly crypto: CryptoBackend;
+  private readonly device: WireGuardDevice;
+  private readonly table: PeerTable<DaemonPeer>;
+  private readonly tun: TunDevice;
+  private transport: UdpTransport;
+  private readonly pipeline: Pipeline;
+  private routes: string[] = [];
+  private ticker: NodeJS.Timeout | undefined;
+  private reloading: Promise<boolean> | undefined;
+  private stopped = false;
+
+  private constructor(parts: {
+    config: TunvpnConfig;
+    log: Logger;
+    configPath: string;
+    crypto: CryptoBackend;
+    device: WireGuardDevice;
+    table: PeerTable<DaemonPeer>;
+    tun: TunDevice;
+    transport: UdpTransport;
+    pipeline: Pipeline;
+  }) {
+    this.config = parts.config;
+    this.log = parts.log;
+    this.configPath = parts.configPath;
+    this.crypto = parts.crypto;
+    this.device = parts.device;
+    this.table = parts.table;
+    this.tun = parts.tun;
+    this.transport = parts.transport;
+    this.pipeline = parts.pipeline;
+  }
+
+  get interfaceName(): string {
+    return this.tun.name;
+  }
+
+  get listenPort(): number {
+    return this.transport.port;
+  }
+
+  /** Builds everything from the config file; on failure undoes what it did. */
+  static async start(opts: DaemonOptions): Promise<Daemon> {
+    const log = opts.logger;
+    const config = opts.config;
+    for (const w of config.warnings) log.warn({ warning: w }, 'config warning');
+    const crypto = await loadCrypto(config.crypto.backend);
+    log.info({ backend: crypto.name }, 'crypto backend loaded');
+
+    const device = new WireGuardDevice({
+      crypto,
+      privateKey: config.interface.privateKey,
+      now: monotonicMs,
+      wallClock: Date.now,
+    });
+    const table = new PeerTable<DaemonPeer>();
+
+    let tun: TunDevice | undefined;
+    let transport: UdpTransport | undefined;
+    try {
+      tun = TunDevice.open({ name: config.interface.name, mtu: config.interface.mtu });
+      transport = await UdpTransport.open({
+        port: config.interface.listenPort,
+        recvBufferSize: 4 * 1024 * 1024,
+        sendBufferSize: 4 * 1024 * 1024,
+      });
+      const pipeline = new Pipeline({ device, table, tun, transport, log, mtu: config.interface.mtu });
+      const daemon = new Daemon({ config, log, configPath: opts.configPath, crypto, device, table, tun, transport, pipeline });
+      for (const peer of config.peers) await daemon.addPeer(peer);
+      await daemon.configureInterface();
+      pipeline.start();
+      daemon.ticker = setInterval(() => daemon.pipeline.tick(), opts.tickMs ?? 100);
+      // Peers with persistent keepalive (behind NAT) reach out at once, as wg does.
+      for (const p of table.values()) {
+        if (p.config.persistentKeepalive > 0 && p.endpoint) pipeline.initiate(p);
+      }
+      log.info(
+        { interface: tun.name, listenPort: transport.port, peers: config.peers.length },
+        `tunvpn up: ${summarizeConfig({ ...config, interface: { ...config.interface, name: tun.name } })}`,
+      );
+      return daemon;
+    } catch (err) {
+      if (transport) await transport.close();
+      tun?.close();
+      throw err;
+    }
+  }
+
+  private async configureInterface(): Promise<void> {
+    const name = this.tun.name;
+    await ip.setMtu(name, this.config.interface.mtu);
+    for (const addr of this.config.interface.addresses) await ip.addAddress(name, addr);
+    await ip.setUp(name);
+    await this.syncRoutes();
+  }
+
+  /** Makes the kernel's routes through our interface match the config. */
+  private async syncRoutes(): Promise<void> {
+    const wanted = planRoutes(
+      this.config.interface.addresses,
+      this.config.peers.flatMap((p) => p.allowedIPs),
+    );
+    const wantedSet = new Set(wanted);
+    const haveSet = new Set(this.routes);
+    for (const r of this.routes) {
+      if (!wantedSet.has(r)) {
+        await ip.delRoute(this.tun.name, r).catch((err: unknown) => this.log.warn({ route: r, err: String(err) }, 'could not remove route'));
+      }
+    }
+    for (const r of wanted) {
+      if (!haveSet.has(r)) await ip.addRoute(this.tun.name, r);
+    }
+    this.routes = wanted;
+  }
+
+  private async addPeer(cfg: PeerConfig): Promise<void> {
+    const proto = this.device.addPeer({
+      publicKey: cfg.publicKeyBytes,
+      presharedKey: cfg.presharedKey,
+      persistentKeepalive: cfg.persistentKeepalive,
+    });
+    const peer: DaemonPeer = { config: cfg, proto, endpoint: undefined };
+    if (cfg.endpoint) {
+      try {
+        peer.endpoint = await resolveEndpoint(cfg.endpoint.host, cfg.endpoint.port);
+      } catch (err) {
+        // A peer whose name does not resolve yet can still reach us (roaming).
+        this.log.warn({ peer: peerLabel(cfg), err: (err as Error).message }, 'endpoint not resolved');
+      }
+    }
+    this.table.add(cfg.publicKey, peer, cfg.allowedIPs);
+    this.pipeline.registerPeer(peer);
+  }
+
+  private removePeer(cfg: PeerConfig): void {
+    const peer = this.table.get(cfg.publicKey);
+    if (!peer) return;
+    this.pipeline.unregisterPeer(peer);
+    this.table.remove(cfg.publicKey);
+    this.device.removePeer(cfg.publicKeyBytes);
+  }
+
+  /** Applies a changed peer in place: its session keeps running. */
+  private async updatePeer(before: PeerConfig, after: PeerConfig, fields: readonly string[]): Promise<void> {
+    const peer = this.table.get(after.publicKey);
+    if (!peer) return;
+    peer.config = after;
+    if (fields.includes('presharedKey')) peer.proto.setPresharedKey(after.presharedKey);
+    if (fields.includes('persistentKeepalive')) peer.proto.setPersistentKeepalive(after.persistentKeepalive);
+    if (fields.includes('allowedIPs')) this.table.setAllowedIPs(after.publicKey, after.allowedIPs);
+    if (fields.includes('endpoint') && after.endpoint) {
+      try {
+        peer.endpoint = await resolveEndpoint(after.endpoint.host, after.endpoint.port);
+      } catch (err) {
+        this.log.warn({ peer: peerLabel(after), err: (err as Error).message }, 'endpoint not resolved');
+      }
+    }
+    void before;
+  }
+
+  /**
+   * Re-reads the config (SIGHUP). An invalid config is logged and ignored:
+   * nothing that runs changes. Returns whether the new config was applied.
+   */
+  reload(): Promise<boolean> {
+    // Reloads are serialised: a HUP during a reload waits for it.
+    const next = (this.reloading ?? Promise.resolve(true)).then(() => this.doReload());
+    this.reloading = next.finally(() => {
+      if (this.reloading === next) this.reloading = undefined;
+    });
+    return next;
+  }
+
+  private async doReload(): Promise<boolean> {
+    if (this.stopped) return false;
+    let next: TunvpnConfig;
+    try {
+      next = await loadConfig(this.configPath);
+    } catch (err) {
+      const issues = (err as { issues?: unknown }).issues;
+      this.log.error({ err: (err as Error).message, issues }, 'reload rejected: the running configuration is kept');
+      return false;
+    }
+    const diff = diffConfig(this.config, next);
+    const blocked = diff.interfaceChanged.filter((f) => f === 'name');
+    if (blocked.length) {
+      this.log.error({ fields: blocked }, 'reload rejected: the interface name cannot change without a restart');
+      return false;
+    }
+    await this.applyInterfaceChanges(next, diff);
+    for (const p of diff.removed) this.removePeer(p);
+    for (const c of diff.changed) await this.updatePeer(c.before, c.after, c.fields);
+    for (const p of diff.added) await this.addPeer(p);
+    this.config = next;
+    await this.syncRoutes();
+    for (const w of next.warnings) this.log.warn({ warning: w }, 'config warning');
+    this.log.info(
+      {
+        added: diff.added.map(peerLabel),
+        removed: diff.removed.map(peerLabel),
+        changed: diff.changed.map((c) => ({ peer: peerLabel(c.after), fields: c.fields })),
+        unchanged: diff.unchanged.length,
+        interfaceChanged: diff.interfaceChanged,
+      },
+      'configuration reloaded',
+    );
+    return true;
+  }
+
+  private async applyInterfaceChanges(next: TunvpnConfig, diff: ConfigDiff): Promise<void> {
+    const name = this.tun.name;
+    const cur = this.config.interface;
+    const nxt = next.interface;
+    if (diff.interfaceChanged.includes('privateKey')) this.device.setPrivateKey(nxt.privateKey);
+    if (diff.interfaceChanged.includes('mtu')) {
+      await ip.setMtu(name, nxt.mtu);
+      this.pipeline.setMtu(nxt.mtu);
+    }
+    if (diff.interfaceChanged.includes('addresses')) {
+      for (const a of cur.addresses) if (!nxt.addresses.includes(a)) await ip.delAddress(name, a).catch(() => undefined);
+      for (const a of nxt.addresses) if (!cur.addresses.includes(a)) await ip.addAddress(name, a);
+    }
+    if (diff.interfaceChanged.includes('listenPort')) {
+      const transport = await UdpTransport.open({ port: nxt.listenPort, recvBufferSize: 4 << 20, sendBufferSize: 4 << 20 });
+      const old = this.transport;
+      this.transport = transport;
+      this.pipeline.setTransport(transport);
+      await old.close();
+    }
+    if (diff.interfaceChanged.includes('log')) {
+      this.log.level = next.log.level;
+    }
+  }
+
+  /** Removes routes and the interface, closes sockets. Idempotent. */
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    if (this.ticker) clearInterval(this.ticker);
+    this.pipeline.stop();
+    for (const r of this.routes) await ip.delRoute(this.tun.name, r).catch(() => undefined);
+    this.routes = [];
+    await this.transport.close();
+    // Closing the TUN fd deletes the (non-persistent) interface and with it
+    // its addresses and any routes left.
+    this.tun.close();
+    for (const p of this.table.values()) this.device.removePeer(p.config.publicKeyBytes);
+    this.crypto.memzero(this.config.interface.privateKey);
+    this.log.info({ interface: this.tun.name }, 'tunvpn stopped');
+  }
+
+  /** A snapshot for status output and tests. */
+  status(): DaemonStatus {
+    return {
+      interface: this.tun.name,
+      listenPort: this.transport.port,
+      publicKey: Buffer.from(this.device.publicKey).toString('base64'),
+      peers: this.table.values().map((p) => ({
+        name: p.config.name,
+        publicKey: p.config.publicKey,
+        endpoint: p.endpoint ? formatEndpoint(p.endpoint) : undefined,
+        allowedIPs: p.config.allowedIPs,
+        rxBytes: p.proto.stats.rxBytes,
+        txBytes: p.proto.stats.txBytes,
+        lastHandshakeWallMs: p.proto.stats.lastHandshakeWallMs,
+        persistentKeepalive: p.config.persistentKeepalive,
+      })),
+      drops: { ...this.pipeline.drops },
+      routes: [...this.routes],
+    };
+  }
+}
+
+export interface DaemonStatus {
+  interface: string;
+  listenPort: number;
+  publicKey: string;
+  peers: {
+    name: string | undefined;
+    publicKey: string;
+    endpoint: string | undefined;
+    allowedIPs: string[];
+    rxBytes: number;
+    txBytes: number;
+    lastHandshakeWallMs: number;
+    persistentKeepalive: number;
+  }[];
+  drops: Record<string, number>;
+  routes: string[];
+}
+
+export function peerLabel(p: PeerConfig): string {
+  return p.name ?? `${p.publicKey.slice(0, 8)}…`;
+}
