@@ -116,9 +116,12 @@ export class Daemon {
       await daemon.configureInterface();
       pipeline.start();
       daemon.ticker = setInterval(() => daemon.pipeline.tick(), opts.tickMs ?? 100);
-      // Peers with persistent keepalive (behind NAT) reach out at once, as wg does.
+      // Every peer with a known endpoint gets a handshake at once (wg waits
+      // for the first packet): after a restart the other side's stale
+      // session is replaced within one round trip instead of after
+      // Keepalive-Timeout + Rekey-Timeout, and NAT mappings open early.
       for (const p of table.values()) {
-        if (p.config.persistentKeepalive > 0 && p.endpoint) pipeline.initiate(p);
+        if (p.endpoint) pipeline.initiate(p);
       }
       log.info(
         { interface: tun.name, listenPort: transport.port, peers: config.peers.length },
