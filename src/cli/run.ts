@@ -50,7 +50,7 @@ export async function runCommand(args: string[], io: CliIo): Promise<number> {
     config = await loadConfig(configPath);
   } catch (err) {
     if (err instanceof ConfigError) {
-      io.stderr.write(`tunvpn: invalid configuration ${configPath}:\n${err.message}\n`);
+      io.stderr.write(`tunvpn: ${err.message}\n`);
       return 78;
     }
     throw err;

@@ -1,0 +1,63 @@
+/**
+ * What a reload changes. Peers are matched by public key: a peer whose key
+ * changed is a different peer (removed + added), whatever its name.
+ */
+import { keysEqual } from './keys.js';
+import type { InterfaceConfig, PeerConfig, TunvpnConfig } from './types.js';
+
+export interface ConfigDiff {
+  added: PeerConfig[];
+  removed: PeerConfig[];
+  changed: { before: PeerConfig; after: PeerConfig; fields: string[] }[];
+  unchanged: PeerConfig[];
+  /** Names of InterfaceConfig fields that differ, e.g. ["listenPort", "privateKey"]. */
+  interfaceChanged: string[];
+}
+
+function sameSet(a: readonly string[], b: readonly string[]): boolean {
+  if (a.length !== b.length) return false;
+  const set = new Set(a);
+  return b.every((x) => set.has(x));
+}
+
+function peerFields(a: PeerConfig, b: PeerConfig): string[] {
+  const fields: string[] = [];
+  if (a.name !== b.name) fields.push('name');
+  if (!keysEqual(a.presharedKey, b.presharedKey)) fields.push('presharedKey');
+  if (a.endpoint?.host !== b.endpoint?.host || a.endpoint?.port !== b.endpoint?.port) fields.push('endpoint');
+  // Order of allowed IPs does not change routing within one peer.
+  if (!sameSet(a.allowedIPs, b.allowedIPs)) fields.push('allowedIPs');
+  if (a.persistentKeepalive !== b.persistentKeepalive) fields.push('persistentKeepalive');
+  return fields;
+}
+
+function interfaceFields(a: InterfaceConfig, b: InterfaceConfig): string[] {
+  const fields: string[] = [];
+  if (a.name !== b.name) fields.push('name');
+  if (!keysEqual(a.privateKey, b.privateKey)) fields.push('privateKey');
+  if (a.listenPort !== b.listenPort) fields.push('listenPort');
+  if (!sameSet(a.addresses, b.addresses)) fields.push('addresses');
+  if (a.mtu !== b.mtu) fields.push('mtu');
+  return fields;
+}
+
+export function diffConfig(before: TunvpnConfig, after: TunvpnConfig): ConfigDiff {
+  const old = new Map(before.peers.map((p) => [p.publicKey, p]));
+  const diff: ConfigDiff = { added: [], removed: [], changed: [], unchanged: [], interfaceChanged: interfaceFields(before.interface, after.interface) };
+  const seen = new Set<string>();
+  for (const peer of after.peers) {
+    seen.add(peer.publicKey);
+    const prev = old.get(peer.publicKey);
+    if (prev === undefined) {
+      diff.added.push(peer);
+      continue;
+    }
+    const fields = peerFields(prev, peer);
+    if (fields.length) diff.changed.push({ before: prev, after: peer, fields });
+    else diff.unchanged.push(peer);
+  }
+  for (const peer of before.peers) {
+    if (!seen.has(peer.publicKey)) diff.removed.push(peer);
+  }
+  return diff;
+}

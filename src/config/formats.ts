@@ -1,0 +1,202 @@
+/**
+ * Field formats: convict `format` functions. Each throws an Error whose
+ * message is the reason (convict and our walker prefix the path). None of
+ * them echoes a secret; formats of secret fields say only what is wrong.
+ */
+import { isIPv4, isIPv6 } from 'node:net';
+import { formatCidr, formatIp, parseCidr, parseIp } from '../peers/cidr.js';
+import type { EndpointConfig } from './types.js';
+import { keyTextProblem } from './keys.js';
+
+/** A problem with some elements of a list field; the walker reports each one at `path[i]`. */
+export class ListItemsError extends Error {
+  readonly items: { index: number; message: string }[];
+
+  constructor(items: { index: number; message: string }[]) {
+    super(items.map((i) => `[${i.index}] ${i.message}`).join('; '));
+    this.items = items;
+  }
+}
+
+function fail(message: string): never {
+  throw new Error(message);
+}
+
+function describeType(v: unknown): string {
+  if (v === null) return 'null';
+  if (Array.isArray(v)) return 'an array';
+  return `a ${typeof v}`;
+}
+
+/**
+ * Values are quoted in messages to help find them, except text that looks
+ * like a key: a key pasted into the wrong field is still a secret.
+ */
+const KEY_LIKE = /[A-Za-z0-9+/]{40,}/;
+
+/** `"text"`, or a placeholder when the text may be a key. */
+export function quote(text: string): string {
+  return KEY_LIKE.test(text) ? '(value not shown: it looks like a key)' : `"${text}"`;
+}
+
+/** Runs a parser whose errors quote their input; hides the input if it may be a key. */
+function guarded<T>(text: string, expected: string, parse: () => T): T {
+  try {
+    return parse();
+  } catch (err) {
+    if (KEY_LIKE.test(text)) fail(`is not ${expected} ${quote(text)}`);
+    throw err;
+  }
+}
+
+function requireInteger(v: unknown, min: number, max: number): void {
+  if (typeof v !== 'number' || !Number.isInteger(v)) fail(`must be an integer from ${min} to ${max}, got ${describeType(v)}${typeof v === 'number' ? ` ${v}` : ''}`);
+  if (v < min || v > max) fail(`must be from ${min} to ${max}, got ${v}`);
+}
+
+/** Linux dev_valid_name(): 1..15 bytes, not "." or "..", no '/', ':' or whitespace. */
+export function interfaceName(v: unknown): void {
+  if (typeof v !== 'string') fail(`must be a string, got ${describeType(v)}`);
+  if (v.length === 0) fail('must not be empty');
+  if (Buffer.byteLength(v) > 15) fail(`${quote(v)} is longer than 15 bytes (the Linux interface name limit)`);
+  if (v === '.' || v === '..' || /[/:\s]/.test(v)) fail(`${quote(v)} is not a valid Linux interface name (no '/', ':' or whitespace)`);
+}
+
+/** A base64 key; the message never contains the value. */
+export function keyText(v: unknown): void {
+  const problem = keyTextProblem(v);
+  if (problem !== undefined) fail(problem);
+}
+
+export function filePath(v: unknown): void {
+  if (typeof v !== 'string') fail(`must be a file path string, got ${describeType(v)}`);
+  if (v.length === 0) fail('must not be empty');
+  if (v.includes('\0')) fail('must not contain a NUL character');
+}
+
+export function listenPort(v: unknown): void {
+  requireInteger(v, 0, 65535);
+}
+
+export const MTU_MIN = 576;
+export const MTU_MIN_IPV6 = 1280;
+export const MTU_MAX = 65535;
+
+export function mtu(v: unknown): void {
+  requireInteger(v, MTU_MIN, MTU_MAX);
+}
+
+export function keepalive(v: unknown): void {
+  requireInteger(v, 0, 65535);
+}
+
+export function peerName(v: unknown): void {
+  if (typeof v !== 'string') fail(`must be a string, got ${describeType(v)}`);
+  if (v.length === 0) fail('must not be empty');
+  if (v.length > 64) fail('must be at most 64 characters');
+  if (/[\u0000-\u001f\u007f]/.test(v)) fail('must not contain control characters');
+}
+
+export function oneOf(values: readonly string[]): (v: unknown) => void {
+  return (v: unknown) => {
+    if (typeof v !== 'string' || !values.includes(v)) {
+      fail(`must be one of ${values.join(', ')}${typeof v === 'string' ? `, got ${quote(v)}` : `, got ${describeType(v)}`}`);
+    }
+  };
+}
+
+export function arrayOfObjects(v: unknown): void {
+  if (!Array.isArray(v)) fail(`must be an array, got ${describeType(v)}`);
+}
+
+/**
+ * An interface address: "10.62.0.1/24" keeps its host part (it is the
+ * address we assign). A bare address is a host address (/32 or /128).
+ */
+export function canonicalAddress(text: string): string {
+  return guarded(text, 'an address in CIDR notation', () => canonicalAddressUnguarded(text));
+}
+
+function canonicalAddressUnguarded(text: string): string {
+  if (text.includes('%')) fail(`"${text}" must not have a zone index`);
+  const slash = text.indexOf('/');
+  const host = parseIp(slash < 0 ? text : text.slice(0, slash));
+  const prefix = parseCidr(text);
+  return `${formatIp(host)}/${prefix.bits}`;
+}
+
+/** An allowed-IPs prefix in canonical text; `hostBits` when the input had host bits set. */
+export function canonicalPrefix(text: string): { text: string; hostBits: boolean } {
+  return guarded(text, 'a CIDR prefix', () => canonicalPrefixUnguarded(text));
+}
+
+function canonicalPrefixUnguarded(text: string): { text: string; hostBits: boolean } {
+  if (text.includes('%')) fail(`"${text}" must not have a zone index`);
+  const canonical = formatCidr(parseCidr(text));
+  const slash = text.indexOf('/');
+  const host = formatIp(parseIp(slash < 0 ? text : text.slice(0, slash)));
+  return { text: canonical, hostBits: host !== canonical.slice(0, canonical.indexOf('/')) };
+}
+
+function listOf(convert: (text: string) => unknown, what: string): (v: unknown) => void {
+  return (v: unknown) => {
+    if (!Array.isArray(v)) fail(`must be an array of ${what} strings, got ${describeType(v)}`);
+    const items: { index: number; message: string }[] = [];
+    v.forEach((item: unknown, index: number) => {
+      if (typeof item !== 'string') {
+        items.push({ index, message: `must be a ${what} string, got ${describeType(item)}` });
+        return;
+      }
+      try {
+        convert(item);
+      } catch (err) {
+        items.push({ index, message: err instanceof Error ? err.message : String(err) });
+      }
+    });
+    if (items.length) throw new ListItemsError(items);
+  };
+}
+
+export const addressList = listOf(canonicalAddress, 'CIDR address');
+export const prefixList = listOf(canonicalPrefix, 'CIDR');
+
+const HOST_LABEL = /^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/;
+
+function isHostname(host: string): boolean {
+  const name = host.endsWith('.') ? host.slice(0, -1) : host;
+  if (name.length === 0 || name.length > 253) return false;
+  const labels = name.split('.');
+  // All-numeric dotted names look like (broken) IPv4 addresses; refuse them.
+  if (labels.every((l) => /^\d+$/.test(l))) return false;
+  return labels.every((l) => HOST_LABEL.test(l));
+}
+
+/** "1.2.3.4:51820", "[fd00::1]:51820" or "host.example:51820". */
+export function parseEndpoint(text: string): EndpointConfig {
+  return guarded(text, 'a "host:port" endpoint', () => parseEndpointUnguarded(text));
+}
+
+function parseEndpointUnguarded(text: string): EndpointConfig {
+  const colon = text.lastIndexOf(':');
+  if (colon < 0) fail(`"${text}" has no port (expected host:port, [IPv6]:port)`);
+  let host = text.slice(0, colon);
+  const portText = text.slice(colon + 1);
+  if (!/^\d{1,5}$/.test(portText) || Number(portText) < 1 || Number(portText) > 65535) {
+    fail(`"${text}" has an invalid port (1 to 65535)`);
+  }
+  if (host.startsWith('[')) {
+    if (!host.endsWith(']')) fail(`"${text}" has an unclosed '['`);
+    host = host.slice(1, -1);
+    if (!isIPv6(host)) fail(`"${text}": "${host}" is not an IPv6 address`);
+    return { host, port: Number(portText) };
+  }
+  if (host.includes(':')) fail(`"${text}": an IPv6 address must be in brackets, e.g. [fd00::1]:51820`);
+  if (host.length === 0) fail(`"${text}" has no host`);
+  if (!isIPv4(host) && !isHostname(host)) fail(`"${text}": "${host}" is neither an IPv4 address nor a hostname`);
+  return { host, port: Number(portText) };
+}
+
+export function endpoint(v: unknown): void {
+  if (typeof v !== 'string') fail(`must be a "host:port" string, got ${describeType(v)}`);
+  parseEndpoint(v);
+}

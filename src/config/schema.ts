@@ -1,0 +1,159 @@
+/**
+ * The configuration schema, in convict's notation: a node with a `default`
+ * is a field, any other object is a section. Every field has a `doc`.
+ * `default: null` marks an optional field without a default; `required`
+ * (our addition, ignored by convict) marks one that must be given. A field
+ * whose value is an array of objects names their schema in `items`.
+ *
+ * To add a section (metrics address, control socket...): add a node here,
+ * then copy it into TunvpnConfig in parse.ts.
+ */
+import * as f from './formats.js';
+
+export interface FieldSchema {
+  doc: string;
+  default: unknown;
+  format: (value: unknown) => void;
+  nullable?: boolean;
+  /** convict masks it; our errors never print any value anyway. */
+  sensitive?: boolean;
+  required?: boolean;
+  items?: SectionSchema;
+}
+
+export interface SectionSchema {
+  [key: string]: FieldSchema | SectionSchema;
+}
+
+export function isField(node: FieldSchema | SectionSchema): node is FieldSchema {
+  return Object.prototype.hasOwnProperty.call(node, 'default');
+}
+
+export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
+export const CRYPTO_BACKENDS = ['auto', 'sodium-native', 'libsodium-wrappers'] as const;
+
+export const interfaceSchema = {
+  name: {
+    doc: 'Name of the TUN interface to create (Linux rules: 1 to 15 bytes, no "/", ":" or whitespace).',
+    default: 'tunvpn0',
+    format: f.interfaceName,
+  },
+  privateKey: {
+    doc: 'Our X25519 private key, base64 as printed by `tunvpn genkey`. Prefer privateKeyFile; give exactly one of the two.',
+    default: null,
+    nullable: true,
+    sensitive: true,
+    format: f.keyText,
+  },
+  privateKeyFile: {
+    doc: 'File holding our private key (base64, one line), relative to the config file\'s directory. Must not be readable or writable by group or others (chmod 600).',
+    default: null,
+    nullable: true,
+    format: f.filePath,
+  },
+  listenPort: {
+    doc: 'UDP port to listen on (0 to 65535; 0 picks a random free port).',
+    default: 51820,
+    format: f.listenPort,
+  },
+  addresses: {
+    doc: 'Addresses assigned to the interface, CIDR with the host part, e.g. "10.62.0.1/24" or "fd62::1/64". May be empty.',
+    default: [] as string[],
+    format: f.addressList,
+  },
+  mtu: {
+    doc: `MTU of the interface (${f.MTU_MIN} to ${f.MTU_MAX}; at least ${f.MTU_MIN_IPV6} when an address is IPv6). 1420 fits a 1500-byte underlay with IPv6 and WireGuard overhead.`,
+    default: 1420,
+    format: f.mtu,
+  },
+} satisfies SectionSchema;
+
+export const peerSchema = {
+  name: {
+    doc: 'Optional human-readable label, unique among peers; used in logs only.',
+    default: null,
+    nullable: true,
+    format: f.peerName,
+  },
+  publicKey: {
+    doc: 'The peer\'s X25519 public key, base64 (as printed by `tunvpn pubkey`). Required and unique.',
+    default: null,
+    nullable: true,
+    required: true,
+    format: f.keyText,
+  },
+  presharedKey: {
+    doc: 'Optional extra symmetric key for this peer (post-quantum hedge), base64 as printed by `tunvpn genpsk`. At most one of presharedKey and presharedKeyFile.',
+    default: null,
+    nullable: true,
+    sensitive: true,
+    format: f.keyText,
+  },
+  presharedKeyFile: {
+    doc: 'File holding the preshared key, relative to the config file\'s directory; mode must not give group or others any access.',
+    default: null,
+    nullable: true,
+    format: f.filePath,
+  },
+  endpoint: {
+    doc: 'Where to reach the peer: "203.0.113.7:51820", "[2001:db8::7]:51820" or "vpn.example.org:51820". Optional: without it we wait for the peer to contact us. Updated at run time to the source of the peer\'s latest authenticated packet.',
+    default: null,
+    nullable: true,
+    format: f.endpoint,
+  },
+  allowedIPs: {
+    doc: 'Prefixes routed to this peer and accepted from it, IPv4 or IPv6 CIDR ("10.62.0.2/32", "fd62::/64", "0.0.0.0/0"). Host bits are cleared. A prefix listed by two peers is legal (a warning): the later peer gets it, as in WireGuard.',
+    default: [] as string[],
+    format: f.prefixList,
+  },
+  persistentKeepalive: {
+    doc: 'Send a keepalive every this many seconds to keep NAT mappings open (1 to 65535); 0 turns it off.',
+    default: 0,
+    format: f.keepalive,
+  },
+} satisfies SectionSchema;
+
+export const configSchema = {
+  interface: interfaceSchema,
+  peers: {
+    doc: 'The peers we talk to; each is an object described by the peer schema.',
+    default: [] as unknown[],
+    format: f.arrayOfObjects,
+    items: peerSchema,
+  },
+  log: {
+    level: {
+      doc: `Log level: ${LOG_LEVELS.join(', ')}.`,
+      default: 'info',
+      format: f.oneOf(LOG_LEVELS),
+    },
+  },
+  crypto: {
+    backend: {
+      doc: 'Crypto implementation: "sodium-native" (native libsodium, fastest), "libsodium-wrappers" (WebAssembly, portable) or "auto" (the first that loads, in that order).',
+      default: 'auto',
+      format: f.oneOf(CRYPTO_BACKENDS),
+    },
+  },
+} satisfies SectionSchema;
+
+export interface FieldDoc {
+  path: string;
+  doc: string;
+  default: unknown;
+}
+
+/** Every field with its doc and default, for help text and tests. */
+export function describeSchema(schema: SectionSchema = configSchema, prefix = ''): FieldDoc[] {
+  const out: FieldDoc[] = [];
+  for (const [key, node] of Object.entries(schema)) {
+    const path = prefix ? `${prefix}.${key}` : key;
+    if (isField(node)) {
+      out.push({ path, doc: node.doc, default: node.default });
+      if (node.items) out.push(...describeSchema(node.items, `${path}[]`));
+    } else {
+      out.push(...describeSchema(node, path));
+    }
+  }
+  return out;
+}

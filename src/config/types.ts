@@ -1,0 +1,42 @@
+/** The validated, ready-to-use configuration the daemon is built from. */
+
+/** A peer's configured endpoint; `host` is an IP literal (IPv6 without brackets) or a hostname. */
+export interface EndpointConfig {
+  host: string;
+  port: number;
+}
+
+export interface PeerConfig {
+  name?: string;
+  /** Canonical base64. */
+  publicKey: string;
+  publicKeyBytes: Uint8Array;
+  presharedKey?: Uint8Array;
+  endpoint?: EndpointConfig;
+  /** Canonical CIDR text (host bits cleared, IPv6 in RFC 5952 form). */
+  allowedIPs: string[];
+  /** Seconds; 0 = off. */
+  persistentKeepalive: number;
+}
+
+export interface InterfaceConfig {
+  name: string;
+  privateKey: Uint8Array;
+  listenPort: number;
+  /** Canonical "address/prefix" text; the host part is kept. */
+  addresses: string[];
+  mtu: number;
+}
+
+export type CryptoBackendChoice = 'auto' | 'sodium-native' | 'libsodium-wrappers';
+
+export interface TunvpnConfig {
+  /** The file it came from, when it came from a file. */
+  path?: string;
+  interface: InterfaceConfig;
+  peers: PeerConfig[];
+  log: { level: string };
+  crypto: { backend: CryptoBackendChoice };
+  /** Legal but suspicious things, "path: message", e.g. an allowed IP claimed by two peers. */
+  warnings: string[];
+}

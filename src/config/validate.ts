@@ -1,0 +1,118 @@
+/**
+ * Walks a raw value against a schema (schema.ts), collecting every issue
+ * with its path instead of stopping at the first, and fills in defaults.
+ * convict validates one flat level and reports paths without array indices;
+ * this gives `peers[1].allowedIPs[0]`. In the result an invalid field is
+ * `undefined` (already reported) and an absent optional one is `null`.
+ */
+import type { ConfigIssue } from './errors.js';
+import { ListItemsError } from './formats.js';
+import { isField, type FieldSchema, type SectionSchema } from './schema.js';
+
+export type Plain = { [key: string]: unknown };
+
+export function isPlainObject(v: unknown): v is Plain {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+function join(path: string, key: string): string {
+  return path ? `${path}.${key}` : key;
+}
+
+function describeType(v: unknown): string {
+  if (v === null) return 'null';
+  if (Array.isArray(v)) return 'an array';
+  return `a ${typeof v}`;
+}
+
+function editDistance(a: string, b: string): number {
+  const row = Array.from({ length: b.length + 1 }, (_, i) => i);
+  for (let i = 1; i <= a.length; i++) {
+    let prev = row[0];
+    row[0] = i;
+    for (let j = 1; j <= b.length; j++) {
+      const cur = row[j];
+      row[j] = Math.min(row[j] + 1, row[j - 1] + 1, prev + (a[i - 1] === b[j - 1] ? 0 : 1));
+      prev = cur;
+    }
+  }
+  return row[b.length];
+}
+
+function suggestion(key: string, known: string[]): string {
+  const lower = key.toLowerCase();
+  let best: string | undefined;
+  let bestDistance = 3;
+  for (const k of known) {
+    const d = k.toLowerCase() === lower ? 0 : editDistance(lower, k.toLowerCase());
+    if (d < bestDistance) {
+      best = k;
+      bestDistance = d;
+    }
+  }
+  return best === undefined ? `known keys: ${known.join(', ')}` : `did you mean "${best}"?`;
+}
+
+export function checkSection(schema: SectionSchema, value: unknown, path: string, issues: ConfigIssue[]): Plain {
+  let obj: Plain = {};
+  if (isPlainObject(value)) {
+    obj = value;
+  } else if (value !== undefined) {
+    issues.push({ path, message: `must be an object, got ${describeType(value)}` });
+  }
+  const known = Object.keys(schema);
+  for (const key of Object.keys(obj)) {
+    if (!Object.prototype.hasOwnProperty.call(schema, key)) {
+      issues.push({ path: join(path, key), message: `unknown key (${suggestion(key, known)})` });
+    }
+  }
+  const out: Plain = {};
+  for (const key of known) {
+    const node = schema[key];
+    const p = join(path, key);
+    const v = Object.prototype.hasOwnProperty.call(obj, key) ? obj[key] : undefined;
+    out[key] = isField(node) ? checkField(node, v, p, issues) : checkSection(node, v, p, issues);
+  }
+  return out;
+}
+
+function cloneDefault(v: unknown): unknown {
+  return Array.isArray(v) ? [...v] : v;
+}
+
+function checkField(node: FieldSchema, value: unknown, path: string, issues: ConfigIssue[]): unknown {
+  if (value === undefined || (value === null && node.nullable)) {
+    if (node.required) {
+      issues.push({ path, message: 'is required' });
+      return undefined;
+    }
+    return cloneDefault(node.default);
+  }
+  try {
+    node.format(value);
+  } catch (err) {
+    if (err instanceof ListItemsError && Array.isArray(value)) {
+      const bad = new Set<number>();
+      for (const item of err.items) {
+        issues.push({ path: `${path}[${item.index}]`, message: item.message });
+        bad.add(item.index);
+      }
+      // Keep the good elements so later cross-checks still see them.
+      return value.filter((_, i) => !bad.has(i));
+    }
+    issues.push({ path, message: err instanceof Error ? err.message : String(err) });
+    return undefined;
+  }
+  if (node.items && Array.isArray(value)) {
+    const items = node.items;
+    return value.map((el, i) => {
+      const p = `${path}[${i}]`;
+      if (!isPlainObject(el)) {
+        issues.push({ path: p, message: `must be an object, got ${describeType(el)}` });
+        return undefined;
+      }
+      return checkSection(items, el, p, issues);
+    });
+  }
+  return value;
+}

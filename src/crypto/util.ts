@@ -1,0 +1,32 @@
+/** Sizes and argument checks shared by the crypto backends. */
+
+export const KEY_LEN = 32;
+export const TAG_LEN = 16;
+export const NONCE_LEN = 12;
+export const XNONCE_LEN = 24;
+
+/**
+ * Clamps an X25519 scalar in place the way `wg genkey` does (RFC 7748
+ * decodeScalar25519), so stored keys match what WireGuard tools produce.
+ */
+export function clampPrivateKey(k: Uint8Array): Uint8Array {
+  k[0] = (k[0] ?? 0) & 248;
+  k[31] = ((k[31] ?? 0) & 127) | 64;
+  return k;
+}
+
+/**
+ * Rejects wrong sizes before they reach native or WASM code, where a short
+ * buffer would be read or written out of bounds. These are programming errors
+ * (the protocol sizes every buffer), so they throw.
+ */
+export function checkAead(outLen: number, need: number, nonce: Uint8Array, nonceLen: number, key: Uint8Array): void {
+  if (outLen < need) throw new RangeError(`aead: out holds ${outLen} bytes, needs ${need}`);
+  if (nonce.length !== nonceLen) throw new RangeError(`aead: nonce must be ${nonceLen} bytes`);
+  if (key.length !== KEY_LEN) throw new RangeError('aead: key must be 32 bytes');
+}
+
+/** `out` itself when it is exactly `n` bytes, else a view of its first `n` bytes. */
+export function outView(out: Uint8Array, n: number): Uint8Array {
+  return out.length === n ? out : out.subarray(0, n);
+}
