@@ -1,0 +1,151 @@
+/**
+ * Interface configuration through iproute2's `ip`, always via execFile with
+ * an argument array (never a shell string), so nothing in an interface name
+ * or address can be interpreted by a shell. Arguments are validated before
+ * `ip` runs so that a value can never be taken for an option.
+ */
+import { execFile } from 'node:child_process';
+import { isIP } from 'node:net';
+import { TunvpnError } from '../errors.js';
+
+export class IpCommandError extends TunvpnError {
+  /** The full argv that ran, starting with "ip". */
+  readonly command: readonly string[];
+  /** What `ip` printed on stderr (its own explanation of the failure). */
+  readonly stderr: string;
+  readonly exitCode: number | undefined;
+
+  constructor(command: readonly string[], stderr: string, exitCode: number | undefined, cause?: unknown) {
+    const why = stderr.trim() || (cause instanceof Error ? cause.message : 'failed');
+    super('IP_COMMAND_FAILED', `\`${command.join(' ')}\` failed: ${why}`, cause === undefined ? undefined : { cause });
+    this.command = command;
+    this.stderr = stderr;
+    this.exitCode = exitCode;
+  }
+}
+
+export class IpArgumentError extends TunvpnError {
+  constructor(message: string) {
+    super('IP_ARGUMENT_INVALID', message);
+  }
+}
+
+export interface IpOptions {
+  /** Run against this named network namespace (`ip -n NAME ...`). */
+  netns?: string;
+  timeoutMs?: number;
+}
+
+const IFNAME = /^[A-Za-z0-9_.:@+=-]{1,15}$/;
+
+function checkIfname(ifname: string): void {
+  if (!IFNAME.test(ifname) || ifname.startsWith('-')) throw new IpArgumentError(`invalid interface name ${JSON.stringify(ifname)}`);
+}
+
+/** Returns 4 or 6 for "addr/len" (or a bare address); throws otherwise. */
+function cidrFamily(cidr: string): 4 | 6 {
+  const slash = cidr.indexOf('/');
+  const addr = slash < 0 ? cidr : cidr.slice(0, slash);
+  const family = isIP(addr);
+  if (family === 0) throw new IpArgumentError(`invalid address ${JSON.stringify(cidr)}`);
+  if (slash >= 0) {
+    const len = cidr.slice(slash + 1);
+    const max = family === 4 ? 32 : 128;
+    if (!/^\d{1,3}$/.test(len) || Number(len) > max) throw new IpArgumentError(`invalid prefix length in ${JSON.stringify(cidr)}`);
+  }
+  return family === 4 ? 4 : 6;
+}
+
+/** Runs `ip ARGS...`; resolves with stdout, rejects with IpCommandError. */
+export function runIp(args: readonly string[], opts: IpOptions = {}): Promise<string> {
+  const argv = opts.netns === undefined ? [...args] : ['-n', opts.netns, ...args];
+  if (opts.netns !== undefined && !/^[A-Za-z0-9_.-]{1,64}$/.test(opts.netns)) {
+    return Promise.reject(new IpArgumentError(`invalid namespace name ${JSON.stringify(opts.netns)}`));
+  }
+  return new Promise((resolve, reject) => {
+    execFile('ip', argv, { timeout: opts.timeoutMs ?? 10_000, encoding: 'utf8', maxBuffer: 16 * 1024 * 1024 }, (err, stdout, stderr) => {
+      if (err) {
+        const code = (err as { code?: unknown }).code;
+        reject(new IpCommandError(['ip', ...argv], stderr, typeof code === 'number' ? code : undefined, err));
+        return;
+      }
+      resolve(stdout);
+    });
+  });
+}
+
+export async function setMtu(ifname: string, mtu: number, opts?: IpOptions): Promise<void> {
+  checkIfname(ifname);
+  if (!Number.isInteger(mtu) || mtu < 68 || mtu > 65535) throw new IpArgumentError(`invalid MTU ${mtu}`);
+  await runIp(['link', 'set', 'dev', ifname, 'mtu', String(mtu)], opts);
+}
+
+export async function setUp(ifname: string, opts?: IpOptions): Promise<void> {
+  checkIfname(ifname);
+  await runIp(['link', 'set', 'dev', ifname, 'up'], opts);
+}
+
+export async function setDown(ifname: string, opts?: IpOptions): Promise<void> {
+  checkIfname(ifname);
+  await runIp(['link', 'set', 'dev', ifname, 'down'], opts);
+}
+
+/**
+ * Adds an address ("10.0.0.1/24", "fd00::1/64"). IPv6 addresses skip
+ * duplicate address detection (nodad): a point-to-point TUN has no
+ * neighbours, and DAD would leave the address tentative (unusable) for a
+ * second or more after the interface comes up.
+ */
+export async function addAddress(ifname: string, cidr: string, opts?: IpOptions): Promise<void> {
+  checkIfname(ifname);
+  const family = cidrFamily(cidr);
+  await runIp(family === 6 ? ['-6', 'addr', 'add', cidr, 'dev', ifname, 'nodad'] : ['-4', 'addr', 'add', cidr, 'dev', ifname], opts);
+}
+
+export async function delAddress(ifname: string, cidr: string, opts?: IpOptions): Promise<void> {
+  checkIfname(ifname);
+  const family = cidrFamily(cidr);
+  await runIp([`-${family}`, 'addr', 'del', cidr, 'dev', ifname], opts);
+}
+
+export async function addRoute(ifname: string, cidr: string, opts?: IpOptions): Promise<void> {
+  checkIfname(ifname);
+  const family = cidrFamily(cidr);
+  await runIp([`-${family}`, 'route', 'add', cidr, 'dev', ifname], opts);
+}
+
+export async function delRoute(ifname: string, cidr: string, opts?: IpOptions): Promise<void> {
+  checkIfname(ifname);
+  const family = cidrFamily(cidr);
+  await runIp([`-${family}`, 'route', 'del', cidr, 'dev', ifname], opts);
+}
+
+interface IpJsonRoute {
+  dst?: unknown;
+}
+
+function normalizeDst(dst: string, family: 4 | 6): string {
+  if (dst === 'default') return family === 4 ? '0.0.0.0/0' : '::/0';
+  return dst.includes('/') ? dst : `${dst}/${family === 4 ? 32 : 128}`;
+}
+
+/**
+ * Destinations (as CIDRs) of the main-table routes through `ifname`, IPv4
+ * then IPv6. Kernel-made IPv6 link-local and multicast routes are left out.
+ */
+export async function listRoutes(ifname: string, opts?: IpOptions): Promise<string[]> {
+  checkIfname(ifname);
+  const out: string[] = [];
+  for (const family of [4, 6] as const) {
+    const text = await runIp(['-j', `-${family}`, 'route', 'show', 'dev', ifname], opts);
+    const parsed: unknown = text.trim() ? JSON.parse(text) : [];
+    if (!Array.isArray(parsed)) continue;
+    for (const r of parsed as IpJsonRoute[]) {
+      if (typeof r.dst !== 'string') continue;
+      const dst = normalizeDst(r.dst, family);
+      if (family === 6 && (dst.startsWith('fe80:') || dst.startsWith('ff00:'))) continue;
+      out.push(dst);
+    }
+  }
+  return out;
+}
