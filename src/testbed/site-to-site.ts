@@ -9,7 +9,7 @@
  * each creates its own uniquely named namespaces and removes them in every
  * outcome.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve, dirname } from 'node:path';
@@ -265,4 +265,4 @@ export function fromRoot(...parts: string[]): string {
   return resolve(projectRoot(), ...parts);
 }
 
-export { type ChildProcess };
+export type { ChildProcess };
