@@ -60,9 +60,8 @@ export async function runCommand(args: string[], io: CliIo): Promise<number> {
   try {
     daemon = await Daemon.start({ config, configPath, logger: log });
   } catch (err) {
-    const e = err as Error & { code?: string };
-    io.stderr.write(`tunvpn: cannot start: ${e.message}${e.code ? ` (${e.code})` : ''}\n`);
-    return e.code === 'CONFIG_INVALID' ? 78 : 1;
+    io.stderr.write(`tunvpn: cannot start: ${describeStartError(err, config.interface.name)}\n`);
+    return (err as { code?: string }).code === 'CONFIG_INVALID' ? 78 : 1;
   }
   return new Promise<number>((resolve) => {
     let stopping = false;
@@ -88,4 +87,27 @@ export async function runCommand(args: string[], io: CliIo): Promise<number> {
       log.info({ status: daemon.status() }, 'status');
     });
   });
+}
+
+/**
+ * One clear line for the start-up failures people actually hit, saying what
+ * to do about them; anything else keeps its own message and code.
+ */
+export function describeStartError(err: unknown, ifname: string): string {
+  const e = err as Error & { code?: string };
+  switch (e.code) {
+    case 'EPERM':
+    case 'EACCES':
+      return `not permitted to create the TUN interface ${ifname}: tunvpn needs CAP_NET_ADMIN (run it as root, or as the systemd unit does with AmbientCapabilities=CAP_NET_ADMIN) (${e.code})`;
+    case 'ENOENT':
+    case 'ENODEV':
+    case 'ENOTTY':
+      return `no usable /dev/net/tun: load the tun kernel module (modprobe tun) or give the container the device (${e.code})`;
+    case 'EBUSY':
+      return `interface ${ifname} is already in use, by another tunvpn or WireGuard instance? (EBUSY)`;
+    default: {
+      const code = e.code && !e.message.includes(e.code) ? ` (${e.code})` : '';
+      return `${e.message}${code}`;
+    }
+  }
 }

@@ -1,0 +1,105 @@
+/**
+ * Fatal start-up errors: each prints one clear line on stderr, exits
+ * non-zero (78 for a bad config) and leaves nothing behind.
+ */
+import { chown, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { describeIntegration, Netns } from '../helpers/netns.js';
+import { cliPath, ConfigDir, startDaemon, type DaemonProcess } from '../../src/testbed/site-to-site.js';
+import { makeKeyPair } from '../helpers/daemon.js';
+
+interface Outcome {
+  code: number | null;
+  stderr: string;
+}
+
+async function runExpectingFailure(ns: Netns, argv: string[]): Promise<Outcome> {
+  const child = ns.spawn(argv[0], argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stderr = '';
+  child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
+  const code = await new Promise<number | null>((resolve) => {
+    const timer = setTimeout(() => child.kill('SIGKILL'), 15_000);
+    child.once('exit', (c) => {
+      clearTimeout(timer);
+      resolve(c);
+    });
+  });
+  return { code, stderr };
+}
+
+describeIntegration('daemon start-up errors', ['setpriv', 'unshare'], () => {
+  let ns: Netns;
+  let dir: ConfigDir;
+  let running: DaemonProcess | undefined;
+  let cfg: string;
+
+  async function writeConfig(name: string, iface: string, port: number): Promise<string> {
+    const { privateKey } = await makeKeyPair();
+    return dir.writeHost(name, { interfaceName: iface, privateKey, listenPort: port, addresses: ['10.98.0.1/24'], peers: [] });
+  }
+
+  beforeAll(async () => {
+    ns = await Netns.create('se');
+    dir = await ConfigDir.create();
+    cfg = await writeConfig('main', 'se0', 51901);
+    running = await startDaemon(ns, cfg);
+  });
+
+  afterAll(async () => {
+    await running?.stop();
+    await ns?.destroy();
+    await dir?.destroy();
+  });
+
+  it('a port in use: one line, exit 1, and the interface it created is gone again', async () => {
+    const other = await writeConfig('port', 'se1', 51901);
+    const r = await runExpectingFailure(ns, [process.execPath, cliPath(), 'run', '-c', other]);
+    expect(r.code).toBe(1);
+    expect(r.stderr.trim().split('\n')).toEqual(['tunvpn: cannot start: UDP port 51901 is already in use (PORT_IN_USE)']);
+    const links = await ns.exec('ip', ['-o', 'link']);
+    expect(links.stdout).not.toContain('se1');
+  });
+
+  it('an interface name in use: one line naming it', async () => {
+    const other = await writeConfig('busy', 'se0', 51902);
+    const r = await runExpectingFailure(ns, [process.execPath, cliPath(), 'run', '-c', other]);
+    expect(r.code).toBe(1);
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+    expect(r.stderr).toMatch(/interface se0 is already in use.*EBUSY/);
+  });
+
+  it('no CAP_NET_ADMIN: one line saying what is needed', async () => {
+    const other = await writeConfig('nocap', 'se2', 51903);
+    // The unprivileged user must be able to read its config and key.
+    await chown(dir.path, 65534, 65534);
+    await chown(other, 65534, 65534);
+    await chown(join(dir.path, 'nocap.key'), 65534, 65534);
+    const r = await runExpectingFailure(ns, ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', '--inh-caps=-all', '--bounding-set=-all', process.execPath, cliPath(), 'run', '-c', other]);
+    await chown(dir.path, 0, 0);
+    expect(r.code).toBe(1);
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+    expect(r.stderr).toMatch(/needs CAP_NET_ADMIN/);
+  });
+
+  it('no /dev/net/tun: one line saying so', async () => {
+    const other = await writeConfig('notun', 'se3', 51904);
+    const script = `mount --bind /dev/null /dev/net/tun && exec "$0" "$@"`;
+    const r = await runExpectingFailure(ns, ['unshare', '-m', 'sh', '-c', script, process.execPath, cliPath(), 'run', '-c', other]);
+    expect(r.code).toBe(1);
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+    expect(r.stderr).toMatch(/no usable \/dev\/net\/tun/);
+  });
+
+  it('a bad config: its errors, exit 78, no key printed', async () => {
+    const { privateKey } = await makeKeyPair();
+    const bad = join(dir.path, 'bad.json');
+    await writeFile(bad, JSON.stringify({ interface: { privateKey, listenPort: 70000 }, peers: [{ publicKey: 'nope', allowedIPs: ['10.0.0.0/40'] }] }), { mode: 0o600 });
+    const r = await runExpectingFailure(ns, [process.execPath, cliPath(), 'run', '-c', bad]);
+    expect(r.code).toBe(78);
+    expect(r.stderr).toContain('interface.listenPort');
+    expect(r.stderr).toContain('peers[0].publicKey');
+    expect(r.stderr).toContain('peers[0].allowedIPs[0]');
+    expect(r.stderr).not.toContain(privateKey);
+  });
+});
