@@ -67,6 +67,9 @@ export class Netns {
     live.add(name);
     const ns = new Netns(name);
     await ns.exec('ip', ['link', 'set', 'lo', 'up']);
+    // No duplicate address detection on test links: a tentative link-local
+    // address delays the first IPv6 neighbour discovery by about a second.
+    await ns.exec('sysctl', ['-q', '-w', 'net.ipv6.conf.default.accept_dad=0', 'net.ipv6.conf.all.accept_dad=0']);
     return ns;
   }
 
