@@ -1,0 +1,62 @@
+/**
+ * Sliding anti-replay window over transport counters, RFC 6479 style: a
+ * ring of 32-bit words. Moving the window forward clears whole words instead
+ * of shifting bits, so an accepted packet costs O(1) however far it jumps.
+ *
+ * With REPLAY_WORDS words the window spans REPLAY_WINDOW counters behind the
+ * greatest one seen (one word is kept as slack for the word being filled).
+ */
+export const REPLAY_WORDS = 128;
+export const REPLAY_BITS = REPLAY_WORDS * 32;
+export const REPLAY_WINDOW = REPLAY_BITS - 32; // 4064 counters
+
+export class ReplayWindow {
+  private readonly bitmap = new Uint32Array(REPLAY_WORDS);
+  /** Greatest accepted counter, -1 before the first. */
+  private greatest = -1;
+  private readonly limit: number;
+
+  /** Counters at or beyond `limit` (Reject-After-Messages) are refused. */
+  constructor(limit: number) {
+    this.limit = limit;
+  }
+
+  /** Whether `counter` would be accepted; does not record it (used before decrypting). */
+  check(counter: number): boolean {
+    if (!(counter < this.limit)) return false;
+    if (counter > this.greatest) return true;
+    if (this.greatest - counter >= REPLAY_WINDOW) return false;
+    const block = Math.floor(counter / 32);
+    const bit = counter - block * 32;
+    return (this.bitmap[block % REPLAY_WORDS] & (1 << bit)) === 0;
+  }
+
+  /** Records `counter` if it is acceptable (call only after authentication). */
+  accept(counter: number): boolean {
+    if (!(counter < this.limit)) return false;
+    const block = Math.floor(counter / 32);
+    if (counter > this.greatest) {
+      const current = Math.floor(this.greatest / 32);
+      const advance = Math.min(block - current, REPLAY_WORDS);
+      for (let i = 1; i <= advance; i++) this.bitmap[(current + i) % REPLAY_WORDS] = 0;
+      this.greatest = counter;
+    } else if (this.greatest - counter >= REPLAY_WINDOW) {
+      return false;
+    }
+    const word = block % REPLAY_WORDS;
+    const mask = 1 << (counter - block * 32);
+    if ((this.bitmap[word] & mask) !== 0) return false;
+    this.bitmap[word] |= mask;
+    return true;
+  }
+
+  reset(): void {
+    this.bitmap.fill(0);
+    this.greatest = -1;
+  }
+
+  /** Greatest counter accepted so far (-1 if none). */
+  get greatestSeen(): number {
+    return this.greatest;
+  }
+}

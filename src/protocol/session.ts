@@ -1,0 +1,111 @@
+/**
+ * A session (wireguard-go's keypair): the two transport keys of one completed
+ * handshake, its send counter and its receive replay window. Encrypt and
+ * decrypt are the transport hot path: nonces are preallocated per session
+ * and headers are written byte by byte into the caller's buffer.
+ */
+import type { CryptoBackend } from '../crypto/types.js';
+import { MESSAGE_TRANSPORT, TRANSPORT_COUNTER, TRANSPORT_HEADER_SIZE, TRANSPORT_OVERHEAD, TRANSPORT_RECEIVER, writeCounterLE, writeU32LE } from './messages.js';
+import type { TransportKeys } from './noise-handshake.js';
+import { ReplayWindow } from './replay.js';
+
+/** Size of the transport datagram for a plaintext of `len` bytes (zero-padded to 16). */
+export function transportSize(len: number): number {
+  return ((len + 15) & ~15) + TRANSPORT_OVERHEAD;
+}
+
+export class Session<P = unknown> {
+  readonly sendKey: Uint8Array;
+  readonly receiveKey: Uint8Array;
+  readonly localIndex: number;
+  readonly remoteIndex: number;
+  readonly isInitiator: boolean;
+  /** Monotonic ms at derivation. */
+  readonly createdAt: number;
+  readonly peer: P;
+  sendCounter = 0;
+  readonly replay: ReplayWindow;
+  private readonly sendNonce = new Uint8Array(12);
+  private readonly receiveNonce = new Uint8Array(12);
+  private zeroed = false;
+
+  constructor(
+    private readonly crypto: CryptoBackend,
+    keys: TransportKeys,
+    peer: P,
+    createdAt: number,
+    private readonly rejectAfterMessages: number,
+    private readonly rejectAfterTime: number,
+  ) {
+    this.sendKey = keys.sendKey;
+    this.receiveKey = keys.receiveKey;
+    this.localIndex = keys.localIndex;
+    this.remoteIndex = keys.remoteIndex;
+    this.isInitiator = keys.isInitiator;
+    this.peer = peer;
+    this.createdAt = createdAt;
+    this.replay = new ReplayWindow(rejectAfterMessages);
+  }
+
+  get isZeroed(): boolean {
+    return this.zeroed;
+  }
+
+  /** Whether this session may still encrypt (Reject-After-Time and -Messages). */
+  canSend(now: number): boolean {
+    return !this.zeroed && this.sendCounter < this.rejectAfterMessages && now - this.createdAt < this.rejectAfterTime;
+  }
+
+  /** Whether this session may still decrypt. */
+  canReceive(now: number): boolean {
+    return !this.zeroed && now - this.createdAt < this.rejectAfterTime;
+  }
+
+  /**
+   * Encrypts `packet` as a transport message into `out` and returns its length.
+   * `scratch` (>= padded length) holds the zero-padded plaintext when the
+   * packet is not already a multiple of 16. Caller checked canSend().
+   */
+  encrypt(packet: Uint8Array, out: Uint8Array, scratch: Uint8Array): number {
+    const len = packet.length;
+    const padded = (len + 15) & ~15;
+    const total = padded + TRANSPORT_OVERHEAD;
+    if (out.length < total) throw new RangeError(`encapsulate: out holds ${out.length} bytes, needs ${total}`);
+    const counter = this.sendCounter++;
+    out[0] = MESSAGE_TRANSPORT;
+    out[1] = 0;
+    out[2] = 0;
+    out[3] = 0;
+    writeU32LE(out, TRANSPORT_RECEIVER, this.remoteIndex);
+    writeCounterLE(out, TRANSPORT_COUNTER, counter);
+    const nonce = this.sendNonce;
+    for (let i = 0; i < 8; i++) nonce[4 + i] = out[TRANSPORT_COUNTER + i];
+    let plaintext = packet;
+    if (padded !== len) {
+      scratch.set(packet, 0);
+      scratch.fill(0, len, padded);
+      plaintext = scratch.subarray(0, padded);
+    }
+    this.crypto.aeadSeal(out.subarray(TRANSPORT_HEADER_SIZE, total), plaintext, null, nonce, this.sendKey);
+    return total;
+  }
+
+  /**
+   * Decrypts a transport message (size-checked, counter already checked
+   * against the window) into `out`. Returns the padded plaintext length, or
+   * -1 when authentication fails. Does not touch the replay window.
+   */
+  decrypt(datagram: Uint8Array, out: Uint8Array): number {
+    const nonce = this.receiveNonce;
+    for (let i = 0; i < 8; i++) nonce[4 + i] = datagram[TRANSPORT_COUNTER + i];
+    if (out.length < datagram.length - TRANSPORT_OVERHEAD) return -1;
+    return this.crypto.aeadOpen(out, datagram.subarray(TRANSPORT_HEADER_SIZE), null, nonce, this.receiveKey);
+  }
+
+  zero(): void {
+    this.crypto.memzero(this.sendKey);
+    this.crypto.memzero(this.receiveKey);
+    this.sendCounter = this.rejectAfterMessages;
+    this.zeroed = true;
+  }
+}
