@@ -3,16 +3,21 @@
  * metrics (later) all use them.
  */
 export const DROP_REASONS = [
-  // inbound (UDP side)
+  // inbound (UDP side), as the protocol core reports them
   'malformed',
   'unknown-index',
+  'unknown-peer',
   'replay',
   'bad-auth',
   'bad-mac',
+  'bad-cookie',
   'stale-timestamp',
+  'handshake-flood',
   'rate-limited',
   'expired',
-  'handshake-failed',
+  'invalid-key',
+  'unexpected-message',
+  // inbound, decided by the pipeline
   'source-not-allowed',
   'bad-inner-packet',
   // outbound (TUN side)
@@ -32,9 +37,4 @@ export function newDropCounters(): DropCounters {
   const c = {} as Record<string, number>;
   for (const r of DROP_REASONS) c[r] = 0;
   return c as DropCounters;
-}
-
-/** Maps a protocol drop code onto a counter, unknown codes to 'other'. */
-export function dropReasonOf(code: string): DropReason {
-  return (DROP_REASONS as readonly string[]).includes(code) ? (code as DropReason) : 'other';
 }

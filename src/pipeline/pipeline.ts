@@ -25,7 +25,7 @@ import type { WireGuardDevice, ProtocolPeer } from '../protocol/device.js';
 import { normaliseAddress, type Endpoint } from '../transport/endpoint.js';
 import type { UdpTransport } from '../transport/udp.js';
 import type { TunDevice } from '../tun/tun-device.js';
-import { dropReasonOf, newDropCounters, type DropCounters, type DropReason } from './counters.js';
+import { newDropCounters, type DropCounters, type DropReason } from './counters.js';
 import { ipPacketLength } from './ip.js';
 
 /** What the daemon keeps per peer: its config, protocol state and endpoint. */
@@ -134,15 +134,16 @@ export class Pipeline {
       if (n > 0) {
         this.transport.send(out, n, endpoint);
         this.counters.udpTx++;
-      } else {
-        this.flushOutbound(peer);
       }
+      // A rekey initiation (n > 0) or a started handshake (n = 0) waits here.
+      if (peer.proto.hasOutbound) this.flushOutbound(peer);
     }
   };
 
   /** Sends whatever the protocol produced outside encapsulate (handshakes, staged data). */
   private flushOutbound(peer: DaemonPeer): void {
     const endpoint = peer.endpoint;
+    if (!peer.proto.hasOutbound) return;
     const pending = peer.proto.takeOutbound();
     if (endpoint === undefined) return;
     for (const d of pending) {
@@ -169,6 +170,8 @@ export class Pipeline {
         const peer = this.byProto.get(res.peer);
         if (peer === undefined) return;
         this.roam(peer, rinfo);
+        // Confirming a session can release staged packets or a rekey.
+        if (peer.proto.hasOutbound) this.flushOutbound(peer);
         if (res.length === 0) {
           this.counters.keepalivesRx++;
           return;
@@ -207,7 +210,8 @@ export class Pipeline {
         return;
       }
       case 'error': {
-        this.drop(dropReasonOf(res.code));
+        // Every protocol drop reason is a pipeline counter (checked by tsc).
+        this.drops[res.code]++;
         return;
       }
     }
@@ -223,6 +227,7 @@ export class Pipeline {
 
   /** Protocol timers, and a summary of send failures at most every 10 s. */
   tick(): void {
+    // device.tick() also drains every peer's outbound list.
     const out = this.device.tick();
     for (const d of out) {
       const peer = this.byProto.get(d.peer);
@@ -231,7 +236,6 @@ export class Pipeline {
         this.counters.udpTx++;
       }
     }
-    for (const peer of this.byProto.values()) this.flushOutbound(peer);
     const errors = this.transport.sendErrors;
     const now = Date.now();
     if (errors !== this.lastSendErrors && now - this.lastSendErrorLog >= SEND_ERROR_LOG_INTERVAL_MS) {
