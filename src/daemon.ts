@@ -52,7 +52,7 @@ export class Daemon {
   private readonly pipeline: Pipeline;
   private routes: string[] = [];
   private ticker: NodeJS.Timeout | undefined;
-  private reloading: Promise<boolean> | undefined;
+  private changeQueue: Promise<void> = Promise.resolve();
   private stopped = false;
 
   private constructor(parts: {
@@ -168,7 +168,7 @@ export class Daemon {
       presharedKey: cfg.presharedKey,
       persistentKeepalive: cfg.persistentKeepalive,
     });
-    const peer: DaemonPeer = { config: cfg, proto, endpoint: undefined };
+    const peer: DaemonPeer = { config: cfg, proto, endpoint: undefined, rxPackets: 0, txPackets: 0 };
     if (cfg.endpoint) {
       try {
         peer.endpoint = await resolveEndpoint(cfg.endpoint.host, cfg.endpoint.port);
@@ -190,7 +190,7 @@ export class Daemon {
   }
 
   /** Applies a changed peer in place: its session keeps running. */
-  private async updatePeer(before: PeerConfig, after: PeerConfig, fields: readonly string[]): Promise<void> {
+  private async updatePeer(after: PeerConfig, fields: readonly string[]): Promise<void> {
     const peer = this.table.get(after.publicKey);
     if (!peer) return;
     peer.config = after;
@@ -204,7 +204,6 @@ export class Daemon {
         this.log.warn({ peer: peerLabel(after), err: (err as Error).message }, 'endpoint not resolved');
       }
     }
-    void before;
   }
 
   /**
@@ -212,33 +211,62 @@ export class Daemon {
    * nothing that runs changes. Returns whether the new config was applied.
    */
   reload(): Promise<boolean> {
-    // Reloads are serialised: a HUP during a reload waits for it.
-    const next = (this.reloading ?? Promise.resolve(true)).then(() => this.doReload());
-    this.reloading = next.finally(() => {
-      if (this.reloading === next) this.reloading = undefined;
+    return this.serialised(async () => {
+      let next: TunvpnConfig;
+      try {
+        next = await loadConfig(this.configPath);
+      } catch (err) {
+        const issues = (err as { issues?: unknown }).issues;
+        this.log.error({ err: (err as Error).message, issues }, 'reload rejected: the running configuration is kept');
+        return false;
+      }
+      return this.applyConfig(next, 'configuration reloaded');
     });
-    return next;
   }
 
-  private async doReload(): Promise<boolean> {
+  /**
+   * Runs configuration changes one at a time: a HUP during a reload, or a
+   * control-socket `set` during either, waits for the one before it.
+   */
+  private serialised<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.changeQueue.then(fn, fn);
+    this.changeQueue = run.then(
+      () => undefined,
+      () => undefined,
+    );
+    return run;
+  }
+
+  /** The configuration in force: the file's, plus changes made through the control socket. */
+  get effectiveConfig(): TunvpnConfig {
+    return this.config;
+  }
+
+  /**
+   * Makes the running daemon match `next`: peers added, removed and changed
+   * in place (sessions of unchanged peers keep running), interface settings,
+   * routes. Steps that can fail for outside reasons (binding a new port) run
+   * first, so a failure leaves everything as it was.
+   */
+  private async applyConfig(next: TunvpnConfig, what: string): Promise<boolean> {
     if (this.stopped) return false;
-    let next: TunvpnConfig;
-    try {
-      next = await loadConfig(this.configPath);
-    } catch (err) {
-      const issues = (err as { issues?: unknown }).issues;
-      this.log.error({ err: (err as Error).message, issues }, 'reload rejected: the running configuration is kept');
-      return false;
-    }
     const diff = diffConfig(this.config, next);
-    const blocked = diff.interfaceChanged.filter((f) => f === 'name');
-    if (blocked.length) {
-      this.log.error({ fields: blocked }, 'reload rejected: the interface name cannot change without a restart');
+    if (diff.interfaceChanged.includes('name')) {
+      this.log.error({ fields: ['interface.name'] }, `${what}: rejected, the interface name cannot change without a restart`);
       return false;
     }
-    await this.applyInterfaceChanges(next, diff);
+    let newTransport: UdpTransport | undefined;
+    if (diff.interfaceChanged.includes('listenPort')) {
+      try {
+        newTransport = await UdpTransport.open({ port: next.interface.listenPort, recvBufferSize: 4 << 20, sendBufferSize: 4 << 20 });
+      } catch (err) {
+        this.log.error({ err: (err as Error).message }, `${what}: rejected, the running configuration is kept`);
+        return false;
+      }
+    }
+    await this.applyInterfaceChanges(next, diff, newTransport);
     for (const p of diff.removed) this.removePeer(p);
-    for (const c of diff.changed) await this.updatePeer(c.before, c.after, c.fields);
+    for (const c of diff.changed) await this.updatePeer(c.after, c.fields);
     for (const p of diff.added) await this.addPeer(p);
     this.config = next;
     await this.syncRoutes();
@@ -251,15 +279,21 @@ export class Daemon {
         unchanged: diff.unchanged.length,
         interfaceChanged: diff.interfaceChanged,
       },
-      'configuration reloaded',
+      what,
     );
     return true;
   }
 
-  private async applyInterfaceChanges(next: TunvpnConfig, diff: ConfigDiff): Promise<void> {
+  private async applyInterfaceChanges(next: TunvpnConfig, diff: ConfigDiff, newTransport: UdpTransport | undefined): Promise<void> {
     const name = this.tun.name;
     const cur = this.config.interface;
     const nxt = next.interface;
+    if (newTransport) {
+      const old = this.transport;
+      this.transport = newTransport;
+      this.pipeline.setTransport(newTransport);
+      await old.close();
+    }
     if (diff.interfaceChanged.includes('privateKey')) this.device.setPrivateKey(nxt.privateKey);
     if (diff.interfaceChanged.includes('mtu')) {
       await ip.setMtu(name, nxt.mtu);
@@ -269,16 +303,7 @@ export class Daemon {
       for (const a of cur.addresses) if (!nxt.addresses.includes(a)) await ip.delAddress(name, a).catch(() => undefined);
       for (const a of nxt.addresses) if (!cur.addresses.includes(a)) await ip.addAddress(name, a);
     }
-    if (diff.interfaceChanged.includes('listenPort')) {
-      const transport = await UdpTransport.open({ port: nxt.listenPort, recvBufferSize: 4 << 20, sendBufferSize: 4 << 20 });
-      const old = this.transport;
-      this.transport = transport;
-      this.pipeline.setTransport(transport);
-      await old.close();
-    }
-    if (diff.interfaceChanged.includes('log')) {
-      this.log.level = next.log.level;
-    }
+    if (next.log.level !== this.config.log.level) this.log.level = next.log.level;
   }
 
   /** Removes routes and the interface, closes sockets. Idempotent. */

@@ -33,6 +33,9 @@ export interface DaemonPeer {
   config: PeerConfig;
   proto: ProtocolPeer;
   endpoint: Endpoint | undefined;
+  /** Data packets through this peer's tunnel (bytes are in proto.stats). */
+  rxPackets: number;
+  txPackets: number;
 }
 
 export interface PipelineOptions {
@@ -134,6 +137,7 @@ export class Pipeline {
       if (n > 0) {
         this.transport.send(out, n, endpoint);
         this.counters.udpTx++;
+        peer.txPackets++;
       }
       // A rekey initiation (n > 0) or a started handshake (n = 0) waits here.
       if (peer.proto.hasOutbound) this.flushOutbound(peer);
@@ -185,6 +189,7 @@ export class Pipeline {
           this.drop('source-not-allowed');
           return;
         }
+        peer.rxPackets++;
         try {
           this.tun.write(out.subarray(0, len));
           this.counters.tunTx++;
