@@ -196,6 +196,13 @@ function parseEndpointUnguarded(text: string): EndpointConfig {
   return { host, port: Number(portText) };
 }
 
+/** A listening address for a local service: "127.0.0.1:9586" or "[::1]:9586" (an IP, not a name). */
+export function listenAddress(v: unknown): void {
+  if (typeof v !== 'string') fail(`must be an "ip:port" string, got ${describeType(v)}`);
+  const e = parseEndpoint(v);
+  if (!isIPv4(e.host) && !isIPv6(e.host)) fail(`"${v}": the host must be an IP address, not a name`);
+}
+
 export function endpoint(v: unknown): void {
   if (typeof v !== 'string') fail(`must be a "host:port" string, got ${describeType(v)}`);
   parseEndpoint(v);

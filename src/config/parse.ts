@@ -217,6 +217,7 @@ export async function parseConfig(raw: unknown, opts: ParseOptions): Promise<Tun
     },
     peers: peers.filter((p): p is PeerConfig => p !== undefined),
     log: { level: String(section(checked.log).level) },
+    metrics: metricsSection(section(checked.metrics)),
     crypto: { backend: String(section(checked.crypto).backend) as CryptoBackendChoice },
     warnings,
   };
@@ -230,7 +231,7 @@ export async function parseConfig(raw: unknown, opts: ParseOptions): Promise<Tun
  * so without this the output would not be stable.
  */
 function sortIssues(issues: ConfigIssue[]): ConfigIssue[] {
-  const sections = ['interface', 'peers', 'log', 'crypto'];
+  const sections = ['interface', 'peers', 'log', 'metrics', 'crypto'];
   const rank = (path: string): number => {
     const peer = /^peers\[(\d+)\]/.exec(path);
     if (peer) return 1 + Number(peer[1]) / 1e9;
@@ -241,4 +242,8 @@ function sortIssues(issues: ConfigIssue[]): ConfigIssue[] {
     .map((issue, n) => ({ issue, n, r: rank(issue.path) }))
     .sort((a, b) => a.r - b.r || a.n - b.n)
     .map((x) => x.issue);
+}
+
+function metricsSection(m: Record<string, unknown>): TunvpnConfig['metrics'] {
+  return typeof m.listen === 'string' ? { listen: parseEndpoint(m.listen) } : {};
 }

@@ -128,6 +128,14 @@ export const configSchema = {
       format: f.oneOf(LOG_LEVELS),
     },
   },
+  metrics: {
+    listen: {
+      doc: 'Serve Prometheus metrics over HTTP at this "ip:port" (e.g. "127.0.0.1:9586"; path /metrics). Off when null (the default). Metrics carry peer names and public keys, never private keys: bind to loopback or a management network.',
+      default: null,
+      nullable: true,
+      format: f.listenAddress,
+    },
+  },
   crypto: {
     backend: {
       doc: 'Crypto implementation: "sodium-native" (native libsodium, fastest), "libsodium-wrappers" (WebAssembly, portable) or "auto" (the first that loads, in that order).',

@@ -36,6 +36,8 @@ export interface TunvpnConfig {
   interface: InterfaceConfig;
   peers: PeerConfig[];
   log: { level: string };
+  /** Prometheus endpoint; undefined = off. */
+  metrics: { listen?: EndpointConfig };
   crypto: { backend: CryptoBackendChoice };
   /** Legal but suspicious things, "path: message", e.g. an allowed IP claimed by two peers. */
   warnings: string[];

@@ -11,6 +11,7 @@ function config(peers: PeerConfig[], iface: Partial<TunvpnConfig['interface']> =
     interface: { name: 'tunvpn0', privateKey: new Uint8Array(32).fill(9), listenPort: 51820, addresses: ['10.0.0.254/24'], mtu: 1420, ...iface },
     peers,
     log: { level: 'info' },
+    metrics: {},
     crypto: { backend: 'auto' },
     warnings: [],
   };

@@ -60,6 +60,9 @@ describe('parseConfig: valid input', () => {
     expect(Buffer.from(cfg.interface.privateKey).toString('base64')).toBe(me.priv);
     expect(cfg.log.level).toBe('info');
     expect(cfg.crypto.backend).toBe('auto');
+    expect(cfg.metrics).toEqual({});
+    const withMetrics = await parse({ ...raw, metrics: { listen: '[::1]:9586' } });
+    expect(withMetrics.metrics.listen).toEqual({ host: '::1', port: 9586 });
     expect(cfg.path).toBeUndefined();
     const [p] = cfg.peers;
     expect(p.publicKey).toBe(a.pub);
@@ -183,6 +186,9 @@ describe('parseConfig: every rejection names the path and the reason', () => {
     ['empty peer name', (r) => (peer0(r).name = ''), 'peers[0].name', /must not be empty/],
     ['bad log level', (r) => (r.log = { level: 'loud' }), 'log.level', /must be one of trace, debug, info, warn, error, fatal, silent/],
     ['bad crypto backend', (r) => (r.crypto = { backend: 'openssl' }), 'crypto.backend', /must be one of auto, sodium-native, libsodium-wrappers/],
+    ['metrics on a host name', (r) => (r.metrics = { listen: 'localhost:9586' }), 'metrics.listen', /must be an IP address, not a name/],
+    ['metrics without a port', (r) => (r.metrics = { listen: '127.0.0.1' }), 'metrics.listen', /has no port/],
+    ['unknown metrics key', (r) => (r.metrics = { port: 9586 }), 'metrics.port', /unknown/i],
     ['duplicate public key', (r) => (r.peers = [{ publicKey: a.pub }, { publicKey: b.pub }, { publicKey: a.pub }]), 'peers[2].publicKey', /duplicate public key \(same as peers\[0\]\.publicKey\)/],
     ['duplicate peer name', (r) => (r.peers = [{ publicKey: a.pub, name: 'x' }, { publicKey: b.pub, name: 'x' }]), 'peers[1].name', /duplicate name "x" \(also peers\[0\]\.name\)/],
     ['peer is ourselves', (r) => (r.peers = [{ publicKey: a.pub }, { publicKey: me.pub }]), 'peers[1].publicKey', /our own public key/],
