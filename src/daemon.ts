@@ -13,6 +13,10 @@
  * reconfigures and tears down.
  */
 import { loadConfig, diffConfig, summarizeConfig, type PeerConfig, type TunvpnConfig, type ConfigDiff } from './config/index.js';
+import { mergeUapiRequest } from './control/uapi-apply.js';
+import { UapiServer } from './control/uapi-server.js';
+import { UAPI_EADDRINUSE, UAPI_EINVAL, UapiError, type UapiDevice, type UapiInterfaceState, type UapiSetRequest } from './control/uapi-types.js';
+import { startMetricsServer, type MetricsServer, type MetricsSnapshot } from './control/metrics.js';
 import { loadCrypto } from './crypto/index.js';
 import type { CryptoBackend } from './crypto/types.js';
 import { TunvpnError } from './errors.js';
@@ -29,6 +33,10 @@ import * as ip from './tun/iproute.js';
 export class DaemonError extends TunvpnError {}
 
 export interface DaemonOptions {
+  /** Control socket directory (default /var/run/wireguard, where `wg` looks). */
+  controlDir?: string;
+  /** Called when something outside asks the daemon to stop (its control socket was deleted). */
+  onShutdownRequest?: () => void;
   /** Already loaded and validated (the CLI needs its log level first). */
   config: TunvpnConfig;
   /** Where reloads read the config from. */
@@ -40,7 +48,10 @@ export interface DaemonOptions {
 
 const monotonicMs = (): number => performance.now();
 
-export class Daemon {
+/** Why a configuration change was not applied. */
+type ApplyOutcome = { ok: true } | { ok: false; reason: 'interface-name' | 'port'; message: string };
+
+export class Daemon implements UapiDevice {
   private config: TunvpnConfig;
   private readonly log: Logger;
   private readonly configPath: string;
@@ -52,6 +63,8 @@ export class Daemon {
   private readonly pipeline: Pipeline;
   private routes: string[] = [];
   private ticker: NodeJS.Timeout | undefined;
+  private control: UapiServer | undefined;
+  private metrics: MetricsServer | undefined;
   private changeQueue: Promise<void> = Promise.resolve();
   private stopped = false;
 
@@ -103,6 +116,7 @@ export class Daemon {
 
     let tun: TunDevice | undefined;
     let transport: UdpTransport | undefined;
+    let daemon: Daemon | undefined;
     try {
       tun = TunDevice.open({ name: config.interface.name, mtu: config.interface.mtu });
       transport = await UdpTransport.open({
@@ -111,11 +125,22 @@ export class Daemon {
         sendBufferSize: 4 * 1024 * 1024,
       });
       const pipeline = new Pipeline({ device, table, tun, transport, log, mtu: config.interface.mtu });
-      const daemon = new Daemon({ config, log, configPath: opts.configPath, crypto, device, table, tun, transport, pipeline });
+      daemon = new Daemon({ config, log, configPath: opts.configPath, crypto, device, table, tun, transport, pipeline });
       for (const peer of config.peers) await daemon.addPeer(peer);
       await daemon.configureInterface();
+      const ifname = tun.name;
+      daemon.control = await UapiServer.listen(ifname, daemon, {
+        dir: opts.controlDir,
+        logger: log,
+        // The cross-platform API: a deleted socket file means "shut down".
+        onSocketRemoved: () => {
+          log.warn({ interface: ifname }, 'control socket removed: shutting down');
+          opts.onShutdownRequest?.();
+        },
+      });
+      await daemon.syncMetrics(undefined);
       pipeline.start();
-      daemon.ticker = setInterval(() => daemon.pipeline.tick(), opts.tickMs ?? 100);
+      daemon.ticker = setInterval(() => pipeline.tick(), opts.tickMs ?? 100);
       // Every peer with a known endpoint gets a handshake at once (wg waits
       // for the first packet): after a restart the other side's stale
       // session is replaced within one round trip instead of after
@@ -129,10 +154,76 @@ export class Daemon {
       );
       return daemon;
     } catch (err) {
+      await daemon?.control?.close();
+      await daemon?.metrics?.close();
       if (transport) await transport.close();
       tun?.close();
       throw err;
     }
+  }
+
+  /** Starts, moves or stops the metrics endpoint to match the config. */
+  private async syncMetrics(before: TunvpnConfig['metrics']['listen']): Promise<void> {
+    const want = this.config.metrics.listen;
+    if (before?.host === want?.host && before?.port === want?.port && (this.metrics !== undefined) === (want !== undefined)) return;
+    await this.metrics?.close();
+    this.metrics = undefined;
+    if (want) {
+      this.metrics = await startMetricsServer(want, () => this.metricsSnapshot(), { logger: this.log });
+      this.log.info({ listen: `${want.host.includes(':') ? `[${want.host}]` : want.host}:${this.metrics.port}` }, 'metrics endpoint up');
+    }
+  }
+
+  private metricsSnapshot(): MetricsSnapshot {
+    let handshakesStarted = 0;
+    let handshakesCompleted = 0;
+    const peers = this.table.values().map((p) => {
+      handshakesStarted += p.proto.stats.handshakesStarted;
+      handshakesCompleted += p.proto.stats.handshakesCompleted;
+      return {
+        name: p.config.name,
+        publicKey: p.config.publicKey,
+        rxBytes: p.proto.stats.rxBytes,
+        txBytes: p.proto.stats.txBytes,
+        rxPackets: p.rxPackets,
+        txPackets: p.txPackets,
+        lastHandshakeWallMs: p.proto.stats.lastHandshakeWallMs,
+      };
+    });
+    return { peers, drops: this.pipeline.drops, handshakesStarted, handshakesCompleted };
+  }
+
+  /** UAPI `get`: the running state, as `wg show` reports it. */
+  snapshot(): UapiInterfaceState {
+    return {
+      privateKey: this.config.interface.privateKey,
+      listenPort: this.transport.port,
+      fwmark: 0,
+      peers: this.table.values().map((p) => ({
+        publicKey: p.config.publicKeyBytes,
+        presharedKey: p.config.presharedKey,
+        endpoint: p.endpoint,
+        persistentKeepalive: p.config.persistentKeepalive,
+        lastHandshakeWallMs: p.proto.stats.lastHandshakeWallMs,
+        rxBytes: p.proto.stats.rxBytes,
+        txBytes: p.proto.stats.txBytes,
+        allowedIPs: this.table.allowedIPsOf(p.config.publicKey),
+      })),
+    };
+  }
+
+  /**
+   * UAPI `set` (`wg set`, `wg setconf`): merged into the effective config and
+   * applied like a reload; lasts until the next reload or restart.
+   */
+  apply(req: UapiSetRequest): Promise<void> {
+    return this.serialised(async () => {
+      const next = mergeUapiRequest(this.config, req, this.device.publicKey);
+      const outcome = await this.applyConfig(next, 'configuration changed through the control socket');
+      if (!outcome.ok) {
+        throw new UapiError(outcome.reason === 'port' ? UAPI_EADDRINUSE : UAPI_EINVAL, outcome.message);
+      }
+    });
   }
 
   private async configureInterface(): Promise<void> {
@@ -147,7 +238,7 @@ export class Daemon {
   private async syncRoutes(): Promise<void> {
     const wanted = planRoutes(
       this.config.interface.addresses,
-      this.config.peers.flatMap((p) => p.allowedIPs),
+      this.table.keys().flatMap((k) => this.table.allowedIPsOf(k)),
     );
     const wantedSet = new Set(wanted);
     const haveSet = new Set(this.routes);
@@ -220,7 +311,7 @@ export class Daemon {
         this.log.error({ err: (err as Error).message, issues }, 'reload rejected: the running configuration is kept');
         return false;
       }
-      return this.applyConfig(next, 'configuration reloaded');
+      return (await this.applyConfig(next, 'configuration reloaded')).ok;
     });
   }
 
@@ -248,28 +339,37 @@ export class Daemon {
    * routes. Steps that can fail for outside reasons (binding a new port) run
    * first, so a failure leaves everything as it was.
    */
-  private async applyConfig(next: TunvpnConfig, what: string): Promise<boolean> {
-    if (this.stopped) return false;
+  private async applyConfig(next: TunvpnConfig, what: string): Promise<ApplyOutcome> {
+    if (this.stopped) return { ok: false, reason: 'interface-name', message: 'the daemon is stopping' };
     const diff = diffConfig(this.config, next);
     if (diff.interfaceChanged.includes('name')) {
-      this.log.error({ fields: ['interface.name'] }, `${what}: rejected, the interface name cannot change without a restart`);
-      return false;
+      const message = 'the interface name cannot change without a restart';
+      this.log.error({ fields: ['interface.name'] }, `${what}: rejected, ${message}`);
+      return { ok: false, reason: 'interface-name', message };
     }
     let newTransport: UdpTransport | undefined;
     if (diff.interfaceChanged.includes('listenPort')) {
       try {
         newTransport = await UdpTransport.open({ port: next.interface.listenPort, recvBufferSize: 4 << 20, sendBufferSize: 4 << 20 });
       } catch (err) {
-        this.log.error({ err: (err as Error).message }, `${what}: rejected, the running configuration is kept`);
-        return false;
+        const message = (err as Error).message;
+        this.log.error({ err: message }, `${what}: rejected, the running configuration is kept`);
+        return { ok: false, reason: 'port', message };
       }
     }
+    const metricsBefore = this.config.metrics.listen;
     await this.applyInterfaceChanges(next, diff, newTransport);
     for (const p of diff.removed) this.removePeer(p);
     for (const c of diff.changed) await this.updatePeer(c.after, c.fields);
     for (const p of diff.added) await this.addPeer(p);
     this.config = next;
     await this.syncRoutes();
+    await this.syncMetrics(metricsBefore).catch((err: unknown) => this.log.error({ err: (err as Error).message }, 'metrics endpoint failed'));
+    // New peers with a known endpoint get a handshake at once, as at start.
+    for (const p of diff.added) {
+      const peer = this.table.get(p.publicKey);
+      if (peer?.endpoint) this.pipeline.initiate(peer);
+    }
     for (const w of next.warnings) this.log.warn({ warning: w }, 'config warning');
     this.log.info(
       {
@@ -281,7 +381,7 @@ export class Daemon {
       },
       what,
     );
-    return true;
+    return { ok: true };
   }
 
   private async applyInterfaceChanges(next: TunvpnConfig, diff: ConfigDiff, newTransport: UdpTransport | undefined): Promise<void> {
@@ -311,6 +411,8 @@ export class Daemon {
     if (this.stopped) return;
     this.stopped = true;
     if (this.ticker) clearInterval(this.ticker);
+    await this.control?.close();
+    await this.metrics?.close();
     this.pipeline.stop();
     for (const r of this.routes) await ip.delRoute(this.tun.name, r).catch(() => undefined);
     this.routes = [];

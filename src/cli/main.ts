@@ -10,6 +10,8 @@ import { checkCommand } from './check.js';
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, toUsageError, type CliCommand } from './command.js';
 import type { CliIo } from './io.js';
 import { genkeyCommand, genpskCommand, pubkeyCommand } from './keys.js';
+import { importCommand } from './import.js';
+import { showCommand } from './show.js';
 
 // Loaded on use: it pulls in the daemon, TUN binding and all; key tools and
 // `check` must work without them.
@@ -22,7 +24,7 @@ const runCommand: CliCommand = {
   },
 };
 
-export const COMMANDS: readonly CliCommand[] = [runCommand, checkCommand, genkeyCommand, pubkeyCommand, genpskCommand];
+export const COMMANDS: readonly CliCommand[] = [runCommand, checkCommand, showCommand, importCommand, genkeyCommand, pubkeyCommand, genpskCommand];
 
 function findCommand(name: string): CliCommand | undefined {
   return COMMANDS.find((c) => c.name === name);

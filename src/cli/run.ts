@@ -58,7 +58,7 @@ export async function runCommand(args: string[], io: CliIo): Promise<number> {
   const log = createLogger({ level: level ?? config.log.level });
   let daemon: Daemon;
   try {
-    daemon = await Daemon.start({ config, configPath, logger: log });
+    daemon = await Daemon.start({ config, configPath, logger: log, onShutdownRequest: () => process.kill(process.pid, 'SIGTERM') });
   } catch (err) {
     io.stderr.write(`tunvpn: cannot start: ${describeStartError(err, config.interface.name)}\n`);
     return (err as { code?: string }).code === 'CONFIG_INVALID' ? 78 : 1;

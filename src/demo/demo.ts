@@ -9,7 +9,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import { loadCrypto } from '../crypto/index.js';
-import { ADDR, ConfigDir, SiteToSite, startDaemon, type DaemonProcess } from '../testbed/site-to-site.js';
+import { ADDR, cliPath, ConfigDir, SiteToSite, startDaemon, type DaemonProcess } from '../testbed/site-to-site.js';
 import { pingUntil } from '../testbed/netns.js';
 import type { Netns } from '../testbed/netns.js';
 
@@ -116,13 +116,12 @@ async function main(): Promise<number> {
       say('iperf3 is not installed: skipping the throughput run (apt-get install iperf3)');
     }
 
-    say('status of both daemons');
+    say('status of both daemons (tunvpn show; `wg show` prints the same through the control socket)');
     for (const [ns, ifname] of [
       [bed.ta, 'tunvpn-a'],
       [bed.tb, 'tunvpn-b'],
     ] as const) {
-      if (hasCommand('wg')) await show(ns, 'wg', ['show', ifname]);
-      await show(ns, process.execPath, [process.argv[1].replace(/demo[\\/]demo\.js$/, 'cli/main.js'), 'show', ifname]);
+      await show(ns, process.execPath, [cliPath(), 'show', ifname]);
     }
     return 0;
   } catch (err) {

@@ -125,6 +125,8 @@ export interface HostSpec {
   peers: PeerSpec[];
   mtu?: number;
   logLevel?: string;
+  /** "ip:port" for the Prometheus endpoint; off when absent. */
+  metricsListen?: string;
 }
 
 /** A private directory holding configs and key files (0700 / 0600). */
@@ -161,6 +163,7 @@ export class ConfigDir {
         return out;
       }),
       log: { level: host.logLevel ?? 'info' },
+      ...(host.metricsListen ? { metrics: { listen: host.metricsListen } } : {}),
     };
     const path = join(this.path, `${name}.json`);
     await writeFile(path, JSON.stringify(config, null, 2) + '\n', { mode: 0o600 });

@@ -1,0 +1,210 @@
+/**
+ * A wg-quick config, parsed, turned into a tunvpn config object (design.md
+ * section 3). Every value is checked here, so that a mistake is reported
+ * with its line number rather than as a JSON path of the output. What tunvpn
+ * cannot carry over (hooks, DNS, routing table, fwmark...) is returned as
+ * notes, never silently dropped.
+ */
+import { canonicalAddress, canonicalPrefix, interfaceName, MTU_MAX, MTU_MIN, parseEndpoint } from '../config/formats.js';
+import { keyTextProblem } from '../config/keys.js';
+import { parseWgQuick, WgQuickError, type WgQuickEntry, type WgQuickSection } from './wgquick-parse.js';
+
+export interface ImportedPeer {
+  publicKey: string;
+  presharedKey?: string;
+  endpoint?: string;
+  allowedIPs: string[];
+  persistentKeepalive?: number;
+}
+
+export interface ImportedConfig {
+  interface: {
+    name: string;
+    privateKey?: string;
+    privateKeyFile?: string;
+    listenPort: number;
+    addresses: string[];
+    mtu?: number;
+  };
+  peers: ImportedPeer[];
+}
+
+export interface Conversion {
+  config: ImportedConfig;
+  /** The interface private key (base64), for the caller to place inline or in a file. */
+  privateKey: string;
+  /** "line N: Key ..." for every entry not carried over, and other remarks. */
+  notes: string[];
+}
+
+/** Interface keys wg-quick or wg understand that tunvpn has no equivalent for. */
+const UNSUPPORTED_INTERFACE = new Map<string, string>([
+  ['dns', 'set DNS servers with your resolver configuration'],
+  ['table', 'tunvpn adds no routes beyond the interface addresses'],
+  ['preup', 'hooks are not run; use systemd ExecStartPre='],
+  ['postup', 'hooks are not run; use systemd ExecStartPost='],
+  ['predown', 'hooks are not run; use systemd ExecStop='],
+  ['postdown', 'hooks are not run; use systemd ExecStopPost='],
+  ['saveconfig', 'tunvpn never writes its config back'],
+  ['fwmark', 'tunvpn does not mark its packets'],
+]);
+
+function keyValue(e: WgQuickEntry, what: string): string {
+  const problem = keyTextProblem(e.value);
+  // The value is never echoed: it may be a secret.
+  if (problem !== undefined) throw new WgQuickError(e.line, `${e.key}: ${what} ${problem}`);
+  return e.value;
+}
+
+function integer(e: WgQuickEntry, min: number, max: number): number {
+  if (!/^[0-9]{1,10}$/.test(e.value)) throw new WgQuickError(e.line, `${e.key}: "${e.value}" is not a number from ${min} to ${max}`);
+  const n = Number(e.value);
+  if (n < min || n > max) throw new WgQuickError(e.line, `${e.key}: ${n} is out of range (${min} to ${max})`);
+  return n;
+}
+
+function list(e: WgQuickEntry, convert: (item: string) => string): string[] {
+  const out: string[] = [];
+  for (const item of e.value.split(',').map((s) => s.trim())) {
+    if (item === '') continue;
+    try {
+      out.push(convert(item));
+    } catch (err) {
+      throw new WgQuickError(e.line, `${e.key}: ${err instanceof Error ? err.message : String(err)}`);
+    }
+  }
+  return out;
+}
+
+/** Tracks single-valued keys, so a repeated one can be noted (the last one wins, as in wg). */
+class Seen {
+  private readonly lines = new Map<string, number>();
+  constructor(private readonly notes: string[]) {}
+  mark(e: WgQuickEntry): void {
+    const before = this.lines.get(e.lkey);
+    if (before !== undefined) this.notes.push(`line ${e.line}: ${e.key} repeats line ${before}; the last value wins`);
+    this.lines.set(e.lkey, e.line);
+  }
+}
+
+function convertInterface(section: WgQuickSection, name: string, notes: string[]): { iface: ImportedConfig['interface']; privateKey: string } {
+  let privateKey: string | undefined;
+  let listenPort: number | undefined;
+  let mtu: number | undefined;
+  const addresses: string[] = [];
+  const seen = new Seen(notes);
+  for (const e of section.entries) {
+    switch (e.lkey) {
+      case 'privatekey':
+        seen.mark(e);
+        privateKey = keyValue(e, 'the private key');
+        break;
+      case 'listenport':
+        seen.mark(e);
+        listenPort = integer(e, 0, 65535);
+        break;
+      case 'address':
+        addresses.push(...list(e, canonicalAddress));
+        break;
+      case 'mtu':
+        seen.mark(e);
+        mtu = integer(e, MTU_MIN, MTU_MAX);
+        break;
+      default: {
+        const why = UNSUPPORTED_INTERFACE.get(e.lkey);
+        if (why === undefined) throw new WgQuickError(e.line, `unknown key ${e.key} in [Interface]`);
+        notes.push(`line ${e.line}: ${e.key} is not supported by tunvpn and was left out (${why})`);
+      }
+    }
+  }
+  if (privateKey === undefined) throw new WgQuickError(section.line, '[Interface] has no PrivateKey');
+  if (listenPort === undefined) {
+    notes.push(`line ${section.line}: no ListenPort; using listenPort 0 (a random port, as wg-quick does)`);
+    listenPort = 0;
+  }
+  const iface: ImportedConfig['interface'] = { name, listenPort, addresses };
+  if (mtu !== undefined) iface.mtu = mtu;
+  return { iface, privateKey };
+}
+
+function convertPeer(section: WgQuickSection, notes: string[]): ImportedPeer {
+  let publicKey: string | undefined;
+  let presharedKey: string | undefined;
+  let endpoint: string | undefined;
+  let keepalive: number | undefined;
+  const allowedIPs: string[] = [];
+  const seen = new Seen(notes);
+  for (const e of section.entries) {
+    switch (e.lkey) {
+      case 'publickey':
+        seen.mark(e);
+        publicKey = keyValue(e, 'the public key');
+        break;
+      case 'presharedkey':
+        seen.mark(e);
+        presharedKey = keyValue(e, 'the preshared key');
+        break;
+      case 'endpoint':
+        seen.mark(e);
+        try {
+          parseEndpoint(e.value);
+        } catch (err) {
+          throw new WgQuickError(e.line, `${e.key}: ${err instanceof Error ? err.message : String(err)}`);
+        }
+        endpoint = e.value;
+        break;
+      case 'allowedips':
+        allowedIPs.push(
+          ...list(e, (item) => {
+            const p = canonicalPrefix(item);
+            if (p.hostBits) notes.push(`line ${e.line}: ${e.key}: ${item} has host bits set; imported as ${p.text}`);
+            return p.text;
+          }),
+        );
+        break;
+      case 'persistentkeepalive':
+        seen.mark(e);
+        keepalive = e.value.toLowerCase() === 'off' ? 0 : integer(e, 0, 65535);
+        break;
+      default:
+        throw new WgQuickError(e.line, `unknown key ${e.key} in [Peer]`);
+    }
+  }
+  if (publicKey === undefined) throw new WgQuickError(section.line, '[Peer] has no PublicKey');
+  const peer: ImportedPeer = { publicKey, allowedIPs: [...new Set(allowedIPs)] };
+  if (presharedKey !== undefined) peer.presharedKey = presharedKey;
+  if (endpoint !== undefined) peer.endpoint = endpoint;
+  if (keepalive !== undefined && keepalive !== 0) peer.persistentKeepalive = keepalive;
+  return peer;
+}
+
+/** The interface name wg-quick derives from a config path: "/etc/wireguard/wg0.conf" gives "wg0". */
+export function interfaceNameFromPath(path: string): string {
+  const base = path.slice(path.lastIndexOf('/') + 1);
+  return base.endsWith('.conf') ? base.slice(0, -'.conf'.length) : base;
+}
+
+/** Converts wg-quick text; throws WgQuickError (with a line number) on malformed input. */
+export function convertWgQuick(text: string, name: string): Conversion {
+  try {
+    interfaceName(name);
+  } catch (err) {
+    throw new WgQuickError(0, `interface name: ${err instanceof Error ? err.message : String(err)} (use --name)`);
+  }
+  const sections = parseWgQuick(text);
+  const notes: string[] = [];
+  const ifaceSection = sections.find((s) => s.kind === 'interface');
+  if (!ifaceSection) throw new WgQuickError(0, 'no [Interface] section');
+  const { iface, privateKey } = convertInterface(ifaceSection, name, notes);
+  const peers: ImportedPeer[] = [];
+  const keys = new Map<string, number>();
+  for (const s of sections) {
+    if (s.kind !== 'peer') continue;
+    const peer = convertPeer(s, notes);
+    const dup = keys.get(peer.publicKey);
+    if (dup !== undefined) throw new WgQuickError(s.line, `[Peer] has the same PublicKey as the [Peer] on line ${dup}`);
+    keys.set(peer.publicKey, s.line);
+    peers.push(peer);
+  }
+  return { config: { interface: iface, peers }, privateKey, notes };
+}
