@@ -79,7 +79,7 @@ describe.skipIf(!hasAnalyze)('systemd units', () => {
   it('the template unit reads /etc/tunvpn/%i.json and reloads with HUP', async () => {
     const text = await readFile(join(root, 'systemd', 'tunvpn@.service'), 'utf8');
     expect(text).toContain('--config /etc/tunvpn/%i.json');
-    expect(text).toMatch(/^ExecReload=\/bin\/kill -HUP \$MAINPID$/m);
+    expect(text).toMatch(/^ExecReload=\/bin\/sh -c "kill -HUP \$\$MAINPID"$/m);
     expect(text).toMatch(/^AmbientCapabilities=CAP_NET_ADMIN$/m);
     expect(text).toMatch(/^CapabilityBoundingSet=CAP_NET_ADMIN$/m);
   });
