@@ -253,9 +253,12 @@ export class DaemonProcess {
   }
 }
 
-/** Starts `tunvpn run` inside `ns` and waits until it reports the interface up. */
-export async function startDaemon(ns: Netns, configPath: string, extraArgs: string[] = []): Promise<DaemonProcess> {
-  const child = ns.spawn(process.execPath, [cliPath(), 'run', '--config', configPath, ...extraArgs], {
+/**
+ * Starts `tunvpn run` inside `ns` and waits until it reports the interface up.
+ * `nodeArgs` go to node itself (e.g. --cpu-prof for profiling).
+ */
+export async function startDaemon(ns: Netns, configPath: string, extraArgs: string[] = [], nodeArgs: string[] = []): Promise<DaemonProcess> {
+  const child = ns.spawn(process.execPath, [...nodeArgs, cliPath(), 'run', '--config', configPath, ...extraArgs], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const proc = new DaemonProcess(child);
