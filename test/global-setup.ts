@@ -10,7 +10,8 @@ import { join } from 'node:path';
 
 export default function setup(): void {
   const root = join(import.meta.dirname, '..');
-  if (existsSync(join(root, 'binding.gyp')) && !existsSync(join(root, 'build', 'Release', 'tunvpn_tun.node'))) {
+  const addons = ['tunvpn_tun.node', 'tunvpn_udp.node'];
+  if (existsSync(join(root, 'binding.gyp')) && !addons.every((a) => existsSync(join(root, 'build', 'Release', a)))) {
     execFileSync('npx', ['node-gyp', 'rebuild'], { cwd: root, stdio: 'inherit' });
   }
   try {
