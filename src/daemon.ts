@@ -22,11 +22,11 @@ import type { CryptoBackend } from './crypto/types.js';
 import { TunvpnError } from './errors.js';
 import type { Logger } from './log.js';
 import { PeerTable } from './peers/peer-table.js';
-import { Pipeline, type DaemonPeer } from './pipeline/pipeline.js';
+import { Pipeline, setEndpoint, type DaemonPeer } from './pipeline/pipeline.js';
 import { WireGuardDevice } from './protocol/device.js';
 import { planRoutes } from './routing.js';
 import { resolveEndpoint, formatEndpoint } from './transport/endpoint.js';
-import { UdpTransport } from './transport/udp.js';
+import { openTransport, type DatagramTransport } from './transport/datagram-transport.js';
 import { TunDevice } from './tun/tun-device.js';
 import * as ip from './tun/iproute.js';
 
@@ -48,6 +48,14 @@ export interface DaemonOptions {
 
 const monotonicMs = (): number => performance.now();
 
+/**
+ * Socket buffers sized for bursts; TUNVPN_UDP=dgram forces the portable
+ * node:dgram path (tests exercise both; the native one is the default).
+ */
+function transportOptions(port: number): { port: number; recvBufferSize: number; sendBufferSize: number; dgram: boolean } {
+  return { port, recvBufferSize: 4 << 20, sendBufferSize: 4 << 20, dgram: process.env.TUNVPN_UDP === 'dgram' };
+}
+
 /** Why a configuration change was not applied. */
 type ApplyOutcome = { ok: true } | { ok: false; reason: 'interface-name' | 'port'; message: string };
 
@@ -59,7 +67,7 @@ export class Daemon implements UapiDevice {
   private readonly device: WireGuardDevice;
   private readonly table: PeerTable<DaemonPeer>;
   private readonly tun: TunDevice;
-  private transport: UdpTransport;
+  private transport: DatagramTransport;
   private readonly pipeline: Pipeline;
   private routes: string[] = [];
   private ticker: NodeJS.Timeout | undefined;
@@ -76,7 +84,7 @@ export class Daemon implements UapiDevice {
     device: WireGuardDevice;
     table: PeerTable<DaemonPeer>;
     tun: TunDevice;
-    transport: UdpTransport;
+    transport: DatagramTransport;
     pipeline: Pipeline;
   }) {
     this.config = parts.config;
@@ -115,15 +123,12 @@ export class Daemon implements UapiDevice {
     const table = new PeerTable<DaemonPeer>();
 
     let tun: TunDevice | undefined;
-    let transport: UdpTransport | undefined;
+    let transport: DatagramTransport | undefined;
     let daemon: Daemon | undefined;
     try {
       tun = TunDevice.open({ name: config.interface.name, mtu: config.interface.mtu });
-      transport = await UdpTransport.open({
-        port: config.interface.listenPort,
-        recvBufferSize: 4 * 1024 * 1024,
-        sendBufferSize: 4 * 1024 * 1024,
-      });
+      transport = await openTransport(transportOptions(config.interface.listenPort));
+      log.info({ transport: transport.kind }, 'UDP transport open');
       const pipeline = new Pipeline({ device, table, tun, transport, log, mtu: config.interface.mtu });
       daemon = new Daemon({ config, log, configPath: opts.configPath, crypto, device, table, tun, transport, pipeline });
       for (const peer of config.peers) await daemon.addPeer(peer);
@@ -259,10 +264,10 @@ export class Daemon implements UapiDevice {
       presharedKey: cfg.presharedKey,
       persistentKeepalive: cfg.persistentKeepalive,
     });
-    const peer: DaemonPeer = { config: cfg, proto, endpoint: undefined, rxPackets: 0, txPackets: 0 };
+    const peer: DaemonPeer = { config: cfg, proto, endpoint: undefined, endpointKey: undefined, rxPackets: 0, txPackets: 0 };
     if (cfg.endpoint) {
       try {
-        peer.endpoint = await resolveEndpoint(cfg.endpoint.host, cfg.endpoint.port);
+        setEndpoint(peer, await resolveEndpoint(cfg.endpoint.host, cfg.endpoint.port));
       } catch (err) {
         // A peer whose name does not resolve yet can still reach us (roaming).
         this.log.warn({ peer: peerLabel(cfg), err: (err as Error).message }, 'endpoint not resolved');
@@ -290,7 +295,7 @@ export class Daemon implements UapiDevice {
     if (fields.includes('allowedIPs')) this.table.setAllowedIPs(after.publicKey, after.allowedIPs);
     if (fields.includes('endpoint') && after.endpoint) {
       try {
-        peer.endpoint = await resolveEndpoint(after.endpoint.host, after.endpoint.port);
+        setEndpoint(peer, await resolveEndpoint(after.endpoint.host, after.endpoint.port));
       } catch (err) {
         this.log.warn({ peer: peerLabel(after), err: (err as Error).message }, 'endpoint not resolved');
       }
@@ -347,10 +352,10 @@ export class Daemon implements UapiDevice {
       this.log.error({ fields: ['interface.name'] }, `${what}: rejected, ${message}`);
       return { ok: false, reason: 'interface-name', message };
     }
-    let newTransport: UdpTransport | undefined;
+    let newTransport: DatagramTransport | undefined;
     if (diff.interfaceChanged.includes('listenPort')) {
       try {
-        newTransport = await UdpTransport.open({ port: next.interface.listenPort, recvBufferSize: 4 << 20, sendBufferSize: 4 << 20 });
+        newTransport = await openTransport(transportOptions(next.interface.listenPort));
       } catch (err) {
         const message = (err as Error).message;
         this.log.error({ err: message }, `${what}: rejected, the running configuration is kept`);
@@ -384,7 +389,7 @@ export class Daemon implements UapiDevice {
     return { ok: true };
   }
 
-  private async applyInterfaceChanges(next: TunvpnConfig, diff: ConfigDiff, newTransport: UdpTransport | undefined): Promise<void> {
+  private async applyInterfaceChanges(next: TunvpnConfig, diff: ConfigDiff, newTransport: DatagramTransport | undefined): Promise<void> {
     const name = this.tun.name;
     const cur = this.config.interface;
     const nxt = next.interface;

@@ -17,13 +17,13 @@
  * No logging per packet: drops are counted, send failures are summarised
  * at most once per interval by tick().
  */
-import type { RemoteInfo } from 'node:dgram';
 import type { PeerConfig } from '../config/index.js';
 import type { Logger } from '../log.js';
 import type { PeerTable } from '../peers/peer-table.js';
 import type { WireGuardDevice, ProtocolPeer } from '../protocol/device.js';
-import { normaliseAddress, type Endpoint } from '../transport/endpoint.js';
-import type { UdpTransport } from '../transport/udp.js';
+import type { Endpoint } from '../transport/endpoint.js';
+import type { DatagramTransport } from '../transport/datagram-transport.js';
+import { decodeSource, encodeEndpoint, ENDPOINT_SIZE, sourceEquals } from '../transport/native-udp.js';
 import type { TunDevice } from '../tun/tun-device.js';
 import { newDropCounters, type DropCounters, type DropReason } from './counters.js';
 import { ipPacketLength } from './ip.js';
@@ -33,23 +33,31 @@ export interface DaemonPeer {
   config: PeerConfig;
   proto: ProtocolPeer;
   endpoint: Endpoint | undefined;
+  /** The endpoint encoded for the transport (set together with `endpoint`, see setEndpoint). */
+  endpointKey: Uint8Array | undefined;
   /** Data packets through this peer's tunnel (bytes are in proto.stats). */
   rxPackets: number;
   txPackets: number;
+}
+
+/** Sets a peer's endpoint and its encoded form together. */
+export function setEndpoint(peer: DaemonPeer, endpoint: Endpoint | undefined): void {
+  peer.endpoint = endpoint;
+  peer.endpointKey = endpoint ? encodeEndpoint(endpoint.address, endpoint.port) : undefined;
 }
 
 export interface PipelineOptions {
   device: WireGuardDevice;
   table: PeerTable<DaemonPeer>;
   tun: TunDevice;
-  transport: UdpTransport;
+  transport: DatagramTransport;
   log: Logger;
   mtu: number;
 }
 
-/** WireGuard adds 16 (header) + 16 (tag) + up to 15 (padding) bytes. */
-const OVERHEAD = 32 + 15;
 const SEND_ERROR_LOG_INTERVAL_MS = 10_000;
+/** Transport messages never read their source; one shared placeholder avoids decoding it. */
+const TRANSPORT_SOURCE = { address: '', port: 0 };
 
 export class Pipeline {
   readonly drops: DropCounters = newDropCounters();
@@ -59,7 +67,12 @@ export class Pipeline {
   private readonly device: WireGuardDevice;
   private readonly table: PeerTable<DaemonPeer>;
   private readonly tun: TunDevice;
-  private transport: UdpTransport;
+  private transport: DatagramTransport;
+  /** Outbound datagrams of one TUN batch, sent with one sendBatch. */
+  private txBufs: Buffer[] = [];
+  private readonly txLens = new Uint32Array(1024);
+  private readonly txDests: Uint8Array[] = [];
+  private txSlotSize: number;
   private readonly log: Logger;
   private readonly byProto = new Map<ProtocolPeer, DaemonPeer>();
   /** Decrypted plaintext lands here; reused because TUN writes are synchronous. */
@@ -75,6 +88,7 @@ export class Pipeline {
     this.transport = opts.transport;
     this.log = opts.log;
     this.rxBuf = Buffer.alloc(Math.max(opts.mtu, 1500) + 256);
+    this.txSlotSize = Math.max(opts.mtu, 1500) + 256;
   }
 
   registerPeer(peer: DaemonPeer): void {
@@ -87,32 +101,45 @@ export class Pipeline {
 
   setMtu(mtu: number): void {
     if (this.rxBuf.length < mtu + 256) this.rxBuf = Buffer.alloc(mtu + 256);
+    if (this.txSlotSize < mtu + 256) {
+      this.txSlotSize = mtu + 256;
+      this.txBufs = [];
+    }
   }
 
-  setTransport(transport: UdpTransport): void {
+  setTransport(transport: DatagramTransport): void {
     this.transport = transport;
-    if (this.running) transport.onDatagram(this.onDatagram);
+    if (this.running) {
+      transport.onBatch(this.onDatagrams);
+      transport.onError((err) => this.log.warn({ err: err.message }, 'UDP socket error'));
+    }
   }
 
   start(): void {
     this.running = true;
     this.tun.onPackets(this.onTunBatch);
     this.tun.onError((err) => this.log.error({ err: err.message }, 'TUN device error'));
-    this.transport.onDatagram(this.onDatagram);
+    this.transport.onBatch(this.onDatagrams);
     this.transport.onError((err) => this.log.warn({ err: err.message }, 'UDP socket error'));
   }
 
   stop(): void {
     this.running = false;
-    this.transport.onDatagram(() => undefined);
+    this.transport.onBatch(() => undefined);
   }
 
   private drop(reason: DropReason): void {
     this.drops[reason]++;
   }
 
-  /** Outbound: one batch of IP packets read from the TUN device. */
+  /**
+   * Outbound: one batch of IP packets read from the TUN device becomes one
+   * batch of datagrams (one sendmmsg with the native transport). The
+   * transmit buffers are preallocated and reused: the kernel copies them
+   * during the send.
+   */
   private readonly onTunBatch = (slots: readonly Buffer[], lengths: Uint32Array, count: number): void => {
+    let n = 0;
     for (let i = 0; i < count; i++) {
       const len = lengths[i];
       const pkt = slots[i];
@@ -127,31 +154,45 @@ export class Pipeline {
         this.drop('no-peer');
         continue;
       }
-      const endpoint = peer.endpoint;
-      if (endpoint === undefined) {
+      const dest = peer.endpointKey;
+      if (dest === undefined) {
         this.drop('no-endpoint');
         continue;
       }
-      const out = Buffer.allocUnsafe(len + OVERHEAD);
-      const n = peer.proto.encapsulate(pkt.subarray(0, len), out);
-      if (n > 0) {
-        this.transport.send(out, n, endpoint);
-        this.counters.udpTx++;
-        peer.txPackets++;
+      let out = this.txBufs[n];
+      if (out === undefined) {
+        out = Buffer.allocUnsafeSlow(this.txSlotSize);
+        this.txBufs[n] = out;
       }
-      // A rekey initiation (n > 0) or a started handshake (n = 0) waits here.
+      const written = peer.proto.encapsulate(pkt.subarray(0, len), out);
+      if (written > 0) {
+        this.txLens[n] = written;
+        this.txDests[n] = dest;
+        n++;
+        peer.txPackets++;
+        if (n === this.txLens.length) {
+          this.transport.sendBatch(this.txBufs, this.txLens, this.txDests, n);
+          this.counters.udpTx += n;
+          n = 0;
+        }
+      }
+      // A rekey initiation (written > 0) or a started handshake (written = 0) waits here.
       if (peer.proto.hasOutbound) this.flushOutbound(peer);
+    }
+    if (n > 0) {
+      this.transport.sendBatch(this.txBufs, this.txLens, this.txDests, n);
+      this.counters.udpTx += n;
     }
   };
 
   /** Sends whatever the protocol produced outside encapsulate (handshakes, staged data). */
   private flushOutbound(peer: DaemonPeer): void {
-    const endpoint = peer.endpoint;
+    const dest = peer.endpointKey;
     if (!peer.proto.hasOutbound) return;
     const pending = peer.proto.takeOutbound();
-    if (endpoint === undefined) return;
+    if (dest === undefined) return;
     for (const d of pending) {
-      this.transport.send(d, d.length, endpoint);
+      this.transport.send(d, d.length, dest);
       this.counters.udpTx++;
     }
   }
@@ -159,21 +200,31 @@ export class Pipeline {
   /** Starts a handshake now (persistent-keepalive peers at start-up). */
   initiate(peer: DaemonPeer): void {
     const msg = peer.proto.initiateHandshake();
-    if (msg && peer.endpoint) this.transport.send(msg, msg.length, peer.endpoint);
+    if (msg && peer.endpointKey) this.transport.send(msg, msg.length, peer.endpointKey);
     this.flushOutbound(peer);
   }
 
-  /** Inbound: one datagram from the UDP socket. */
-  private readonly onDatagram = (msg: Buffer, rinfo: RemoteInfo): void => {
+  /**
+   * Inbound: a batch of datagrams. `sources` holds each one's sender,
+   * encoded (ENDPOINT_SIZE bytes per slot); it is decoded to text only for
+   * handshake messages and when a peer roams.
+   */
+  private readonly onDatagrams = (slots: readonly Uint8Array[], lengths: Uint32Array, sources: Uint8Array, count: number): void => {
+    for (let i = 0; i < count; i++) this.onDatagram(slots[i], lengths[i], sources, i);
+  };
+
+  private onDatagram(slot: Uint8Array, length: number, sources: Uint8Array, i: number): void {
     this.counters.udpRx++;
-    if (this.rxBuf.length < msg.length) this.rxBuf = Buffer.alloc(msg.length + 256);
+    if (this.rxBuf.length < length) this.rxBuf = Buffer.alloc(length + 256);
     const out = this.rxBuf;
-    const res = this.device.decapsulate(msg, rinfo, out);
+    // Only handshake messages read the source (cookies, rate limiting).
+    const source = length > 0 && slot[0] !== 4 ? decodeSource(sources, i) : TRANSPORT_SOURCE;
+    const res = this.device.decapsulate(slot.subarray(0, length), source, out);
     switch (res.kind) {
       case 'data': {
         const peer = this.byProto.get(res.peer);
         if (peer === undefined) return;
-        this.roam(peer, rinfo);
+        this.roam(peer, sources, i);
         // Confirming a session can release staged packets or a rekey.
         if (peer.proto.hasOutbound) this.flushOutbound(peer);
         if (res.length === 0) {
@@ -200,13 +251,14 @@ export class Pipeline {
       }
       case 'handshake': {
         if (res.reply) {
-          const { address, family } = normaliseAddress(rinfo.address);
-          this.transport.send(res.reply, res.reply.length, { address, port: rinfo.port, family });
+          const to = sources.slice(i * ENDPOINT_SIZE, (i + 1) * ENDPOINT_SIZE);
+          this.transport.send(res.reply, res.reply.length, to);
         }
         const peer = res.peer ? this.byProto.get(res.peer) : undefined;
         if (peer) {
-          this.roam(peer, rinfo);
-          for (const d of res.flush) this.transport.send(d, d.length, peer.endpoint ?? { ...normaliseAddress(rinfo.address), port: rinfo.port });
+          this.roam(peer, sources, i);
+          const dest = peer.endpointKey;
+          if (dest !== undefined) for (const d of res.flush) this.transport.send(d, d.length, dest);
           this.flushOutbound(peer);
         }
         return;
@@ -220,14 +272,15 @@ export class Pipeline {
         return;
       }
     }
-  };
+  }
 
   /** Roaming: a peer's endpoint follows its latest authenticated packet. */
-  private roam(peer: DaemonPeer, rinfo: RemoteInfo): void {
-    const cur = peer.endpoint;
-    if (cur !== undefined && cur.port === rinfo.port && (cur.address === rinfo.address || `::ffff:${cur.address}` === rinfo.address)) return;
-    const { address, family } = normaliseAddress(rinfo.address);
-    peer.endpoint = { address, port: rinfo.port, family };
+  private roam(peer: DaemonPeer, sources: Uint8Array, i: number): void {
+    const key = peer.endpointKey;
+    if (key !== undefined && sourceEquals(sources, i, key)) return;
+    peer.endpointKey = sources.slice(i * ENDPOINT_SIZE, (i + 1) * ENDPOINT_SIZE);
+    const { address, port, family } = decodeSource(sources, i);
+    peer.endpoint = { address, port, family };
   }
 
   /** Protocol timers, and a summary of send failures at most every 10 s. */
@@ -235,20 +288,17 @@ export class Pipeline {
     // device.tick() also drains every peer's outbound list.
     const out = this.device.tick();
     for (const d of out) {
-      const peer = this.byProto.get(d.peer);
-      if (peer?.endpoint) {
-        this.transport.send(d.data, d.data.length, peer.endpoint);
+      const dest = this.byProto.get(d.peer)?.endpointKey;
+      if (dest !== undefined) {
+        this.transport.send(d.data, d.data.length, dest);
         this.counters.udpTx++;
       }
     }
-    const errors = this.transport.sendErrors;
+    const failures = this.transport.sendFailures();
     const now = Date.now();
-    if (errors !== this.lastSendErrors && now - this.lastSendErrorLog >= SEND_ERROR_LOG_INTERVAL_MS) {
-      this.log.warn(
-        { failed: errors - this.lastSendErrors, err: this.transport.lastSendError?.message },
-        'UDP sends failing',
-      );
-      this.lastSendErrors = errors;
+    if (failures.count !== this.lastSendErrors && now - this.lastSendErrorLog >= SEND_ERROR_LOG_INTERVAL_MS) {
+      this.log.warn({ failed: failures.count - this.lastSendErrors, err: failures.last }, 'UDP sends failing');
+      this.lastSendErrors = failures.count;
       this.lastSendErrorLog = now;
     }
   }

@@ -32,7 +32,21 @@ describeIntegration('site to site through two tunvpn daemons', ['ping'], () => {
       addresses: [`${ADDR.tbTun.v4}/24`, `${ADDR.tbTun.v6}/64`],
       peers: [{ name: 'a', publicKey: a.publicKey, endpoint: `${ADDR.taUnder.v4}:51820`, allowedIPs: [`${ADDR.taTun.v4}/32`, `${ADDR.taTun.v6}/128`, ADDR.lanA.v4, ADDR.lanA.v6] }],
     });
-    daemons.push(await startDaemon(bed.ta, cfgA), await startDaemon(bed.tb, cfgB));
+    // Host A uses the native batched UDP path, host B the node:dgram
+    // fallback: both paths are exercised, and they interoperate.
+    daemons.push(await startDaemon(bed.ta, cfgA));
+    process.env.TUNVPN_UDP = 'dgram';
+    try {
+      daemons.push(await startDaemon(bed.tb, cfgB));
+    } finally {
+      delete process.env.TUNVPN_UDP;
+    }
+  });
+
+  it('runs the native UDP transport by default and node:dgram when asked', async () => {
+    const transportOf = async (d: DaemonProcess): Promise<unknown> => (await d.waitForLog(/UDP transport open/)).transport;
+    expect(await transportOf(daemons[0])).toBe('native');
+    expect(await transportOf(daemons[1])).toBe('dgram');
   });
 
   afterAll(async () => {

@@ -1,0 +1,195 @@
+/**
+ * The underlay as the pipeline sees it: batches in, batches out, endpoints
+ * as fixed-size encoded addresses (see encodeEndpoint) so the hot path never
+ * builds address strings or objects.
+ *
+ * Two implementations: the native batched sockets (recvmmsg/sendmmsg, one
+ * JS call per batch) and node:dgram as the portable fallback, adapted to
+ * the same batch shape.
+ */
+import type { RemoteInfo } from 'node:dgram';
+import {
+  ENDPOINT_SIZE,
+  NativeUdpSocket,
+  decodeEndpoint,
+  encodeEndpoint,
+  endpointFamily,
+  nativeUdpAvailable,
+} from './native-udp.js';
+import { TransportError, UdpTransport } from './udp.js';
+
+export type DatagramBatchHandler = (slots: readonly Uint8Array[], lengths: Uint32Array, sources: Uint8Array, count: number) => void;
+
+export interface DatagramTransport {
+  readonly kind: 'native' | 'dgram';
+  readonly port: number;
+  onBatch(handler: DatagramBatchHandler): void;
+  onError(handler: (err: Error) => void): void;
+  /** Sends datagram i = bufs[i][0..lengths[i]) to dests[i]; buffers are free again on return. */
+  sendBatch(bufs: readonly Uint8Array[], lengths: Uint32Array, dests: readonly Uint8Array[], count: number): void;
+  send(buf: Uint8Array, length: number, dest: Uint8Array): void;
+  /** Failed or dropped sends so far, and the latest reason. */
+  sendFailures(): { count: number; last: string | undefined };
+  close(): Promise<void>;
+}
+
+export interface TransportOptions {
+  port: number;
+  recvBufferSize: number;
+  sendBufferSize: number;
+  /** Force the node:dgram path (tests, or a platform without the addon). */
+  dgram?: boolean;
+}
+
+/** Opens the native batched sockets when the addon is built, else node:dgram. */
+export async function openTransport(opts: TransportOptions): Promise<DatagramTransport> {
+  if (!opts.dgram && nativeUdpAvailable()) return NativeTransport.open(opts);
+  return DgramTransport.open(opts);
+}
+
+class NativeTransport implements DatagramTransport {
+  readonly kind = 'native';
+  private readonly v4: NativeUdpSocket;
+  private readonly v6: NativeUdpSocket | undefined;
+  /** Scratch for splitting a mixed-family batch. */
+  private readonly split = { bufs: [] as Uint8Array[], dests: [] as Uint8Array[], lengths: new Uint32Array(1024) };
+
+  private constructor(v4: NativeUdpSocket, v6: NativeUdpSocket | undefined) {
+    this.v4 = v4;
+    this.v6 = v6;
+  }
+
+  static open(opts: TransportOptions): NativeTransport {
+    const common = { recvBufferSize: opts.recvBufferSize, sendBufferSize: opts.sendBufferSize, gso: true, batchSize: 128 };
+    let v4: NativeUdpSocket;
+    try {
+      v4 = NativeUdpSocket.open({ family: 4, port: opts.port, ...common });
+    } catch (err) {
+      if ((err as { code?: string }).code === 'EADDRINUSE') {
+        throw new TransportError('PORT_IN_USE', `UDP port ${opts.port} is already in use`, { cause: err });
+      }
+      throw err;
+    }
+    let v6: NativeUdpSocket | undefined;
+    try {
+      v6 = NativeUdpSocket.open({ family: 6, port: v4.port, ...common });
+    } catch (err) {
+      const code = (err as { code?: string }).code;
+      if (code !== 'EAFNOSUPPORT' && code !== 'EADDRNOTAVAIL') {
+        v4.close();
+        throw err;
+      }
+    }
+    return new NativeTransport(v4, v6);
+  }
+
+  get port(): number {
+    return this.v4.port;
+  }
+
+  onBatch(handler: DatagramBatchHandler): void {
+    this.v4.onDatagrams(handler);
+    this.v6?.onDatagrams(handler);
+  }
+
+  onError(handler: (err: Error) => void): void {
+    this.v4.onError(handler);
+    this.v6?.onError(handler);
+  }
+
+  sendBatch(bufs: readonly Uint8Array[], lengths: Uint32Array, dests: readonly Uint8Array[], count: number): void {
+    if (count === 0) return;
+    let v6count = 0;
+    for (let i = 0; i < count; i++) if (dests[i][0] === 6) v6count++;
+    if (v6count === 0) {
+      this.v4.sendBatch(bufs, lengths, dests, count);
+    } else if (v6count === count) {
+      if (this.v6) this.v6.sendBatch(bufs, lengths, dests, count);
+    } else {
+      // Mixed families in one batch: rare (peers on both families at once).
+      for (const family of [4, 6] as const) {
+        const sock = family === 4 ? this.v4 : this.v6;
+        let n = 0;
+        for (let i = 0; i < count; i++) {
+          if (dests[i][0] !== family) continue;
+          this.split.bufs[n] = bufs[i];
+          this.split.dests[n] = dests[i];
+          this.split.lengths[n] = lengths[i];
+          n++;
+        }
+        if (sock && n > 0) sock.sendBatch(this.split.bufs, this.split.lengths, this.split.dests, n);
+      }
+    }
+  }
+
+  send(buf: Uint8Array, length: number, dest: Uint8Array): void {
+    const sock = endpointFamily(dest) === 6 ? this.v6 : this.v4;
+    sock?.send(buf, length, dest);
+  }
+
+  sendFailures(): { count: number; last: string | undefined } {
+    const a = this.v4.stats;
+    const b = this.v6?.stats;
+    return {
+      count: a.sendErrors + a.sendDrops + (b ? b.sendErrors + b.sendDrops : 0),
+      last: b?.lastSendErrno ?? a.lastSendErrno,
+    };
+  }
+
+  async close(): Promise<void> {
+    this.v4.close();
+    this.v6?.close();
+  }
+}
+
+/** node:dgram behind the batch interface: one datagram per "batch". */
+class DgramTransport implements DatagramTransport {
+  readonly kind = 'dgram';
+  private readonly udp: UdpTransport;
+  private readonly slot: Uint8Array[] = [new Uint8Array(0)];
+  private readonly length = new Uint32Array(1);
+
+  private constructor(udp: UdpTransport) {
+    this.udp = udp;
+  }
+
+  static async open(opts: TransportOptions): Promise<DgramTransport> {
+    return new DgramTransport(await UdpTransport.open(opts));
+  }
+
+  get port(): number {
+    return this.udp.port;
+  }
+
+  onBatch(handler: DatagramBatchHandler): void {
+    this.udp.onDatagram((msg: Buffer, rinfo: RemoteInfo) => {
+      this.slot[0] = msg;
+      this.length[0] = msg.length;
+      handler(this.slot, this.length, encodeEndpoint(rinfo.address, rinfo.port), 1);
+    });
+  }
+
+  onError(handler: (err: Error) => void): void {
+    this.udp.onError(handler);
+  }
+
+  sendBatch(bufs: readonly Uint8Array[], lengths: Uint32Array, dests: readonly Uint8Array[], count: number): void {
+    // dgram keeps a reference until the send completes: hand it copies.
+    for (let i = 0; i < count; i++) this.send(bufs[i], lengths[i], dests[i]);
+  }
+
+  send(buf: Uint8Array, length: number, dest: Uint8Array): void {
+    const e = decodeEndpoint(dest);
+    this.udp.send(Buffer.from(buf.subarray(0, length)), length, e);
+  }
+
+  sendFailures(): { count: number; last: string | undefined } {
+    return { count: this.udp.sendErrors, last: this.udp.lastSendError?.message };
+  }
+
+  close(): Promise<void> {
+    return this.udp.close();
+  }
+}
+
+export { ENDPOINT_SIZE };
