@@ -23,7 +23,7 @@ import { TunvpnError } from './errors.js';
 import type { Logger } from './log.js';
 import { PeerTable } from './peers/peer-table.js';
 import { Pipeline, setEndpoint, type DaemonPeer } from './pipeline/pipeline.js';
-import { WireGuardDevice } from './protocol/device.js';
+import { WireGuardDevice, type ProtocolConstants } from './protocol/device.js';
 import { planRoutes } from './routing.js';
 import { resolveEndpoint, formatEndpoint } from './transport/endpoint.js';
 import { openTransport, type DatagramTransport } from './transport/datagram-transport.js';
@@ -47,6 +47,18 @@ export interface DaemonOptions {
 }
 
 const monotonicMs = (): number => performance.now();
+
+/**
+ * Shortened protocol timers for soak tests: only with NODE_ENV=test and
+ * TUNVPN_TEST_REKEY_AFTER_TIME_MS; the other timers keep the defaults'
+ * ratios to Rekey-After-Time (Reject 1.5x, Rekey-Attempt 0.75x), and
+ * Rekey-Timeout is at most a quarter of it so a rekey is not held back.
+ */
+export function testTimers(env: NodeJS.ProcessEnv): Partial<ProtocolConstants> | undefined {
+  const ms = Number(env.TUNVPN_TEST_REKEY_AFTER_TIME_MS);
+  if (env.NODE_ENV !== 'test' || !Number.isFinite(ms) || ms <= 0) return undefined;
+  return { rekeyAfterTime: ms, rejectAfterTime: ms * 1.5, rekeyAttemptTime: ms * 0.75, rekeyTimeout: Math.min(5_000, ms / 4) };
+}
 
 /**
  * Socket buffers sized for bursts; TUNVPN_UDP=dgram forces the portable
@@ -114,11 +126,14 @@ export class Daemon implements UapiDevice {
     const crypto = await loadCrypto(config.crypto.backend);
     log.info({ backend: crypto.name }, 'crypto backend loaded');
 
+    const constants = testTimers(process.env);
+    if (constants) log.warn({ constants }, 'test timers in use (NODE_ENV=test): never in production');
     const device = new WireGuardDevice({
       crypto,
       privateKey: config.interface.privateKey,
       now: monotonicMs,
       wallClock: Date.now,
+      constants,
     });
     const table = new PeerTable<DaemonPeer>();
 

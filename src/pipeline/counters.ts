@@ -24,6 +24,7 @@ export const DROP_REASONS = [
   'no-peer',
   'no-endpoint',
   'bad-ip-version',
+  'bad-ip-header',
   'queue-full',
   'tun-write-failed',
   'other',

@@ -56,6 +56,15 @@ export interface PipelineOptions {
 }
 
 const SEND_ERROR_LOG_INTERVAL_MS = 10_000;
+/**
+ * Under load when more than this many initiations arrive in one window
+ * (about 320/s: a legitimate peer sends one per Rekey-Timeout, and one core
+ * completes ~1,400 handshakes/s); stays so for a second after the flood, as
+ * wireguard-go does.
+ */
+const UNDER_LOAD_INITIATIONS = 32;
+const UNDER_LOAD_WINDOW_MS = 100;
+const UNDER_LOAD_AFTER_MS = 1_000;
 /** Transport messages never read their source; one shared placeholder avoids decoding it. */
 const TRANSPORT_SOURCE = { address: '', port: 0 };
 
@@ -78,6 +87,9 @@ export class Pipeline {
   /** Decrypted plaintext lands here; reused because TUN writes are synchronous. */
   private rxBuf: Buffer;
   private lastSendErrors = 0;
+  private initiationsInWindow = 0;
+  private windowStart = 0;
+  private underLoadUntil = 0;
   private lastSendErrorLog = 0;
   private running = false;
 
@@ -149,6 +161,12 @@ export class Pipeline {
         this.drop('bad-ip-version');
         continue;
       }
+      // A header cut short, or one whose lengths lie, would only be dropped
+      // by the peer after a seal, a send and an open.
+      if (ipPacketLength(pkt, len) < 0) {
+        this.drop('bad-ip-header');
+        continue;
+      }
       const peer = this.table.lookupDestination(pkt, len);
       if (peer === undefined) {
         this.drop('no-peer');
@@ -215,6 +233,7 @@ export class Pipeline {
 
   private onDatagram(slot: Uint8Array, length: number, sources: Uint8Array, i: number): void {
     this.counters.udpRx++;
+    if (length > 0 && slot[0] === 1 && ++this.initiationsInWindow === UNDER_LOAD_INITIATIONS) this.enterUnderLoad();
     if (this.rxBuf.length < length) this.rxBuf = Buffer.alloc(length + 256);
     const out = this.rxBuf;
     // Only handshake messages read the source (cookies, rate limiting).
@@ -283,8 +302,34 @@ export class Pipeline {
     peer.endpoint = { address, port, family };
   }
 
+  /**
+   * Many initiations in a short time: answer them with cookie replies (no
+   * Diffie-Hellman) until the flood has been over for UNDER_LOAD_AFTER_MS.
+   * The protocol core owns the cookie mechanism; deciding "under load" is
+   * the pipeline's, because it sees the arrival rate.
+   */
+  private enterUnderLoad(): void {
+    this.underLoadUntil = Date.now() + UNDER_LOAD_AFTER_MS;
+    if (!this.device.isUnderLoad) {
+      this.device.setUnderLoad(true);
+      this.log.warn({ initiationsPerWindow: UNDER_LOAD_INITIATIONS, windowMs: UNDER_LOAD_WINDOW_MS }, 'handshake flood: answering with cookies');
+    }
+  }
+
+  private checkLoad(now: number): void {
+    if (now - this.windowStart < UNDER_LOAD_WINDOW_MS) return;
+    if (this.initiationsInWindow >= UNDER_LOAD_INITIATIONS) this.underLoadUntil = now + UNDER_LOAD_AFTER_MS;
+    this.windowStart = now;
+    this.initiationsInWindow = 0;
+    if (this.device.isUnderLoad && now >= this.underLoadUntil) {
+      this.device.setUnderLoad(false);
+      this.log.info('handshake flood over: cookies off');
+    }
+  }
+
   /** Protocol timers, and a summary of send failures at most every 10 s. */
   tick(): void {
+    this.checkLoad(Date.now());
     // device.tick() also drains every peer's outbound list.
     const out = this.device.tick();
     for (const d of out) {
