@@ -1,0 +1,98 @@
+/**
+ * Start-up with many peers: a config with N peers (random public keys,
+ * distinct /32 allowed IPs inside the interface's own /16, as on a hub that
+ * gives every client one address), timed from process spawn to the daemon's
+ * "tunvpn up" log line, and its memory once up. wireguard-go loading the
+ * same peer set with `wg setconf` is the reference.
+ */
+import { randomBytes } from 'node:crypto';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Netns, sleep, uniqueSuffix } from '../../src/testbed/netns.js';
+import { ConfigDir, DaemonProcess, startDaemon, type KeyPair, type PeerSpec } from '../../src/testbed/site-to-site.js';
+import { statusMb } from './proc.js';
+
+export interface PeerLoadResult {
+  vpn: string;
+  peers: number;
+  /** Spawn to ready (tunvpn: "tunvpn up" logged; wireguard-go: `wg setconf` done). */
+  startMs: number;
+  rssMb: number;
+  hwmMb: number;
+}
+
+function peerAddress(i: number): string {
+  const n = i + 2; // .0.0 is the network, .0.1 the interface itself
+  return `10.100.${(n >> 8) & 255}.${n & 255}`;
+}
+
+function randomPeers(count: number): PeerSpec[] {
+  const peers: PeerSpec[] = [];
+  for (let i = 0; i < count; i++) {
+    peers.push({ name: `p${i}`, publicKey: randomBytes(32).toString('base64'), allowedIPs: [`${peerAddress(i)}/32`] });
+  }
+  return peers;
+}
+
+const SETTLE_MS = 500;
+
+export async function tunvpnPeerLoad(count: number, key: KeyPair): Promise<PeerLoadResult> {
+  const ns = await Netns.create('bkl');
+  const dir = await ConfigDir.create();
+  let proc: DaemonProcess | undefined;
+  try {
+    const cfg = await dir.writeHost('load', {
+      interfaceName: `tvl${uniqueSuffix()}`.slice(0, 15),
+      privateKey: key.privateKey,
+      listenPort: 51820,
+      addresses: ['10.100.0.1/16'],
+      peers: randomPeers(count),
+    });
+    const t0 = Date.now();
+    proc = await startDaemon(ns, cfg, [], []);
+    const up = proc.records().find((r) => typeof r.msg === 'string' && r.msg.startsWith('tunvpn up'));
+    const upAt = typeof up?.time === 'number' ? up.time : Date.now();
+    const startMs = upAt - t0;
+    await sleep(SETTLE_MS);
+    const pid = proc.child.pid ?? -1;
+    return { vpn: 'tunvpn', peers: count, startMs, rssMb: statusMb(pid, 'VmRSS'), hwmMb: statusMb(pid, 'VmHWM') };
+  } finally {
+    await proc?.stop();
+    await ns.destroy();
+    await dir.destroy();
+  }
+}
+
+const WG_ENV = { ...process.env, WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD: '1' };
+
+export async function wireguardGoPeerLoad(count: number, key: KeyPair): Promise<PeerLoadResult> {
+  const ns = await Netns.create('bkw');
+  const dir = await ConfigDir.create();
+  let proc: DaemonProcess | undefined;
+  try {
+    const ifname = `wgl${uniqueSuffix()}`.slice(0, 15);
+    const lines = ['[Interface]', `PrivateKey = ${key.privateKey}`, 'ListenPort = 51820', ''];
+    for (const p of randomPeers(count)) lines.push('[Peer]', `PublicKey = ${p.publicKey}`, `AllowedIPs = ${p.allowedIPs.join(', ')}`, '');
+    const conf = join(dir.path, 'wg.conf');
+    await writeFile(conf, lines.join('\n'), { mode: 0o600 });
+    const t0 = Date.now();
+    proc = new DaemonProcess(ns.spawn('wireguard-go', ['-f', ifname], { stdio: ['ignore', 'pipe', 'pipe'], env: WG_ENV }));
+    for (;;) {
+      const ok = await ns.exec('wg', ['show', ifname, 'listen-port']).then(() => true, () => false);
+      if (ok) break;
+      if (!proc.running || Date.now() - t0 > 10_000) throw new Error(`wireguard-go did not come up:\n${proc.lines.join('\n')}`);
+      await sleep(20);
+    }
+    await ns.exec('wg', ['setconf', ifname, conf], { timeoutMs: 60_000 });
+    await ns.exec('ip', ['addr', 'add', '10.100.0.1/16', 'dev', ifname]);
+    await ns.exec('ip', ['link', 'set', ifname, 'up']);
+    const startMs = Date.now() - t0;
+    await sleep(SETTLE_MS);
+    const pid = proc.child.pid ?? -1;
+    return { vpn: 'wireguard-go', peers: count, startMs, rssMb: statusMb(pid, 'VmRSS'), hwmMb: statusMb(pid, 'VmHWM') };
+  } finally {
+    await proc?.stop();
+    await ns.destroy();
+    await dir.destroy();
+  }
+}
