@@ -53,6 +53,8 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "../../native/napi-common.h"
+
 #define MAX_BATCH 1024 /* UIO_MAXIOV: the most one recvmmsg/sendmmsg takes */
 #define MAX_ROUNDS 4   /* full receive batches per wakeup before yielding */
 #define ENDPOINT_SIZE 24
@@ -107,62 +109,6 @@ typedef struct udp_sock {
    * off for good when the route cannot do it (EIO). */
   int gso;
 } udp_sock;
-
-/* ---------- errors ---------- */
-
-static const char *errno_name(int err) {
-  switch (err) {
-    case EAGAIN: return "EAGAIN";
-    case EBADF: return "EBADF";
-    case EINVAL: return "EINVAL";
-    case EADDRINUSE: return "EADDRINUSE";
-    case EADDRNOTAVAIL: return "EADDRNOTAVAIL";
-    case EAFNOSUPPORT: return "EAFNOSUPPORT";
-    case EACCES: return "EACCES";
-    case EPERM: return "EPERM";
-    case ENETUNREACH: return "ENETUNREACH";
-    case EHOSTUNREACH: return "EHOSTUNREACH";
-    case ENETDOWN: return "ENETDOWN";
-    case ECONNREFUSED: return "ECONNREFUSED";
-    case EMSGSIZE: return "EMSGSIZE";
-    case ENOBUFS: return "ENOBUFS";
-    case ENOMEM: return "ENOMEM";
-    case EMFILE: return "EMFILE";
-    case ENFILE: return "ENFILE";
-    case EALREADY: return "EALREADY";
-    case EINTR: return "EINTR";
-    case EIO: return "EIO";
-    case EFAULT: return "EFAULT";
-    case EPROTONOSUPPORT: return "EPROTONOSUPPORT";
-    case ENOPROTOOPT: return "ENOPROTOOPT";
-    default: break;
-  }
-  return uv_err_name(-err);
-}
-
-static napi_value make_errno_error(napi_env env, int err, const char *syscall, const char *what) {
-  char msg[256];
-  napi_value code, message, error, errno_val, syscall_val;
-  snprintf(msg, sizeof msg, "%s%s%s failed: %s (%s)", what ? what : "", what ? ": " : "", syscall, strerror(err), errno_name(err));
-  napi_create_string_utf8(env, errno_name(err), NAPI_AUTO_LENGTH, &code);
-  napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &message);
-  napi_create_error(env, code, message, &error);
-  napi_create_int32(env, err, &errno_val);
-  napi_set_named_property(env, error, "errno", errno_val);
-  napi_create_string_utf8(env, syscall, NAPI_AUTO_LENGTH, &syscall_val);
-  napi_set_named_property(env, error, "syscall", syscall_val);
-  return error;
-}
-
-static napi_value throw_errno(napi_env env, int err, const char *syscall, const char *what) {
-  napi_throw(env, make_errno_error(env, err, syscall, what));
-  return NULL;
-}
-
-static napi_value throw_type(napi_env env, const char *msg) {
-  napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", msg);
-  return NULL;
-}
 
 /* ---------- endpoint encoding ---------- */
 
@@ -234,14 +180,7 @@ static int parse_address(const char *address, uint16_t port, int family_hint, st
 
 /* ---------- lifetime ---------- */
 
-static void on_poll_closed(uv_handle_t *h) { free(h); }
 
-static void delete_ref(napi_env env, napi_ref *ref) {
-  if (*ref) {
-    napi_delete_reference(env, *ref);
-    *ref = NULL;
-  }
-}
 
 static void stop_receiving(udp_sock *s) {
   if (s->poll) {
@@ -332,11 +271,6 @@ static udp_sock *get_sock(napi_env env, napi_value v) {
 
 /* ---------- open ---------- */
 
-static int get_bool(napi_env env, napi_value v) {
-  bool b = false;
-  if (napi_get_value_bool(env, v, &b) != napi_ok) return 0;
-  return b;
-}
 
 /* Sets a buffer size; as root the FORCE variant passes net.core.*mem_max. */
 static void set_buffer(int fd, int force_opt, int opt, int32_t size) {

@@ -31,6 +31,8 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "../../native/napi-common.h"
+
 #define MAX_BATCH 4096
 #define OVERFLOW_SIZE 65536
 
@@ -64,74 +66,9 @@ typedef struct tun_dev {
   char name[IFNAMSIZ];
 } tun_dev;
 
-/* ---------- errors ---------- */
-
-static const char *errno_name(int err) {
-  switch (err) {
-    case EAGAIN: return "EAGAIN";
-    case EBADF: return "EBADF";
-    case EBADFD: return "EBADFD";
-    case EBUSY: return "EBUSY";
-    case EEXIST: return "EEXIST";
-    case EFAULT: return "EFAULT";
-    case EINTR: return "EINTR";
-    case EINVAL: return "EINVAL";
-    case EIO: return "EIO";
-    case EMFILE: return "EMFILE";
-    case EMSGSIZE: return "EMSGSIZE";
-    case ENFILE: return "ENFILE";
-    case ENODEV: return "ENODEV";
-    case ENOENT: return "ENOENT";
-    case ENOMEM: return "ENOMEM";
-    case ENOBUFS: return "ENOBUFS";
-    case ENOTTY: return "ENOTTY";
-    case ENXIO: return "ENXIO";
-    case EPERM: return "EPERM";
-    case EACCES: return "EACCES";
-    case ENAMETOOLONG: return "ENAMETOOLONG";
-    case EALREADY: return "EALREADY";
-    case ENETDOWN: return "ENETDOWN";
-    case EPIPE: return "EPIPE";
-    default: break;
-  }
-  /* libuv knows the rest (UV_E* == -errno on Unix). */
-  return uv_err_name(-err);
-}
-
-static napi_value make_errno_error(napi_env env, int err, const char *syscall, const char *what) {
-  char msg[256];
-  napi_value code, message, error, errno_val, syscall_val;
-  snprintf(msg, sizeof msg, "%s%s%s failed: %s (%s)", what ? what : "", what ? ": " : "", syscall, strerror(err), errno_name(err));
-  napi_create_string_utf8(env, errno_name(err), NAPI_AUTO_LENGTH, &code);
-  napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &message);
-  napi_create_error(env, code, message, &error);
-  napi_create_int32(env, err, &errno_val);
-  napi_set_named_property(env, error, "errno", errno_val);
-  napi_create_string_utf8(env, syscall, NAPI_AUTO_LENGTH, &syscall_val);
-  napi_set_named_property(env, error, "syscall", syscall_val);
-  return error;
-}
-
-static napi_value throw_errno(napi_env env, int err, const char *syscall, const char *what) {
-  napi_throw(env, make_errno_error(env, err, syscall, what));
-  return NULL;
-}
-
-static napi_value throw_type(napi_env env, const char *msg) {
-  napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", msg);
-  return NULL;
-}
-
 /* ---------- lifetime ---------- */
 
-static void on_poll_closed(uv_handle_t *h) { free(h); }
 
-static void delete_ref(napi_env env, napi_ref *ref) {
-  if (*ref) {
-    napi_delete_reference(env, *ref);
-    *ref = NULL;
-  }
-}
 
 static void stop_reading(tun_dev *d) {
   if (d->poll) {
@@ -246,11 +183,6 @@ static int read_string_arg(napi_env env, napi_value v, char *buf, size_t cap, si
   return 0;
 }
 
-static int get_bool(napi_env env, napi_value v) {
-  bool b = false;
-  if (napi_get_value_bool(env, v, &b) != napi_ok) return 0;
-  return b;
-}
 
 static int parse_open_args(napi_env env, napi_callback_info info, char name[IFNAMSIZ], int *mq) {
   size_t argc = 2;
