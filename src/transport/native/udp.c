@@ -180,8 +180,6 @@ static int parse_address(const char *address, uint16_t port, int family_hint, st
 
 /* ---------- lifetime ---------- */
 
-
-
 static void stop_receiving(udp_sock *s) {
   if (s->poll) {
     uv_poll_stop(s->poll);
@@ -270,7 +268,6 @@ static udp_sock *get_sock(napi_env env, napi_value v) {
 }
 
 /* ---------- open ---------- */
-
 
 /* Sets a buffer size; as root the FORCE variant passes net.core.*mem_max. */
 static void set_buffer(int fd, int force_opt, int opt, int32_t size) {

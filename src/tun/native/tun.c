@@ -68,8 +68,6 @@ typedef struct tun_dev {
 
 /* ---------- lifetime ---------- */
 
-
-
 static void stop_reading(tun_dev *d) {
   if (d->poll) {
     uv_poll_stop(d->poll);
@@ -182,7 +180,6 @@ static int read_string_arg(napi_env env, napi_value v, char *buf, size_t cap, si
   napi_get_value_string_utf8(env, v, buf, cap, len);
   return 0;
 }
-
 
 static int parse_open_args(napi_env env, napi_callback_info info, char name[IFNAMSIZ], int *mq) {
   size_t argc = 2;
