@@ -26,7 +26,7 @@ import { Pipeline, setEndpoint, type DaemonPeer } from './pipeline/pipeline.js';
 import { WireGuardDevice, type ProtocolConstants } from './protocol/device.js';
 import { planRoutes } from './routing.js';
 import { resolveEndpoint, formatEndpoint } from './transport/endpoint.js';
-import { openTransport, type DatagramTransport } from './transport/datagram-transport.js';
+import { openTransport, type DatagramTransport, type TransportOptions } from './transport/datagram-transport.js';
 import { TunDevice } from './tun/tun-device.js';
 import * as ip from './tun/iproute.js';
 
@@ -64,12 +64,17 @@ export function testTimers(env: NodeJS.ProcessEnv): Partial<ProtocolConstants> |
  * Socket buffers sized for bursts; TUNVPN_UDP=dgram forces the portable
  * node:dgram path (tests exercise both; the native one is the default).
  */
-function transportOptions(port: number): { port: number; recvBufferSize: number; sendBufferSize: number; dgram: boolean } {
-  return { port, recvBufferSize: 4 << 20, sendBufferSize: 4 << 20, dgram: process.env.TUNVPN_UDP === 'dgram' };
+function transportOptions(port: number, mtu: number): TransportOptions {
+  return { port, maxDatagram: maxDatagramFor(mtu), recvBufferSize: 4 << 20, sendBufferSize: 4 << 20, dgram: process.env.TUNVPN_UDP === 'dgram' };
+}
+
+/** The largest transport datagram an MTU makes: header 16 + padding up to 15 + tag 16. */
+function maxDatagramFor(mtu: number): number {
+  return mtu + 16 + 15 + 16;
 }
 
 /** Why a configuration change was not applied. */
-type ApplyOutcome = { ok: true } | { ok: false; reason: 'interface-name' | 'port'; message: string };
+type ApplyOutcome = { ok: true } | { ok: false; reason: 'interface-name' | 'restart-needed' | 'port'; message: string };
 
 export class Daemon implements UapiDevice {
   private config: TunvpnConfig;
@@ -142,7 +147,7 @@ export class Daemon implements UapiDevice {
     let daemon: Daemon | undefined;
     try {
       tun = TunDevice.open({ name: config.interface.name, mtu: config.interface.mtu });
-      transport = await openTransport(transportOptions(config.interface.listenPort));
+      transport = await openTransport(transportOptions(config.interface.listenPort, config.interface.mtu));
       log.info({ transport: transport.kind }, 'UDP transport open');
       const pipeline = new Pipeline({ device, table, tun, transport, log, mtu: config.interface.mtu });
       daemon = new Daemon({ config, log, configPath: opts.configPath, crypto, device, table, tun, transport, pipeline });
@@ -367,10 +372,18 @@ export class Daemon implements UapiDevice {
       this.log.error({ fields: ['interface.name'] }, `${what}: rejected, ${message}`);
       return { ok: false, reason: 'interface-name', message };
     }
+    const mtuLimit = Math.min(this.tun.slotSize, this.transport.maxDatagram === 0 ? Infinity : this.transport.maxDatagram - 47);
+    if (next.interface.mtu > mtuLimit) {
+      // Read buffers (TUN slots, UDP slots) are sized at start; growing them
+      // means reopening the TUN device, which drops every tunnel.
+      const message = `an MTU above ${mtuLimit} needs a restart (read buffers are sized at start)`;
+      this.log.error({ fields: ['interface.mtu'] }, `${what}: rejected, ${message}`);
+      return { ok: false, reason: 'restart-needed', message };
+    }
     let newTransport: DatagramTransport | undefined;
     if (diff.interfaceChanged.includes('listenPort')) {
       try {
-        newTransport = await openTransport(transportOptions(next.interface.listenPort));
+        newTransport = await openTransport(transportOptions(next.interface.listenPort, next.interface.mtu));
       } catch (err) {
         const message = (err as Error).message;
         this.log.error({ err: message }, `${what}: rejected, the running configuration is kept`);

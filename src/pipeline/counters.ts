@@ -5,6 +5,7 @@
 export const DROP_REASONS = [
   // inbound (UDP side), as the protocol core reports them
   'malformed',
+  'oversized',
   'unknown-index',
   'unknown-peer',
   'replay',

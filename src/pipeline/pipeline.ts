@@ -87,6 +87,7 @@ export class Pipeline {
   /** Decrypted plaintext lands here; reused because TUN writes are synchronous. */
   private rxBuf: Buffer;
   private lastSendErrors = 0;
+  private lastOversized = 0;
   private initiationsInWindow = 0;
   private windowStart = 0;
   private underLoadUntil = 0;
@@ -121,6 +122,8 @@ export class Pipeline {
 
   setTransport(transport: DatagramTransport): void {
     this.transport = transport;
+    this.lastOversized = 0;
+    this.lastSendErrors = 0;
     if (this.running) {
       transport.onBatch(this.onDatagrams);
       transport.onError((err) => this.log.warn({ err: err.message }, 'UDP socket error'));
@@ -338,6 +341,12 @@ export class Pipeline {
         this.transport.send(d.data, d.data.length, dest);
         this.counters.udpTx++;
       }
+    }
+    // Datagrams too large for a receive slot never reach decapsulate.
+    const oversized = this.transport.oversizedReceived();
+    if (oversized !== this.lastOversized) {
+      this.drops.oversized += oversized - this.lastOversized;
+      this.lastOversized = oversized;
     }
     const failures = this.transport.sendFailures();
     const now = Date.now();

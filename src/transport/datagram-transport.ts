@@ -30,11 +30,17 @@ export interface DatagramTransport {
   send(buf: Uint8Array, length: number, dest: Uint8Array): void;
   /** Failed or dropped sends so far, and the latest reason. */
   sendFailures(): { count: number; last: string | undefined };
+  /** Datagrams dropped on receive because they did not fit a slot, so far. */
+  oversizedReceived(): number;
+  /** The largest datagram it receives whole (0 = no limit). */
+  readonly maxDatagram: number;
   close(): Promise<void>;
 }
 
 export interface TransportOptions {
   port: number;
+  /** Largest datagram to receive whole (the native path sizes its slots by it). */
+  maxDatagram: number;
   recvBufferSize: number;
   sendBufferSize: number;
   /** Force the node:dgram path (tests, or a platform without the addon). */
@@ -60,7 +66,8 @@ class NativeTransport implements DatagramTransport {
   }
 
   static open(opts: TransportOptions): NativeTransport {
-    const common = { recvBufferSize: opts.recvBufferSize, sendBufferSize: opts.sendBufferSize, gso: true, batchSize: 128 };
+    const slotSize = Math.max(2048, Math.ceil(opts.maxDatagram / 64) * 64);
+    const common = { recvBufferSize: opts.recvBufferSize, sendBufferSize: opts.sendBufferSize, gso: true, batchSize: 128, slotSize };
     let v4: NativeUdpSocket;
     try {
       v4 = NativeUdpSocket.open({ family: 4, port: opts.port, ...common });
@@ -85,6 +92,14 @@ class NativeTransport implements DatagramTransport {
 
   get port(): number {
     return this.v4.port;
+  }
+
+  get maxDatagram(): number {
+    return this.v4.slotSize;
+  }
+
+  oversizedReceived(): number {
+    return this.v4.stats.truncated + (this.v6?.stats.truncated ?? 0);
   }
 
   onBatch(handler: DatagramBatchHandler): void {
@@ -159,6 +174,12 @@ class DgramTransport implements DatagramTransport {
 
   get port(): number {
     return this.udp.port;
+  }
+
+  readonly maxDatagram = 0;
+
+  oversizedReceived(): number {
+    return 0;
   }
 
   onBatch(handler: DatagramBatchHandler): void {
