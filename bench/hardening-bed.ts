@@ -5,10 +5,12 @@
  * (The tests have their own copy in test/hardening/helpers.ts, which leans
  * on vitest.)
  */
-import { readdir, readFile } from 'node:fs/promises';
 import { loadCrypto } from '../src/crypto/index.js';
 import { linkNamespaces, Netns, pingUntil } from '../src/testbed/netns.js';
 import { ADDR, ConfigDir, fromRoot, SiteToSite, startDaemon, type DaemonProcess } from '../src/testbed/site-to-site.js';
+import { pidOf, procFigures, type ProcFigures } from '../src/testbed/proc.js';
+
+export { pidOf, procFigures, type ProcFigures };
 
 export const ATTACK_FIXTURE = fromRoot('test', 'fixtures', 'hardening', 'udp-attack.mjs');
 export const TARGET = '10.60.2.1';
@@ -94,23 +96,8 @@ export function totalDrops(s: Status): number {
   return Object.values(s.drops).reduce((x, y) => x + y, 0);
 }
 
-export interface ProcFigures {
-  cpuSeconds: number;
-  rssBytes: number;
-  openFds: number;
-}
 
-export async function procFigures(pid: number): Promise<ProcFigures> {
-  const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
-  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  const fds = await readdir(`/proc/${pid}/fd`);
-  return { cpuSeconds: (Number(f[11]) + Number(f[12])) / 100, rssBytes: Number(f[21]) * 4096, openFds: fds.length };
-}
 
-export function pidOf(d: DaemonProcess): number {
-  if (d.child.pid === undefined) throw new Error('daemon has no pid');
-  return d.child.pid;
-}
 
 /** ping's transmitted / received, never rejecting on loss. */
 export async function pingCount(ns: Netns, addr: string, count: number, intervalS: number): Promise<{ sent: number; received: number }> {

@@ -16,7 +16,7 @@ import { loadConfig, diffConfig, summarizeConfig, type PeerConfig, type TunvpnCo
 import { mergeUapiRequest } from './control/uapi-apply.js';
 import { UapiServer } from './control/uapi-server.js';
 import { UAPI_EADDRINUSE, UAPI_EINVAL, UapiError, type UapiDevice, type UapiInterfaceState, type UapiSetRequest } from './control/uapi-types.js';
-import { startMetricsServer, type MetricsServer, type MetricsSnapshot } from './control/metrics.js';
+import type { MetricsServer, MetricsSnapshot } from './control/metrics.js';
 import { loadCrypto } from './crypto/index.js';
 import type { CryptoBackend } from './crypto/types.js';
 import { TunvpnError } from './errors.js';
@@ -194,6 +194,8 @@ export class Daemon implements UapiDevice {
     await this.metrics?.close();
     this.metrics = undefined;
     if (want) {
+      // prom-client costs several MB of heap: loaded only when metrics are on.
+      const { startMetricsServer } = await import('./control/metrics.js');
       this.metrics = await startMetricsServer(want, () => this.metricsSnapshot(), { logger: this.log });
       this.log.info({ listen: `${want.host.includes(':') ? `[${want.host}]` : want.host}:${this.metrics.port}` }, 'metrics endpoint up');
     }

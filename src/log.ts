@@ -1,5 +1,13 @@
+import { createRequire } from 'node:module';
 import pino, { type Logger, type LevelWithSilent } from 'pino';
-import pretty from 'pino-pretty';
+import type { PrettyOptions, PrettyStream } from 'pino-pretty';
+
+// pino-pretty (and its dependencies) only load for a TTY: a service logging
+// JSON to journald never needs them.
+const require = createRequire(import.meta.url);
+function loadPretty(): (opts: PrettyOptions) => PrettyStream {
+  return (require('pino-pretty') as { default: (opts: PrettyOptions) => PrettyStream }).default;
+}
 
 export type { Logger };
 
@@ -33,7 +41,7 @@ export function createLogger(opts: LoggerOptions): Logger {
     redact: { paths: REDACT_PATHS, censor: '[redacted]' },
   };
   if (usePretty) {
-    const stream = pretty({
+    const stream = loadPretty()({
       colorize: true,
       translateTime: 'SYS:HH:MM:ss.l',
       ignore: 'pid,hostname',

@@ -4,11 +4,13 @@
  * process figures the tests bound (CPU, RSS, open files), and the hostile
  * UDP sender fixture.
  */
-import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ADDR, ConfigDir, SiteToSite, startDaemon, type DaemonProcess, type HostSpec } from '../../src/testbed/site-to-site.js';
 import { makeKeyPair, type KeyPairText } from '../helpers/daemon.js';
 import { linkNamespaces, Netns, pingUntil, sleep } from '../helpers/netns.js';
+import { pidOf, procFigures, type ProcFigures } from '../../src/testbed/proc.js';
+
+export { pidOf, procFigures, type ProcFigures };
 
 export const ATTACK_FIXTURE = join(import.meta.dirname, '..', 'fixtures', 'hardening', 'udp-attack.mjs');
 export const RELAY_FIXTURE = join(import.meta.dirname, '..', 'fixtures', 'hardening', 'lossy-relay.mjs');
@@ -70,33 +72,8 @@ export function dropDelta(before: Status, after: Status): Record<string, number>
   return out;
 }
 
-const CLK_TCK = 100;
-const PAGE = 4096;
 
-export interface ProcFigures {
-  /** CPU seconds (user + system) so far. */
-  cpuSeconds: number;
-  rssBytes: number;
-  openFds: number;
-}
 
-/** CPU, RSS and open descriptors of a process, from /proc. */
-export async function procFigures(pid: number): Promise<ProcFigures> {
-  const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
-  // Fields after the parenthesised command name, which may contain spaces.
-  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  const utime = Number(f[11]);
-  const stime = Number(f[12]);
-  const rssPages = Number(f[21]);
-  const fds = await readdir(`/proc/${pid}/fd`);
-  return { cpuSeconds: (utime + stime) / CLK_TCK, rssBytes: rssPages * PAGE, openFds: fds.length };
-}
-
-export function pidOf(d: DaemonProcess): number {
-  const pid = d.child.pid;
-  if (pid === undefined) throw new Error('daemon has no pid');
-  return pid;
-}
 
 export interface HardeningBed {
   bed: SiteToSite;
