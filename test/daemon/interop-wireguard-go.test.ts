@@ -4,7 +4,7 @@
  * initiating, with and without a preshared key.
  */
 import { randomBytes } from 'node:crypto';
-import { writeFile } from 'node:fs/promises';
+import { rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, expect, it } from 'vitest';
 import { describeIntegration, pingUntil, sleep, uniqueSuffix } from '../helpers/netns.js';
@@ -17,11 +17,15 @@ describeIntegration('interop with wireguard-go through the daemon', ['wireguard-
   let bed: SiteToSite | undefined;
   let dir: ConfigDir | undefined;
   let daemon: DaemonProcess | undefined;
+  let wgSocket: string | undefined;
 
   afterEach(async () => {
     await daemon?.stop();
     await bed?.destroy();
     await dir?.destroy();
+    // wireguard-go killed with its namespace leaves its control socket behind.
+    if (wgSocket) await rm(wgSocket, { force: true });
+    wgSocket = undefined;
     daemon = undefined;
     bed = undefined;
     dir = undefined;
@@ -36,6 +40,7 @@ describeIntegration('interop with wireguard-go through the daemon', ['wireguard-
         const b = await makeKeyPair();
         const presharedKey = psk ? randomBytes(32).toString('base64') : undefined;
         const wgIf = `wgi${uniqueSuffix()}`.slice(0, 15);
+        wgSocket = `/var/run/wireguard/${wgIf}.sock`;
 
         // Host B: wireguard-go, configured with wg and ip.
         bed.tb.spawn('wireguard-go', ['-f', wgIf], { env: WG_ENV, stdio: 'ignore' });
