@@ -97,4 +97,105 @@ static void delete_ref(napi_env env, napi_ref *ref) {
   }
 }
 
+/*
+ * What both addons' handles share: a non-blocking fd watched by uv_poll,
+ * JS callbacks made through an async context, and the guards that keep a
+ * finalizer from freeing a handle while one of its callbacks is on the C
+ * stack. Each handle struct embeds one as `pl`.
+ */
+typedef struct napi_poller {
+  napi_env env;
+  /* Whether an active watcher keeps the event loop alive. */
+  int reffed;
+  /* Callbacks of ours on the C stack (finalizers may run during their GC). */
+  int in_callback;
+  /* The finalizer ran during a callback: free on the way out. */
+  int free_pending;
+  uv_poll_t *poll;
+  napi_ref self_ref;
+  napi_ref on_batch;
+  napi_ref on_error;
+  napi_async_context async_ctx;
+} napi_poller;
+
+/* Starts watching `fd` for readability; the callback finds `data` in
+ * h->data. Returns 0 or a negative errno; on failure nothing is left. */
+static int poller_start(napi_poller *pl, int fd, uv_poll_cb cb, void *data) {
+  uv_loop_t *loop = NULL;
+  if (napi_get_uv_event_loop(pl->env, &loop) != napi_ok || !loop) return -EINVAL;
+  uv_poll_t *p = malloc(sizeof *p);
+  if (!p) return -ENOMEM;
+  int rc = uv_poll_init(loop, p, fd);
+  if (rc < 0) {
+    free(p);
+    return rc;
+  }
+  p->data = data;
+  rc = uv_poll_start(p, UV_READABLE, cb);
+  if (rc < 0) {
+    uv_close((uv_handle_t *)p, on_poll_closed);
+    return rc;
+  }
+  if (!pl->reffed) uv_unref((uv_handle_t *)p);
+  pl->poll = p;
+  return 0;
+}
+
+/* While reading, the JS object and its callbacks stay alive; callbacks run
+ * in one async context named `resource`. */
+static void poller_keep(napi_poller *pl, napi_value self, napi_value on_batch, napi_value on_error, const char *resource) {
+  napi_create_reference(pl->env, on_batch, 1, &pl->on_batch);
+  napi_create_reference(pl->env, on_error, 1, &pl->on_error);
+  napi_create_reference(pl->env, self, 1, &pl->self_ref);
+  if (!pl->async_ctx) {
+    napi_value name;
+    napi_create_string_utf8(pl->env, resource, NAPI_AUTO_LENGTH, &name);
+    napi_async_init(pl->env, NULL, name, &pl->async_ctx);
+  }
+}
+
+/* Stops the watcher and lets go of the callbacks; an idle handle may then
+ * be collected (its finalizer closes it). */
+static void poller_stop(napi_poller *pl) {
+  if (pl->poll) {
+    uv_poll_stop(pl->poll);
+    uv_close((uv_handle_t *)pl->poll, on_poll_closed);
+    pl->poll = NULL;
+  }
+  delete_ref(pl->env, &pl->on_batch);
+  delete_ref(pl->env, &pl->on_error);
+  delete_ref(pl->env, &pl->self_ref);
+}
+
+/* The async context is still in use while one of our callbacks runs (JS may
+ * close the handle from inside it); it is then destroyed on the way out. */
+static void poller_destroy_async(napi_poller *pl) {
+  if (pl->async_ctx && !pl->in_callback) {
+    napi_async_destroy(pl->env, pl->async_ctx);
+    pl->async_ctx = NULL;
+  }
+}
+
+static void poller_set_ref(napi_poller *pl, int ref) {
+  pl->reffed = ref;
+  if (pl->poll) {
+    if (ref) uv_ref((uv_handle_t *)pl->poll);
+    else uv_unref((uv_handle_t *)pl->poll);
+  }
+}
+
+/* Calls into JS; an exception it throws becomes an uncaught exception. */
+static void poller_call_js(napi_poller *pl, napi_value fn, size_t argc, napi_value *argv) {
+  napi_env env = pl->env;
+  napi_value recv;
+  napi_get_global(env, &recv);
+  pl->in_callback++;
+  napi_status st = napi_make_callback(env, pl->async_ctx, recv, fn, argc, argv, NULL);
+  pl->in_callback--;
+  if (st == napi_pending_exception) {
+    napi_value exc;
+    if (napi_get_and_clear_last_exception(env, &exc) == napi_ok) napi_fatal_exception(env, exc);
+  }
+}
+
 #endif

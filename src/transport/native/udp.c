@@ -70,25 +70,15 @@
 enum { C_RECEIVED, C_SENT, C_SEND_ERRORS, C_SEND_DROPS, C_LAST_SEND_ERRNO, C_TRUNCATED, C_RECV_ERRORS, C_COUNT };
 
 typedef struct udp_sock {
-  napi_env env;
+  napi_poller pl;
   int fd;
   int family;
   int closed;
-  int reffed;
   int cleanup_registered;
-  /* Guards against the finalizer freeing us while a JS callback we made is
-   * still on the C stack. */
-  int in_callback;
-  int free_pending;
-  uv_poll_t *poll;
-  napi_ref self_ref;
-  napi_ref on_batch;
-  napi_ref on_error;
   napi_ref slab_ref;
   napi_ref lengths_ref;
   napi_ref sources_ref;
   napi_ref counters_ref;
-  napi_async_context async_ctx;
   double *counters;
   /* receive side, set by startReceiving */
   uint8_t *slab;
@@ -181,17 +171,10 @@ static int parse_address(const char *address, uint16_t port, int family_hint, st
 /* ---------- lifetime ---------- */
 
 static void stop_receiving(udp_sock *s) {
-  if (s->poll) {
-    uv_poll_stop(s->poll);
-    uv_close((uv_handle_t *)s->poll, on_poll_closed);
-    s->poll = NULL;
-  }
-  delete_ref(s->env, &s->on_batch);
-  delete_ref(s->env, &s->on_error);
-  delete_ref(s->env, &s->slab_ref);
-  delete_ref(s->env, &s->lengths_ref);
-  delete_ref(s->env, &s->sources_ref);
-  delete_ref(s->env, &s->self_ref);
+  poller_stop(&s->pl);
+  delete_ref(s->pl.env, &s->slab_ref);
+  delete_ref(s->pl.env, &s->lengths_ref);
+  delete_ref(s->pl.env, &s->sources_ref);
   s->slab = NULL;
   s->lengths = NULL;
   s->sources = NULL;
@@ -203,20 +186,13 @@ static void stop_receiving(udp_sock *s) {
   s->rnames = NULL;
 }
 
-static void destroy_async(udp_sock *s) {
-  if (s->async_ctx && !s->in_callback) {
-    napi_async_destroy(s->env, s->async_ctx);
-    s->async_ctx = NULL;
-  }
-}
-
 static void cleanup_hook(void *arg);
 
 static void close_sock(udp_sock *s) {
   if (s->closed) return;
   s->closed = 1;
   stop_receiving(s);
-  destroy_async(s);
+  poller_destroy_async(&s->pl);
   if (s->fd >= 0) {
     close(s->fd);
     s->fd = -1;
@@ -225,7 +201,7 @@ static void close_sock(udp_sock *s) {
    * with the sock. */
   if (s->cleanup_registered) {
     s->cleanup_registered = 0;
-    napi_remove_env_cleanup_hook(s->env, cleanup_hook, s);
+    napi_remove_env_cleanup_hook(s->pl.env, cleanup_hook, s);
   }
 }
 
@@ -242,7 +218,7 @@ static void cleanup_hook(void *arg) {
   s->cleanup_registered = 0;
   close_sock(s);
   /* The env is going away: the counters reference must not outlive it. */
-  delete_ref(s->env, &s->counters_ref);
+  delete_ref(s->pl.env, &s->counters_ref);
   s->counters = NULL;
 }
 
@@ -251,8 +227,8 @@ static void finalize_sock(napi_env env, void *data, void *hint) {
   close_sock(s);
   delete_ref(env, &s->counters_ref);
   s->counters = NULL;
-  if (s->in_callback) {
-    s->free_pending = 1;
+  if (s->pl.in_callback) {
+    s->pl.free_pending = 1;
   } else {
     free_sock(s);
   }
@@ -361,10 +337,10 @@ static napi_value js_open(napi_env env, napi_callback_info info) {
     s->smsgs[i].msg_hdr.msg_iovlen = 1;
     s->smsgs[i].msg_hdr.msg_name = &s->snames[i];
   }
-  s->env = env;
+  s->pl.env = env;
   s->fd = fd;
   s->family = family;
-  s->reffed = 1;
+  s->pl.reffed = 1;
   s->gso = get_bool(env, argv[7]);
   s->counters = ta_data;
   memset(s->counters, 0, C_COUNT * sizeof(double));
@@ -390,26 +366,13 @@ static napi_value js_open(napi_env env, napi_callback_info info) {
 
 /* ---------- receiving ---------- */
 
-static void call_js(udp_sock *s, napi_value fn, size_t argc, napi_value *argv) {
-  napi_env env = s->env;
-  napi_value recv;
-  napi_get_global(env, &recv);
-  s->in_callback++;
-  napi_status st = napi_make_callback(env, s->async_ctx, recv, fn, argc, argv, NULL);
-  s->in_callback--;
-  if (st == napi_pending_exception) {
-    napi_value exc;
-    if (napi_get_and_clear_last_exception(env, &exc) == napi_ok) napi_fatal_exception(env, exc);
-  }
-}
-
 static void report_error(udp_sock *s, int err, const char *syscall) {
-  napi_env env = s->env;
+  napi_env env = s->pl.env;
   napi_value fn = NULL;
-  if (!s->on_error) return;
-  napi_get_reference_value(env, s->on_error, &fn);
+  if (!s->pl.on_error) return;
+  napi_get_reference_value(env, s->pl.on_error, &fn);
   napi_value error = make_errno_error(env, err, syscall, NULL);
-  if (fn) call_js(s, fn, 1, &error);
+  if (fn) poller_call_js(&s->pl, fn, 1, &error);
 }
 
 static void on_poll(uv_poll_t *h, int status, int events);
@@ -446,10 +409,10 @@ static int receive_batch(udp_sock *s, int *full) {
 
 static void on_poll(uv_poll_t *h, int status, int events) {
   udp_sock *s = h->data;
-  napi_env env = s->env;
+  napi_env env = s->pl.env;
   napi_handle_scope scope;
   if (napi_open_handle_scope(env, &scope) != napi_ok) return;
-  s->in_callback++;
+  s->pl.in_callback++;
 
   if (status < 0) {
     /* libuv stops the watcher on POLLERR. For a UDP socket that is a
@@ -461,13 +424,13 @@ static void on_poll(uv_poll_t *h, int status, int events) {
     if (getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &soerr, &l) == 0 && soerr != 0) {
       s->counters[C_RECV_ERRORS]++;
       report_error(s, soerr, "recvmmsg");
-      if (!s->closed && s->poll) uv_poll_start(s->poll, UV_READABLE, on_poll);
-    } else if (!s->closed && s->poll) {
+      if (!s->closed && s->pl.poll) uv_poll_start(s->pl.poll, UV_READABLE, on_poll);
+    } else if (!s->closed && s->pl.poll) {
       report_error(s, -status, "poll");
       stop_receiving(s);
     }
   } else {
-    for (int round = 0; round < MAX_ROUNDS && !s->closed && s->poll; round++) {
+    for (int round = 0; round < MAX_ROUNDS && !s->closed && s->pl.poll; round++) {
       int full = 0;
       int n = receive_batch(s, &full);
       if (n < 0) {
@@ -479,21 +442,21 @@ static void on_poll(uv_poll_t *h, int status, int events) {
         report_error(s, err, "recvmmsg");
         break;
       }
-      if (n > 0 && s->on_batch) {
+      if (n > 0 && s->pl.on_batch) {
         s->counters[C_RECEIVED] += n;
         napi_value fn, count;
-        napi_get_reference_value(env, s->on_batch, &fn);
+        napi_get_reference_value(env, s->pl.on_batch, &fn);
         napi_create_uint32(env, (uint32_t)n, &count);
-        call_js(s, fn, 1, &count);
+        poller_call_js(&s->pl, fn, 1, &count);
       }
       if (!full) break;
     }
   }
 
-  s->in_callback--;
+  s->pl.in_callback--;
   napi_close_handle_scope(env, scope);
-  if (s->closed) destroy_async(s);
-  if (s->free_pending && !s->in_callback) free_sock(s);
+  if (s->closed) poller_destroy_async(&s->pl);
+  if (s->pl.free_pending && !s->pl.in_callback) free_sock(s);
 }
 
 /* startReceiving(handle, slab: ArrayBuffer, slotSize, lengths: Uint32Array,
@@ -506,7 +469,7 @@ static napi_value js_start_receiving(napi_env env, napi_callback_info info) {
   udp_sock *s = get_sock(env, argv[0]);
   if (!s) return NULL;
   if (s->closed) return throw_errno(env, EBADF, "startReceiving", NULL);
-  if (s->poll) return throw_errno(env, EALREADY, "startReceiving", NULL);
+  if (s->pl.poll) return throw_errno(env, EALREADY, "startReceiving", NULL);
 
   void *slab = NULL;
   size_t slab_len = 0;
@@ -529,37 +492,16 @@ static napi_value js_start_receiving(napi_env env, napi_callback_info info) {
   napi_typeof(env, argv[7], &t2);
   if (t1 != napi_function || t2 != napi_function) return throw_type(env, "onBatch and onError must be functions");
 
-  uv_loop_t *loop = NULL;
-  if (napi_get_uv_event_loop(env, &loop) != napi_ok || !loop) return throw_errno(env, EINVAL, "napi_get_uv_event_loop", NULL);
-  uv_poll_t *p = malloc(sizeof *p);
   struct mmsghdr *msgs = calloc(batch, sizeof *msgs);
   struct iovec *iov = calloc(batch, sizeof *iov);
   struct sockaddr_storage *names = calloc(batch, sizeof *names);
-  if (!p || !msgs || !iov || !names) {
-    free(p);
-    free(msgs);
-    free(iov);
-    free(names);
-    return throw_errno(env, ENOMEM, "malloc", NULL);
-  }
-  int rc = uv_poll_init(loop, p, s->fd);
+  int rc = (msgs && iov && names) ? poller_start(&s->pl, s->fd, on_poll, s) : -ENOMEM;
   if (rc < 0) {
-    free(p);
     free(msgs);
     free(iov);
     free(names);
-    return throw_errno(env, -rc, "uv_poll_init", NULL);
+    return throw_errno(env, -rc, rc == -ENOMEM ? "malloc" : "uv_poll_start", NULL);
   }
-  p->data = s;
-  rc = uv_poll_start(p, UV_READABLE, on_poll);
-  if (rc < 0) {
-    uv_close((uv_handle_t *)p, on_poll_closed);
-    free(msgs);
-    free(iov);
-    free(names);
-    return throw_errno(env, -rc, "uv_poll_start", NULL);
-  }
-  if (!s->reffed) uv_unref((uv_handle_t *)p);
   for (uint32_t i = 0; i < batch; i++) {
     iov[i].iov_base = (uint8_t *)slab + (size_t)i * slot_size;
     iov[i].iov_len = slot_size;
@@ -567,7 +509,6 @@ static napi_value js_start_receiving(napi_env env, napi_callback_info info) {
     msgs[i].msg_hdr.msg_iovlen = 1;
     msgs[i].msg_hdr.msg_name = &names[i];
   }
-  s->poll = p;
   s->rmsgs = msgs;
   s->riov = iov;
   s->rnames = names;
@@ -579,14 +520,7 @@ static napi_value js_start_receiving(napi_env env, napi_callback_info info) {
   napi_create_reference(env, argv[1], 1, &s->slab_ref);
   napi_create_reference(env, argv[3], 1, &s->lengths_ref);
   napi_create_reference(env, argv[4], 1, &s->sources_ref);
-  napi_create_reference(env, argv[6], 1, &s->on_batch);
-  napi_create_reference(env, argv[7], 1, &s->on_error);
-  napi_create_reference(env, argv[0], 1, &s->self_ref);
-  if (!s->async_ctx) {
-    napi_value resource_name;
-    napi_create_string_utf8(env, "tunvpn:NativeUdpSocket", NAPI_AUTO_LENGTH, &resource_name);
-    napi_async_init(env, NULL, resource_name, &s->async_ctx);
-  }
+  poller_keep(&s->pl, argv[0], argv[6], argv[7], "tunvpn:NativeUdpSocket");
   return NULL;
 }
 
@@ -597,11 +531,7 @@ static napi_value js_set_ref(napi_env env, napi_callback_info info) {
   if (argc < 2) return throw_type(env, "setRef(handle, ref)");
   udp_sock *s = get_sock(env, argv[0]);
   if (!s) return NULL;
-  s->reffed = get_bool(env, argv[1]);
-  if (s->poll) {
-    if (s->reffed) uv_ref((uv_handle_t *)s->poll);
-    else uv_unref((uv_handle_t *)s->poll);
-  }
+  poller_set_ref(&s->pl, get_bool(env, argv[1]));
   return NULL;
 }
 

@@ -37,22 +37,12 @@
 #define OVERFLOW_SIZE 65536
 
 typedef struct tun_dev {
-  napi_env env;
+  napi_poller pl;
   int fd;
   int closed;
-  int reffed;
   int cleanup_registered;
-  /* Guards against the finalizer freeing us while a JS callback we made is
-   * still on the C stack (finalizers may run during that callback's GC). */
-  int in_callback;
-  int free_pending;
-  uv_poll_t *poll;
-  napi_ref self_ref;
-  napi_ref on_batch;
-  napi_ref on_error;
   napi_ref slab_ref;
   napi_ref lengths_ref;
-  napi_async_context async_ctx;
   uint8_t *slab;
   size_t slot_size;
   uint32_t *lengths;
@@ -69,30 +59,13 @@ typedef struct tun_dev {
 /* ---------- lifetime ---------- */
 
 static void stop_reading(tun_dev *d) {
-  if (d->poll) {
-    uv_poll_stop(d->poll);
-    uv_close((uv_handle_t *)d->poll, on_poll_closed);
-    d->poll = NULL;
-  }
-  delete_ref(d->env, &d->on_batch);
-  delete_ref(d->env, &d->on_error);
-  delete_ref(d->env, &d->slab_ref);
-  delete_ref(d->env, &d->lengths_ref);
-  /* An idle device may be collected (and its finalizer closes it). */
-  delete_ref(d->env, &d->self_ref);
+  poller_stop(&d->pl);
+  delete_ref(d->pl.env, &d->slab_ref);
+  delete_ref(d->pl.env, &d->lengths_ref);
   d->slab = NULL;
   d->lengths = NULL;
   free(d->overflow);
   d->overflow = NULL;
-}
-
-/* The async context is still in use while one of our callbacks runs (JS may
- * close the device from inside it); it is then destroyed on the way out. */
-static void destroy_async(tun_dev *d) {
-  if (d->async_ctx && !d->in_callback) {
-    napi_async_destroy(d->env, d->async_ctx);
-    d->async_ctx = NULL;
-  }
 }
 
 static void cleanup_hook(void *arg);
@@ -101,14 +74,14 @@ static void close_dev(tun_dev *d) {
   if (d->closed) return;
   d->closed = 1;
   stop_reading(d);
-  destroy_async(d);
+  poller_destroy_async(&d->pl);
   if (d->fd >= 0) {
     close(d->fd);
     d->fd = -1;
   }
   if (d->cleanup_registered) {
     d->cleanup_registered = 0;
-    napi_remove_env_cleanup_hook(d->env, cleanup_hook, d);
+    napi_remove_env_cleanup_hook(d->pl.env, cleanup_hook, d);
   }
 }
 
@@ -121,8 +94,8 @@ static void cleanup_hook(void *arg) {
 static void finalize_dev(napi_env env, void *data, void *hint) {
   tun_dev *d = data;
   close_dev(d);
-  if (d->in_callback) {
-    d->free_pending = 1;
+  if (d->pl.in_callback) {
+    d->pl.free_pending = 1;
   } else {
     free(d);
   }
@@ -224,9 +197,9 @@ static napi_value js_open(napi_env env, napi_callback_info info) {
     close(fd);
     return throw_errno(env, ENOMEM, "calloc", NULL);
   }
-  d->env = env;
+  d->pl.env = env;
   d->fd = fd;
-  d->reffed = 1;
+  d->pl.reffed = 1;
   memcpy(d->name, actual, IFNAMSIZ);
 
   napi_value handle, name_val, result;
@@ -289,39 +262,24 @@ static napi_value js_set_mtu(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-/* ---------- reading ---------- */
-
-static void call_js(tun_dev *d, napi_value fn, size_t argc, napi_value *argv) {
-  napi_env env = d->env;
-  napi_value recv;
-  napi_get_global(env, &recv);
-  d->in_callback++;
-  napi_status s = napi_make_callback(env, d->async_ctx, recv, fn, argc, argv, NULL);
-  d->in_callback--;
-  if (s == napi_pending_exception) {
-    napi_value exc;
-    if (napi_get_and_clear_last_exception(env, &exc) == napi_ok) napi_fatal_exception(env, exc);
-  }
-}
-
 /* Reports a fatal read-side error once and stops polling, so a deleted
  * interface (EBADFD/EIO, POLLERR) cannot make us spin. The fd stays open
  * until JavaScript calls close(). */
 static void report_error(tun_dev *d, int err, const char *syscall) {
-  napi_env env = d->env;
+  napi_env env = d->pl.env;
   napi_value fn = NULL;
-  if (d->on_error) napi_get_reference_value(env, d->on_error, &fn);
+  if (d->pl.on_error) napi_get_reference_value(env, d->pl.on_error, &fn);
   napi_value error = make_errno_error(env, err, syscall, d->name);
   stop_reading(d);
-  if (fn) call_js(d, fn, 1, &error);
+  if (fn) poller_call_js(&d->pl, fn, 1, &error);
 }
 
 static void on_poll(uv_poll_t *h, int status, int events) {
   tun_dev *d = h->data;
-  napi_env env = d->env;
+  napi_env env = d->pl.env;
   napi_handle_scope scope;
   if (napi_open_handle_scope(env, &scope) != napi_ok) return;
-  d->in_callback++;
+  d->pl.in_callback++;
 
   int err = 0;
   const char *failed = "read";
@@ -370,18 +328,18 @@ static void on_poll(uv_poll_t *h, int status, int events) {
     }
   }
 
-  if (n > 0 && d->on_batch && !d->closed) {
+  if (n > 0 && d->pl.on_batch && !d->closed) {
     napi_value fn, count;
-    napi_get_reference_value(env, d->on_batch, &fn);
+    napi_get_reference_value(env, d->pl.on_batch, &fn);
     napi_create_uint32(env, n, &count);
-    call_js(d, fn, 1, &count);
+    poller_call_js(&d->pl, fn, 1, &count);
   }
-  if (err && !d->closed && d->poll) report_error(d, err, failed);
+  if (err && !d->closed && d->pl.poll) report_error(d, err, failed);
 
-  d->in_callback--;
+  d->pl.in_callback--;
   napi_close_handle_scope(env, scope);
-  if (d->closed) destroy_async(d);
-  if (d->free_pending && !d->in_callback) free(d);
+  if (d->closed) poller_destroy_async(&d->pl);
+  if (d->pl.free_pending && !d->pl.in_callback) free(d);
 }
 
 /* startReading(handle, slab: ArrayBuffer, slotSize, lengths: Uint32Array,
@@ -394,7 +352,7 @@ static napi_value js_start_reading(napi_env env, napi_callback_info info) {
   tun_dev *d = get_dev(env, argv[0]);
   if (!d) return NULL;
   if (d->closed) return throw_errno(env, EBADF, "startReading", d->name);
-  if (d->poll) return throw_errno(env, EALREADY, "startReading", d->name);
+  if (d->pl.poll) return throw_errno(env, EALREADY, "startReading", d->name);
 
   void *slab = NULL;
   size_t slab_len = 0;
@@ -414,30 +372,13 @@ static napi_value js_start_reading(napi_env env, napi_callback_info info) {
   napi_typeof(env, argv[6], &t2);
   if (t1 != napi_function || t2 != napi_function) return throw_type(env, "onBatch and onError must be functions");
 
-  uv_loop_t *loop = NULL;
-  if (napi_get_uv_event_loop(env, &loop) != napi_ok || !loop) return throw_errno(env, EINVAL, "napi_get_uv_event_loop", d->name);
-  uv_poll_t *p = malloc(sizeof *p);
   uint8_t *overflow = malloc(OVERFLOW_SIZE);
-  if (!p || !overflow) {
-    free(p);
-    free(overflow);
-    return throw_errno(env, ENOMEM, "malloc", d->name);
-  }
-  int rc = uv_poll_init(loop, p, d->fd);
+  if (!overflow) return throw_errno(env, ENOMEM, "malloc", d->name);
+  int rc = poller_start(&d->pl, d->fd, on_poll, d);
   if (rc < 0) {
-    free(p);
-    free(overflow);
-    return throw_errno(env, -rc, "uv_poll_init", d->name);
-  }
-  p->data = d;
-  rc = uv_poll_start(p, UV_READABLE, on_poll);
-  if (rc < 0) {
-    uv_close((uv_handle_t *)p, on_poll_closed);
     free(overflow);
     return throw_errno(env, -rc, "uv_poll_start", d->name);
   }
-  if (!d->reffed) uv_unref((uv_handle_t *)p);
-  d->poll = p;
   d->overflow = overflow;
   d->slab = slab;
   d->slot_size = slot_size;
@@ -445,14 +386,7 @@ static napi_value js_start_reading(napi_env env, napi_callback_info info) {
   d->batch_size = batch;
   napi_create_reference(env, argv[1], 1, &d->slab_ref);
   napi_create_reference(env, argv[3], 1, &d->lengths_ref);
-  napi_create_reference(env, argv[5], 1, &d->on_batch);
-  napi_create_reference(env, argv[6], 1, &d->on_error);
-  napi_create_reference(env, argv[0], 1, &d->self_ref);
-  if (!d->async_ctx) {
-    napi_value resource_name;
-    napi_create_string_utf8(env, "tunvpn:TunDevice", NAPI_AUTO_LENGTH, &resource_name);
-    napi_async_init(env, NULL, resource_name, &d->async_ctx);
-  }
+  poller_keep(&d->pl, argv[0], argv[5], argv[6], "tunvpn:TunDevice");
   return NULL;
 }
 
@@ -464,11 +398,7 @@ static napi_value js_set_ref(napi_env env, napi_callback_info info) {
   if (argc < 2) return throw_type(env, "setRef(handle, ref)");
   tun_dev *d = get_dev(env, argv[0]);
   if (!d) return NULL;
-  d->reffed = get_bool(env, argv[1]);
-  if (d->poll) {
-    if (d->reffed) uv_ref((uv_handle_t *)d->poll);
-    else uv_unref((uv_handle_t *)d->poll);
-  }
+  poller_set_ref(&d->pl, get_bool(env, argv[1]));
   return NULL;
 }
 
