@@ -477,6 +477,7 @@ export class Daemon implements UapiDevice {
         persistentKeepalive: p.config.persistentKeepalive,
       })),
       drops: { ...this.pipeline.drops },
+      packets: { ...this.pipeline.counters },
       routes: [...this.routes],
     };
   }
@@ -497,6 +498,8 @@ export interface DaemonStatus {
     persistentKeepalive: number;
   }[];
   drops: Record<string, number>;
+  /** Packets moved: read from / written to the TUN device, received / sent on UDP. */
+  packets: { tunRx: number; tunTx: number; udpRx: number; udpTx: number; keepalivesRx: number };
   routes: string[];
 }
 

@@ -3,7 +3,7 @@
  * and their habits carry over), and a JSON form that never carries a
  * private or preshared key.
  */
-import { formatEndpoint } from '../control/uapi-protocol.js';
+import { formatEndpoint } from '../transport/endpoint.js';
 import type { UapiInterfaceState, UapiPeerState } from '../control/uapi-types.js';
 
 const RESET = '\x1b[0m';
@@ -106,7 +106,7 @@ export function renderInterface(name: string, state: UapiInterfaceState, opts: R
     out.push('\n');
     out.push(`${p.yellow}${p.bold}peer${p.reset}: ${p.yellow}${b64(peer.publicKey)}${p.reset}\n`);
     if (peer.presharedKey) out.push(`${label('preshared key')}(hidden)\n`);
-    if (peer.endpoint) out.push(`${label('endpoint')}${formatEndpoint(peer.endpoint.address, peer.endpoint.port, peer.endpoint.family)}\n`);
+    if (peer.endpoint) out.push(`${label('endpoint')}${formatEndpoint(peer.endpoint)}\n`);
     const ips = peer.allowedIPs.map((cidr) => cidr.replace('/', `${p.cyan}/${p.reset}`));
     out.push(`${label('allowed ips')}${ips.length ? ips.join(', ') : '(none)'}\n`);
     if (peer.lastHandshakeWallMs > 0) out.push(`${label('latest handshake')}${formatAgo(peer.lastHandshakeWallMs, opts.nowMs, opts.colour)}\n`);
@@ -149,7 +149,7 @@ export function toShowJson(state: UapiInterfaceState, publicKey: Uint8Array | un
     peers: sortPeers(state.peers).map((peer) => ({
       publicKey: b64(peer.publicKey),
       hasPresharedKey: peer.presharedKey !== undefined,
-      endpoint: peer.endpoint ? formatEndpoint(peer.endpoint.address, peer.endpoint.port, peer.endpoint.family) : null,
+      endpoint: peer.endpoint ? formatEndpoint(peer.endpoint) : null,
       allowedIPs: [...peer.allowedIPs],
       latestHandshake: peer.lastHandshakeWallMs > 0 ? new Date(peer.lastHandshakeWallMs).toISOString() : null,
       latestHandshakeAgeSeconds: peer.lastHandshakeWallMs > 0 ? Math.max(0, Math.floor((nowMs - peer.lastHandshakeWallMs) / 1000)) : null,

@@ -7,6 +7,7 @@
  */
 import { isIPv4, isIPv6 } from 'node:net';
 import { formatCidr, parseCidr } from '../peers/cidr.js';
+import { formatEndpoint } from '../transport/endpoint.js';
 import {
   UAPI_EINVAL,
   UAPI_EPROTO,
@@ -43,11 +44,6 @@ function clamp(key: Uint8Array): Uint8Array {
   return key;
 }
 
-/** "1.2.3.4:51820" or "[fd00::1]:51820". */
-export function formatEndpoint(address: string, port: number, family: 4 | 6): string {
-  return family === 6 ? `[${address}]:${port}` : `${address}:${port}`;
-}
-
 /**
  * The body of a `get=1` response: every line, then `errno=0` and the blank
  * line that ends it. Keys are lower-case hex; a peer without a preshared key
@@ -64,7 +60,7 @@ export function serializeGet(state: UapiInterfaceState): string {
     lines.push(`preshared_key=${peer.presharedKey === undefined ? zeroKey : keyToHex(peer.presharedKey)}`);
     lines.push('protocol_version=1');
     if (peer.endpoint !== undefined) {
-      lines.push(`endpoint=${formatEndpoint(peer.endpoint.address, peer.endpoint.port, peer.endpoint.family)}`);
+      lines.push(`endpoint=${formatEndpoint(peer.endpoint)}`);
     }
     const wallMs = Math.max(0, peer.lastHandshakeWallMs);
     const sec = Math.floor(wallMs / 1000);

@@ -70,7 +70,7 @@ const TRANSPORT_SOURCE = { address: '', port: 0 };
 
 export class Pipeline {
   readonly drops: DropCounters = newDropCounters();
-  /** Packets and bytes moved, for status and benchmarks. */
+  /** Packets moved, reported in the daemon's status record. */
   readonly counters = { tunRx: 0, tunTx: 0, udpRx: 0, udpTx: 0, keepalivesRx: 0 };
 
   private readonly device: WireGuardDevice;

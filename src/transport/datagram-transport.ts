@@ -9,7 +9,6 @@
  */
 import type { RemoteInfo } from 'node:dgram';
 import {
-  ENDPOINT_SIZE,
   NativeUdpSocket,
   decodeEndpoint,
   encodeEndpoint,
@@ -213,4 +212,3 @@ class DgramTransport implements DatagramTransport {
   }
 }
 
-export { ENDPOINT_SIZE };

@@ -15,18 +15,7 @@ export class EndpointError extends TunvpnError {
   }
 }
 
-/** IPv4-mapped IPv6 (from a dual-stack socket) reads as plain IPv4. */
-export function normaliseAddress(address: string): { address: string; family: 4 | 6 } {
-  if (address.startsWith('::ffff:') && isIPv4(address.slice(7))) {
-    return { address: address.slice(7), family: 4 };
-  }
-  return { address, family: isIPv6(address) ? 6 : 4 };
-}
-
-export function endpointsEqual(a: Endpoint | undefined, address: string, port: number): boolean {
-  return a !== undefined && a.port === port && a.address === address;
-}
-
+/** "1.2.3.4:51820" or "[fd00::1]:51820", as wg prints endpoints. */
 export function formatEndpoint(e: Endpoint): string {
   return e.family === 6 ? `[${e.address}]:${e.port}` : `${e.address}:${e.port}`;
 }

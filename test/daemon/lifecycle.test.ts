@@ -17,6 +17,7 @@ interface StatusPeer {
 interface Status {
   peers: StatusPeer[];
   drops: Record<string, number>;
+  packets: { udpRx: number; tunTx: number };
 }
 
 /** Asks a daemon for its status (SIGUSR1 logs it) and returns the newest one. */
@@ -119,12 +120,16 @@ describeIntegration('daemon lifecycle: reload, restart, roaming, source check', 
   });
 
   it('drops and counts a packet whose inner source is outside the peer\'s allowed IPs', async () => {
-    const before = (await status(db)).drops['source-not-allowed'] ?? 0;
+    const s0 = await status(db);
+    const before = s0.drops['source-not-allowed'] ?? 0;
     // Host A sends from an address B does not allow for A; A routes it into the tunnel.
     await bed.ta.exec('ip', ['addr', 'add', '10.99.0.1/32', 'dev', 'lo']);
     await bed.ta.exec('ping', ['-n', '-c', '3', '-i', '0.2', '-W', '1', '-I', '10.99.0.1', ADDR.lb.v4]).catch(() => undefined);
-    const after = (await status(db)).drops['source-not-allowed'] ?? 0;
+    const s1 = await status(db);
+    const after = s1.drops['source-not-allowed'] ?? 0;
     expect(after - before).toBeGreaterThanOrEqual(3);
+    // They arrived over UDP but never reached the TUN device.
+    expect(s1.packets.udpRx - s0.packets.udpRx).toBeGreaterThanOrEqual(3);
   });
 
   it('restart: after kill -9 traffic resumes within Rekey-Timeout plus a margin', async () => {
