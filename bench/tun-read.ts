@@ -29,6 +29,8 @@ import { promisify } from 'node:util';
 import { loadNativeTun } from '../src/tun/native-binding.js';
 import * as ip from '../src/tun/iproute.js';
 import { TunDevice } from '../src/tun/tun-device.js';
+import { deleteNamespace } from '../src/testbed/netns.js';
+import { numArg } from './lib/args.js';
 
 const execFileP = promisify(execFile);
 
@@ -289,25 +291,8 @@ async function outer(seconds: number, drainPackets: number): Promise<void> {
       console.log(`  ratio binding / fs-stream: ${ratio.toFixed(1)}x   targets (>= 20x, >= 300,000 pkt/s): ${met ? 'met' : 'NOT met'}`);
     }
   } finally {
-    await execFileP('ip', ['netns', 'pids', ns])
-      .then(({ stdout }) => {
-        for (const pid of stdout.split(/\s+/).filter(Boolean)) {
-          try {
-            process.kill(Number(pid), 'SIGKILL');
-          } catch {
-            /* gone */
-          }
-        }
-      })
-      .catch(() => undefined);
-    await execFileP('ip', ['netns', 'del', ns]).catch(() => undefined);
+    await deleteNamespace(ns);
   }
-}
-
-function numArg(args: readonly string[], flag: string, def: number, min: number, max: number): number {
-  const i = args.indexOf(flag);
-  const v = i >= 0 ? Number(args[i + 1]) : def;
-  return Number.isFinite(v) ? Math.min(max, Math.max(min, Math.round(v))) : def;
 }
 
 const args = process.argv.slice(2);

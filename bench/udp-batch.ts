@@ -29,6 +29,8 @@ import dgram, { type Socket } from 'node:dgram';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { encodeEndpoint, NativeUdpSocket } from '../src/transport/native-udp.js';
+import { deleteNamespace } from '../src/testbed/netns.js';
+import { numArg } from './lib/args.js';
 
 const execFileP = promisify(execFile);
 
@@ -266,25 +268,8 @@ async function outer(seconds: number, count: number): Promise<void> {
       for (const r of rows) console.log(`  ratio ${r.approach} / node:dgram: ${(r.rate / d.rate).toFixed(2)}x`);
     }
   } finally {
-    await execFileP('ip', ['netns', 'pids', ns])
-      .then(({ stdout }) => {
-        for (const pid of stdout.split(/\s+/).filter(Boolean)) {
-          try {
-            process.kill(Number(pid), 'SIGKILL');
-          } catch {
-            /* gone */
-          }
-        }
-      })
-      .catch(() => undefined);
-    await execFileP('ip', ['netns', 'del', ns]).catch(() => undefined);
+    await deleteNamespace(ns);
   }
-}
-
-function numArg(args: readonly string[], flag: string, def: number, min: number, max: number): number {
-  const i = args.indexOf(flag);
-  const v = i >= 0 ? Number(args[i + 1]) : def;
-  return Number.isFinite(v) ? Math.min(max, Math.max(min, Math.round(v))) : def;
 }
 
 const args = process.argv.slice(2);

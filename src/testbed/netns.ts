@@ -52,6 +52,26 @@ export function uniqueSuffix(): string {
   return `${(process.pid % 10000).toString(36)}${randomBytes(2).toString('hex')}`;
 }
 
+/**
+ * Kills every process still in a namespace (one started with `ip netns
+ * exec` keeps its devices alive) and deletes it. Never throws.
+ */
+export async function deleteNamespace(name: string): Promise<void> {
+  try {
+    const { stdout } = await run('ip', ['netns', 'pids', name]);
+    for (const pid of stdout.split(/\s+/).filter(Boolean)) {
+      try {
+        process.kill(Number(pid), 'SIGKILL');
+      } catch {
+        /* already gone */
+      }
+    }
+  } catch {
+    /* namespace may already be gone */
+  }
+  await run('ip', ['netns', 'del', name]).catch(() => undefined);
+}
+
 export class Netns {
   readonly name: string;
   private readonly children = new Set<ChildProcess>();
@@ -98,21 +118,7 @@ export class Netns {
     this.children.clear();
     if (!live.has(this.name)) return;
     live.delete(this.name);
-    // Processes started inside with `ip netns exec` outside spawn() would keep
-    // the namespace's devices alive; kill whatever is still in it.
-    try {
-      const { stdout } = await run('ip', ['netns', 'pids', this.name]);
-      for (const pid of stdout.split(/\s+/).filter(Boolean)) {
-        try {
-          process.kill(Number(pid), 'SIGKILL');
-        } catch {
-          /* already gone */
-        }
-      }
-    } catch {
-      /* namespace may already be gone */
-    }
-    await run('ip', ['netns', 'del', this.name]).catch(() => undefined);
+    await deleteNamespace(this.name);
   }
 }
 
