@@ -61,6 +61,15 @@ export function testTimers(env: NodeJS.ProcessEnv): Partial<ProtocolConstants> |
 }
 
 /**
+ * TUN offloads (TSO on reads, coalesced writes) are on unless
+ * TUNVPN_TUN_OFFLOAD=off: the switch exists to measure their effect and to
+ * rule them out when chasing a problem. See docs/decisions.md.
+ */
+function tunOffloadWanted(): boolean {
+  return process.env.TUNVPN_TUN_OFFLOAD !== 'off';
+}
+
+/**
  * Socket buffers sized for bursts; TUNVPN_UDP=dgram forces the portable
  * node:dgram path (tests exercise both; the native one is the default).
  */
@@ -146,9 +155,9 @@ export class Daemon implements UapiDevice {
     let transport: DatagramTransport | undefined;
     let daemon: Daemon | undefined;
     try {
-      tun = TunDevice.open({ name: config.interface.name, mtu: config.interface.mtu });
+      tun = TunDevice.open({ name: config.interface.name, mtu: config.interface.mtu, offload: tunOffloadWanted() });
       transport = await openTransport(transportOptions(config.interface.listenPort, config.interface.mtu));
-      log.info({ transport: transport.kind }, 'UDP transport open');
+      log.info({ transport: transport.kind, tunOffload: tun.offload }, 'UDP transport open');
       const pipeline = new Pipeline({ device, table, tun, transport, log, mtu: config.interface.mtu });
       daemon = new Daemon({ config, log, configPath: opts.configPath, crypto, device, table, tun, transport, pipeline });
       for (const peer of config.peers) await daemon.addPeer(peer);
@@ -478,7 +487,22 @@ export class Daemon implements UapiDevice {
       })),
       drops: { ...this.pipeline.drops },
       packets: { ...this.pipeline.counters },
+      tun: this.tunFigures(),
       routes: [...this.routes],
+    };
+  }
+
+  private tunFigures(): DaemonStatus['tun'] {
+    const s = this.tun.stats;
+    return {
+      offload: this.tun.offload,
+      tsoPackets: s.tsoPackets,
+      tsoSegments: s.tsoSegments,
+      groWrites: s.groWrites,
+      groPackets: s.groPackets,
+      writeDrops: s.writeDrops,
+      readOversizeDrops: s.readOversizeDrops,
+      readOffloadDrops: s.readOffloadDrops,
     };
   }
 }
@@ -500,6 +524,17 @@ export interface DaemonStatus {
   drops: Record<string, number>;
   /** Packets moved: read from / written to the TUN device, received / sent on UDP. */
   packets: { tunRx: number; tunTx: number; udpRx: number; udpTx: number; keepalivesRx: number };
+  /** The TUN device's offload state and counters (see TunDevice). */
+  tun: {
+    offload: boolean;
+    tsoPackets: number;
+    tsoSegments: number;
+    groWrites: number;
+    groPackets: number;
+    writeDrops: number;
+    readOversizeDrops: number;
+    readOffloadDrops: number;
+  };
   routes: string[];
 }
 

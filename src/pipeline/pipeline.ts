@@ -7,9 +7,12 @@
  *             (no session yet: the protocol stages the packet and starts a
  *             handshake; we send what takeOutbound() returns)
  *
- *  inbound:   UDP datagram ─▶ device.decapsulate into a reusable buffer
+ *  inbound:   UDP datagram batch ─▶ for each: device.decapsulate into the
+ *             next preallocated plaintext slot
  *             ─▶ data: trim padding by the IP header, check the inner source
- *                against the sending peer's allowed IPs, TUN write;
+ *                against the sending peer's allowed IPs, keep the slot;
+ *                after the batch, one TUN writeBatch (with TUN offload the
+ *                device merges consecutive TCP segments into one write);
  *                the peer's endpoint follows the packet (roaming)
  *             ─▶ handshake: reply to the source, flush staged data
  *             ─▶ error: count the drop by reason
@@ -84,8 +87,11 @@ export class Pipeline {
   private txSlotSize: number;
   private readonly log: Logger;
   private readonly byProto = new Map<ProtocolPeer, DaemonPeer>();
-  /** Decrypted plaintext lands here; reused because TUN writes are synchronous. */
-  private rxBuf: Buffer;
+  /** Decrypted plaintext of one datagram batch, one slot each, written to the TUN after the batch. */
+  private rxBufs: Buffer[] = [];
+  private readonly rxLens = new Uint32Array(1024);
+  private rxCount = 0;
+  private rxSlotSize: number;
   private lastSendErrors = 0;
   private lastOversized = 0;
   private initiationsInWindow = 0;
@@ -100,7 +106,7 @@ export class Pipeline {
     this.tun = opts.tun;
     this.transport = opts.transport;
     this.log = opts.log;
-    this.rxBuf = Buffer.alloc(Math.max(opts.mtu, 1500) + 256);
+    this.rxSlotSize = Math.max(opts.mtu, 1500) + 256;
     this.txSlotSize = Math.max(opts.mtu, 1500) + 256;
   }
 
@@ -113,7 +119,10 @@ export class Pipeline {
   }
 
   setMtu(mtu: number): void {
-    if (this.rxBuf.length < mtu + 256) this.rxBuf = Buffer.alloc(mtu + 256);
+    if (this.rxSlotSize < mtu + 256) {
+      this.rxSlotSize = mtu + 256;
+      this.rxBufs = [];
+    }
     if (this.txSlotSize < mtu + 256) {
       this.txSlotSize = mtu + 256;
       this.txBufs = [];
@@ -232,13 +241,33 @@ export class Pipeline {
    */
   private readonly onDatagrams = (slots: readonly Uint8Array[], lengths: Uint32Array, sources: Uint8Array, count: number): void => {
     for (let i = 0; i < count; i++) this.onDatagram(slots[i], lengths[i], sources, i);
+    this.flushTun();
   };
+
+  /** Writes the batch's decrypted packets to the TUN device in one call. */
+  private flushTun(): void {
+    const n = this.rxCount;
+    if (n === 0) return;
+    this.rxCount = 0;
+    let written: number;
+    try {
+      written = this.tun.writeBatch(this.rxBufs, n, this.rxLens);
+    } catch (err) {
+      written = (err as { written?: number }).written ?? 0;
+    }
+    this.counters.tunTx += written;
+    if (written < n) this.drops['tun-write-failed'] += n - written;
+  }
 
   private onDatagram(slot: Uint8Array, length: number, sources: Uint8Array, i: number): void {
     this.counters.udpRx++;
     if (length > 0 && slot[0] === 1 && ++this.initiationsInWindow === UNDER_LOAD_INITIATIONS) this.enterUnderLoad();
-    if (this.rxBuf.length < length) this.rxBuf = Buffer.alloc(length + 256);
-    const out = this.rxBuf;
+    if (this.rxCount === this.rxLens.length) this.flushTun();
+    let out = this.rxBufs[this.rxCount];
+    if (out === undefined || out.length < length) {
+      out = Buffer.allocUnsafeSlow(Math.max(this.rxSlotSize, length));
+      this.rxBufs[this.rxCount] = out;
+    }
     // Only handshake messages read the source (cookies, rate limiting).
     const source = length > 0 && slot[0] !== 4 ? decodeSource(sources, i) : TRANSPORT_SOURCE;
     const res = this.device.decapsulate(slot.subarray(0, length), source, out);
@@ -263,12 +292,7 @@ export class Pipeline {
           return;
         }
         peer.rxPackets++;
-        try {
-          this.tun.write(out.subarray(0, len));
-          this.counters.tunTx++;
-        } catch {
-          this.drop('tun-write-failed');
-        }
+        this.rxLens[this.rxCount++] = len;
         return;
       }
       case 'handshake': {

@@ -18,7 +18,8 @@ export interface NativeHandle {
 
 /** The addon's functions; see src/tun/native/tun.c for the contracts. */
 export interface NativeTun {
-  open(name: string, multiQueue: boolean): [NativeHandle, string];
+  /** offload: IFF_VNET_HDR + TSO/checksum offloads; the third element says whether the kernel took them. */
+  open(name: string, multiQueue: boolean, offload: boolean): [NativeHandle, string, boolean];
   /** A BLOCKING fd owned by the caller (benchmark comparison only). */
   openFd(name: string, multiQueue: boolean): [number, string];
   setMtu(name: string, mtu: number): void;
@@ -34,9 +35,29 @@ export interface NativeTun {
   setRef(handle: NativeHandle, ref: boolean): void;
   /** false: dropped because the device queue was full (EAGAIN). */
   write(handle: NativeHandle, packet: Uint8Array): boolean;
-  writeBatch(handle: NativeHandle, packets: readonly Uint8Array[], count: number): number;
+  writeBatch(handle: NativeHandle, packets: readonly Uint8Array[], lengths: Uint32Array | undefined, count: number): number;
   close(handle: NativeHandle): void;
-  oversizeDrops(handle: NativeHandle): number;
+  stats(handle: NativeHandle): NativeTunStats;
+  /** Test hook: what an offload-mode read hands over for this virtio header and packet (null: dropped). */
+  offloadRead(vnetHeader: Uint8Array, packet: Uint8Array, slotSize: number): Buffer[] | null;
+  /** Test hook: the [virtio header, packet] writes an offload-mode writeBatch makes of these packets. */
+  offloadCoalesce(packets: Uint8Array[]): [Buffer, Buffer][];
+}
+
+/** Counters kept by the native side. */
+export interface NativeTunStats {
+  /** Packets larger than a slot, dropped. */
+  oversizeDrops: number;
+  /** Offload reads whose virtio header could not be used, dropped. */
+  offloadDrops: number;
+  /** TCP super-packets read (offload mode)... */
+  tsoPackets: number;
+  /** ...and the segments cut from them. */
+  tsoSegments: number;
+  /** Coalesced writes (offload mode)... */
+  groWrites: number;
+  /** ...and the packets they carried. */
+  groPackets: number;
 }
 
 export const ADDON_FILE = 'tunvpn_tun.node';

@@ -11,6 +11,14 @@
  * (default 1500). Raising the interface MTU above it later makes larger
  * packets be dropped (counted in stats.readOversizeDrops), never truncated.
  *
+ * Offload (`offload: true`): the device is opened with IFF_VNET_HDR and the
+ * kernel's TCP segmentation and checksum offloads. The kernel may then hand
+ * over TCP super-packets of up to 64 KiB, which the native side cuts into
+ * MTU-sized segments with full checksums before JavaScript sees them; and
+ * writeBatch() merges consecutive segments of a TCP flow into one
+ * super-packet per write (GRO), which the kernel forwards or receives as
+ * one packet. JavaScript sees plain IP packets either way.
+ *
  * Event loop: a device holds the loop alive only while it is being read
  * (like a socket); `unref()` makes an active reader not hold it, and
  * close() always releases it, so a closed device never keeps the process
@@ -29,6 +37,8 @@ export interface TunOpenOptions {
   mtu?: number;
   /** IFF_MULTI_QUEUE: several opens of the same name each get their own queue. */
   multiQueue?: boolean;
+  /** TCP segmentation/receive offloads (see above); default false. */
+  offload?: boolean;
 }
 
 /** slots/lengths are reused after the handler returns. */
@@ -41,6 +51,14 @@ export interface TunStats {
   writeDrops: number;
   /** Packets read that were larger than a slot and so dropped. */
   readOversizeDrops: number;
+  /** Offload-mode reads with a virtio header we could not use, dropped. */
+  readOffloadDrops: number;
+  /** TCP super-packets read, and the segments cut from them. */
+  tsoPackets: number;
+  tsoSegments: number;
+  /** Coalesced writes, and the packets they carried. */
+  groWrites: number;
+  groPackets: number;
 }
 
 const DEFAULT_BATCH = 128;
@@ -57,10 +75,22 @@ export class TunDevice {
   readonly name: string;
   readonly batchSize: number;
   readonly slotSize: number;
+  /** Whether the kernel accepted the offloads asked for with `offload: true`. */
+  readonly offload: boolean;
 
   private readonly native: NativeTun;
   private readonly handle: NativeHandle;
-  private readonly counters: TunStats = { readPackets: 0, writePackets: 0, writeDrops: 0, readOversizeDrops: 0 };
+  private readonly counters: TunStats = {
+    readPackets: 0,
+    writePackets: 0,
+    writeDrops: 0,
+    readOversizeDrops: 0,
+    readOffloadDrops: 0,
+    tsoPackets: 0,
+    tsoSegments: 0,
+    groWrites: 0,
+    groPackets: 0,
+  };
   private batchHandler: TunBatchHandler | undefined;
   private errorHandler: ((err: Error) => void) | undefined;
   private slots: Buffer[] = [];
@@ -68,12 +98,13 @@ export class TunDevice {
   private reading = false;
   private closed = false;
 
-  private constructor(native: NativeTun, handle: NativeHandle, name: string, batchSize: number, slotSize: number) {
+  private constructor(native: NativeTun, handle: NativeHandle, name: string, batchSize: number, slotSize: number, offload: boolean) {
     this.native = native;
     this.handle = handle;
     this.name = name;
     this.batchSize = batchSize;
     this.slotSize = slotSize;
+    this.offload = offload;
   }
 
   /** Creates (or attaches to) the TUN interface; synchronous. Throws TunError (code = errno name). */
@@ -85,8 +116,9 @@ export class TunDevice {
     const native = loadNativeTun();
     let handle: NativeHandle;
     let name: string;
+    let offload: boolean;
     try {
-      [handle, name] = native.open(opts.name ?? '', opts.multiQueue === true);
+      [handle, name, offload] = native.open(opts.name ?? '', opts.multiQueue === true, opts.offload === true);
     } catch (err) {
       throw TunError.from(err);
     }
@@ -98,7 +130,7 @@ export class TunDevice {
         throw TunError.from(err);
       }
     }
-    return new TunDevice(native, handle, name, batchSize, slotSize);
+    return new TunDevice(native, handle, name, batchSize, slotSize, offload);
   }
 
   /** Sets the batch handler and starts reading (a later call replaces the handler). */
@@ -142,13 +174,16 @@ export class TunDevice {
 
   /**
    * Writes packets[0..count) in one native call; returns how many were
-   * written. Stops at EAGAIN (the rest count as drops); other failures throw
+   * written. `lengths[i]`, when given, is how much of packets[i] to write.
+   * With offload, consecutive TCP segments of a flow go out as one
+   * super-packet, and the first packet of each such run is rewritten in
+   * place. Stops at EAGAIN (the rest count as drops); other failures throw
    * TunError with `written` set.
    */
-  writeBatch(packets: readonly Uint8Array[], count: number): number {
+  writeBatch(packets: readonly Uint8Array[], count: number, lengths?: Uint32Array): number {
     let n: number;
     try {
-      n = this.native.writeBatch(this.handle, packets, count);
+      n = this.native.writeBatch(this.handle, packets, lengths, count);
     } catch (err) {
       const e = TunError.from(err);
       this.counters.writePackets += e.written ?? 0;
@@ -160,8 +195,19 @@ export class TunDevice {
   }
 
   get stats(): Readonly<TunStats> {
-    if (!this.closed) this.counters.readOversizeDrops = this.native.oversizeDrops(this.handle);
+    if (!this.closed) this.readNativeStats();
     return this.counters;
+  }
+
+  private readNativeStats(): void {
+    const s = this.native.stats(this.handle);
+    const c = this.counters;
+    c.readOversizeDrops = s.oversizeDrops;
+    c.readOffloadDrops = s.offloadDrops;
+    c.tsoPackets = s.tsoPackets;
+    c.tsoSegments = s.tsoSegments;
+    c.groWrites = s.groWrites;
+    c.groPackets = s.groPackets;
   }
 
   /** An active reader no longer keeps the event loop alive. */
@@ -179,7 +225,7 @@ export class TunDevice {
   /** Stops reading and closes the fd; idempotent. The interface disappears unless made persistent elsewhere. */
   close(): void {
     if (this.closed) return;
-    this.counters.readOversizeDrops = this.native.oversizeDrops(this.handle);
+    this.readNativeStats();
     this.closed = true;
     this.reading = false;
     this.native.close(this.handle);

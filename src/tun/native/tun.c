@@ -32,9 +32,12 @@
 #include <uv.h>
 
 #include "../../native/napi-common.h"
+#include "offload.h"
 
 #define MAX_BATCH 4096
 #define OVERFLOW_SIZE 65536
+/* Offload mode reads a TSO super-packet (up to 64 KiB) past the slot. */
+#define SUPER_TAIL (65536 + 256)
 
 typedef struct tun_dev {
   napi_poller pl;
@@ -53,6 +56,23 @@ typedef struct tun_dev {
   uint8_t *overflow;
   /* Packets the kernel refused to hand over whole (larger than a slot). */
   double oversize_drops;
+  /* IFF_VNET_HDR: every read and write starts with a virtio_net_hdr. */
+  int vnet;
+  /* TUNSETOFFLOAD accepted: reads may be TSO super-packets, writes coalesce. */
+  int offload;
+  /* Offload mode: a super-packet is read into the current slot and on into
+   * super_buf + slot_size, then copied to super_buf to be cut into slots. */
+  uint8_t *super_buf;
+  /* writeBatch scratch for the coalescing plan (MAX_BATCH entries each). */
+  uint8_t **w_pkts;
+  uint32_t *w_lens;
+  uint32_t *w_chain;
+  gro_unit *w_units;
+  double tso_packets;   /* super-packets read */
+  double tso_segments;  /* segments cut from them */
+  double gro_writes;    /* coalesced writes */
+  double gro_packets;   /* packets carried by coalesced writes */
+  double offload_drops; /* reads with a virtio header we cannot use */
   char name[IFNAMSIZ];
 } tun_dev;
 
@@ -66,6 +86,8 @@ static void stop_reading(tun_dev *d) {
   d->lengths = NULL;
   free(d->overflow);
   d->overflow = NULL;
+  free(d->super_buf);
+  d->super_buf = NULL;
 }
 
 static void cleanup_hook(void *arg);
@@ -79,6 +101,14 @@ static void close_dev(tun_dev *d) {
     close(d->fd);
     d->fd = -1;
   }
+  free(d->w_pkts);
+  free(d->w_lens);
+  free(d->w_chain);
+  free(d->w_units);
+  d->w_pkts = NULL;
+  d->w_lens = NULL;
+  d->w_chain = NULL;
+  d->w_units = NULL;
   if (d->cleanup_registered) {
     d->cleanup_registered = 0;
     napi_remove_env_cleanup_hook(d->pl.env, cleanup_hook, d);
@@ -113,8 +143,11 @@ static tun_dev *get_dev(napi_env env, napi_value v) {
 /* ---------- open ---------- */
 
 /* Opens /dev/net/tun and attaches it to `name` (empty: kernel chooses).
- * Returns the fd or -errno; `out_name` receives the actual name. */
-static int open_tun(const char *name, int multi_queue, int blocking, char out_name[IFNAMSIZ], const char **failed_call) {
+ * Returns the fd or -errno; `out_name` receives the actual name. With
+ * `vnet`, asks for virtio headers and the TCP offloads; *offload_ok says
+ * whether the kernel took the offloads (headers stay on either way). */
+static int open_tun(const char *name, int multi_queue, int blocking, int vnet, int *offload_ok, char out_name[IFNAMSIZ],
+                    const char **failed_call) {
   int flags = O_RDWR | O_CLOEXEC | (blocking ? 0 : O_NONBLOCK);
   int fd = open("/dev/net/tun", flags);
   if (fd < 0) {
@@ -123,7 +156,7 @@ static int open_tun(const char *name, int multi_queue, int blocking, char out_na
   }
   struct ifreq ifr;
   memset(&ifr, 0, sizeof ifr);
-  ifr.ifr_flags = IFF_TUN | IFF_NO_PI | (multi_queue ? IFF_MULTI_QUEUE : 0);
+  ifr.ifr_flags = IFF_TUN | IFF_NO_PI | (multi_queue ? IFF_MULTI_QUEUE : 0) | (vnet ? IFF_VNET_HDR : 0);
   if (name && name[0]) {
     memcpy(ifr.ifr_name, name, strlen(name)); /* length checked by caller */
   }
@@ -135,6 +168,19 @@ static int open_tun(const char *name, int multi_queue, int blocking, char out_na
   }
   memcpy(out_name, ifr.ifr_name, IFNAMSIZ);
   out_name[IFNAMSIZ - 1] = 0;
+  if (offload_ok) *offload_ok = 0;
+  if (vnet) {
+    int sz = (int)VNET_HDR_LEN;
+    if (ioctl(fd, TUNSETVNETHDRSZ, &sz) < 0) {
+      int err = errno;
+      close(fd);
+      *failed_call = "ioctl TUNSETVNETHDRSZ";
+      return -err;
+    }
+    /* Checksums may be left partial and TCP may come as super-packets;
+     * without TUN_F_TSO_ECN the kernel still cuts ECN-marked ones. */
+    if (ioctl(fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6) == 0 && offload_ok) *offload_ok = 1;
+  }
   return fd;
 }
 
@@ -154,9 +200,9 @@ static int read_string_arg(napi_env env, napi_value v, char *buf, size_t cap, si
   return 0;
 }
 
-static int parse_open_args(napi_env env, napi_callback_info info, char name[IFNAMSIZ], int *mq) {
-  size_t argc = 2;
-  napi_value argv[2];
+static int parse_open_args(napi_env env, napi_callback_info info, char name[IFNAMSIZ], int *mq, int *vnet) {
+  size_t argc = 3;
+  napi_value argv[3];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   size_t len = 0;
   int r = read_string_arg(env, argc > 0 ? argv[0] : NULL, name, IFNAMSIZ, &len);
@@ -179,17 +225,19 @@ static int parse_open_args(napi_env env, napi_callback_info info, char name[IFNA
     return -1;
   }
   *mq = argc > 1 ? get_bool(env, argv[1]) : 0;
+  *vnet = argc > 2 ? get_bool(env, argv[2]) : 0;
   return 0;
 }
 
-/* open(name?: string, multiQueue?: boolean) -> [handle, actualName] */
+/* open(name?: string, multiQueue?: boolean, offload?: boolean)
+ *   -> [handle, actualName, offloadActive] */
 static napi_value js_open(napi_env env, napi_callback_info info) {
   char name[IFNAMSIZ];
   char actual[IFNAMSIZ];
-  int mq = 0;
-  if (parse_open_args(env, info, name, &mq) < 0) return NULL;
+  int mq = 0, vnet = 0, offload = 0;
+  if (parse_open_args(env, info, name, &mq, &vnet) < 0) return NULL;
   const char *failed = "";
-  int fd = open_tun(name, mq, 0, actual, &failed);
+  int fd = open_tun(name, mq, 0, vnet, &offload, actual, &failed);
   if (fd < 0) return throw_errno(env, -fd, failed, name[0] ? name : NULL);
 
   tun_dev *d = calloc(1, sizeof *d);
@@ -200,9 +248,11 @@ static napi_value js_open(napi_env env, napi_callback_info info) {
   d->pl.env = env;
   d->fd = fd;
   d->pl.reffed = 1;
+  d->vnet = vnet;
+  d->offload = offload;
   memcpy(d->name, actual, IFNAMSIZ);
 
-  napi_value handle, name_val, result;
+  napi_value handle, name_val, offload_val, result;
   if (napi_create_external(env, d, finalize_dev, NULL, &handle) != napi_ok) {
     close(fd);
     free(d);
@@ -210,9 +260,11 @@ static napi_value js_open(napi_env env, napi_callback_info info) {
   }
   if (napi_add_env_cleanup_hook(env, cleanup_hook, d) == napi_ok) d->cleanup_registered = 1;
   napi_create_string_utf8(env, actual, NAPI_AUTO_LENGTH, &name_val);
-  napi_create_array_with_length(env, 2, &result);
+  napi_get_boolean(env, offload, &offload_val);
+  napi_create_array_with_length(env, 3, &result);
   napi_set_element(env, result, 0, handle);
   napi_set_element(env, result, 1, name_val);
+  napi_set_element(env, result, 2, offload_val);
   return result;
 }
 
@@ -222,10 +274,10 @@ static napi_value js_open(napi_env env, napi_callback_info info) {
 static napi_value js_open_fd(napi_env env, napi_callback_info info) {
   char name[IFNAMSIZ];
   char actual[IFNAMSIZ];
-  int mq = 0;
-  if (parse_open_args(env, info, name, &mq) < 0) return NULL;
+  int mq = 0, vnet = 0;
+  if (parse_open_args(env, info, name, &mq, &vnet) < 0) return NULL;
   const char *failed = "";
-  int fd = open_tun(name, mq, 1, actual, &failed);
+  int fd = open_tun(name, mq, 1, 0, NULL, actual, &failed);
   if (fd < 0) return throw_errno(env, -fd, failed, name[0] ? name : NULL);
   napi_value fd_val, name_val, result;
   napi_create_int32(env, fd, &fd_val);
@@ -274,6 +326,81 @@ static void report_error(tun_dev *d, int err, const char *syscall) {
   if (fn) poller_call_js(&d->pl, fn, 1, &error);
 }
 
+/* Hands slots [0, n) to JavaScript. 0: keep reading; -1: the device was
+ * closed from inside the handler. */
+static int deliver(tun_dev *d, uint32_t n) {
+  if (n > 0 && d->pl.on_batch && !d->closed) {
+    napi_env env = d->pl.env;
+    napi_value fn, count;
+    napi_get_reference_value(env, d->pl.on_batch, &fn);
+    napi_create_uint32(env, n, &count);
+    poller_call_js(&d->pl, fn, 1, &count);
+  }
+  return d->closed || !d->slab ? -1 : 0;
+}
+
+/* One read in offload mode: a packet, or a super-packet cut into segments.
+ * Fills slots from *n on, handing full batches to JavaScript on the way.
+ * Returns 0, -1 if the device went away in a handler, or errno. */
+static int read_vnet(tun_dev *d, uint32_t *n) {
+  size_t slot = d->slot_size;
+  uint8_t *dst = d->slab + (size_t)*n * slot;
+  struct virtio_net_hdr h;
+  struct iovec iov[3] = {
+      {&h, VNET_HDR_LEN},
+      {dst, slot},
+      {d->super_buf + slot, SUPER_TAIL},
+  };
+  ssize_t r;
+  do r = readv(d->fd, iov, 3);
+  while (r < 0 && errno == EINTR);
+  if (r < 0) return errno == EAGAIN ? EAGAIN : errno;
+  if ((size_t)r < VNET_HDR_LEN) {
+    d->offload_drops++;
+    return 0;
+  }
+  size_t len = (size_t)r - VNET_HDR_LEN;
+  if (len >= slot + SUPER_TAIL) { /* filled every byte: maybe cut short */
+    d->oversize_drops++;
+    return 0;
+  }
+  if (h.gso_type == VIRTIO_NET_HDR_GSO_NONE) {
+    if (len > slot) {
+      d->oversize_drops++;
+      return 0;
+    }
+    if ((h.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) && offload_complete_csum(dst, len, &h) < 0) {
+      d->offload_drops++;
+      return 0;
+    }
+    d->lengths[(*n)++] = (uint32_t)len;
+    return 0;
+  }
+  /* A super-packet: make it contiguous in super_buf, then cut it. */
+  memcpy(d->super_buf, dst, len < slot ? len : slot);
+  tso_iter it;
+  if (tso_begin(&it, d->super_buf, len, &h) < 0) {
+    d->offload_drops++;
+    return 0;
+  }
+  d->tso_packets++;
+  for (;;) {
+    if (*n == d->batch_size) {
+      if (deliver(d, *n) < 0) return -1;
+      *n = 0;
+    }
+    long seg = tso_next(&it, d->slab + (size_t)*n * slot, slot);
+    if (seg == 0) break;
+    if (seg < 0) { /* gso_size larger than a slot */
+      d->oversize_drops++;
+      break;
+    }
+    d->lengths[(*n)++] = (uint32_t)seg;
+    d->tso_segments++;
+  }
+  return 0;
+}
+
 static void on_poll(uv_poll_t *h, int status, int events) {
   tun_dev *d = h->data;
   napi_env env = d->pl.env;
@@ -296,7 +423,24 @@ static void on_poll(uv_poll_t *h, int status, int events) {
       failed = "poll";
     }
   }
-  if (!err) {
+  if (!err && d->vnet) {
+    /* At most batch_size reads; one read may fill several batches. */
+    for (uint32_t reads = 0; reads < d->batch_size; reads++) {
+      if (n == d->batch_size) {
+        if (deliver(d, n) < 0) break;
+        n = 0;
+      }
+      int r = read_vnet(d, &n);
+      if (r == 0) continue;
+      if (r == EAGAIN || r < 0) break;
+      if (r == EFAULT || r == EINVAL || r == EMSGSIZE) { /* the kernel dropped it */
+        d->oversize_drops++;
+        continue;
+      }
+      err = r;
+      break;
+    }
+  } else if (!err) {
     uint8_t *slab = d->slab;
     size_t slot = d->slot_size;
     uint32_t max = d->batch_size;
@@ -328,12 +472,7 @@ static void on_poll(uv_poll_t *h, int status, int events) {
     }
   }
 
-  if (n > 0 && d->pl.on_batch && !d->closed) {
-    napi_value fn, count;
-    napi_get_reference_value(env, d->pl.on_batch, &fn);
-    napi_create_uint32(env, n, &count);
-    poller_call_js(&d->pl, fn, 1, &count);
-  }
+  if (n > 0) deliver(d, n);
   if (err && !d->closed && d->pl.poll) report_error(d, err, failed);
 
   d->pl.in_callback--;
@@ -373,13 +512,20 @@ static napi_value js_start_reading(napi_env env, napi_callback_info info) {
   if (t1 != napi_function || t2 != napi_function) return throw_type(env, "onBatch and onError must be functions");
 
   uint8_t *overflow = malloc(OVERFLOW_SIZE);
-  if (!overflow) return throw_errno(env, ENOMEM, "malloc", d->name);
+  uint8_t *super_buf = d->vnet ? malloc(slot_size + SUPER_TAIL) : NULL;
+  if (!overflow || (d->vnet && !super_buf)) {
+    free(overflow);
+    free(super_buf);
+    return throw_errno(env, ENOMEM, "malloc", d->name);
+  }
   int rc = poller_start(&d->pl, d->fd, on_poll, d);
   if (rc < 0) {
     free(overflow);
+    free(super_buf);
     return throw_errno(env, -rc, "uv_poll_start", d->name);
   }
   d->overflow = overflow;
+  d->super_buf = super_buf;
   d->slab = slab;
   d->slot_size = slot_size;
   d->lengths = ta_data;
@@ -405,14 +551,21 @@ static napi_value js_set_ref(napi_env env, napi_callback_info info) {
 /* ---------- writing ---------- */
 
 /* 1 written, 0 dropped (EAGAIN), -errno on failure. */
-static int write_one(tun_dev *d, const void *data, size_t len) {
+static int write_iov(tun_dev *d, const struct iovec *iov, int cnt) {
   for (;;) {
-    ssize_t r = write(d->fd, data, len);
+    ssize_t r = writev(d->fd, iov, cnt);
     if (r >= 0) return 1;
     if (errno == EINTR) continue;
     if (errno == EAGAIN) return 0;
     return -errno;
   }
+}
+
+/* One packet; in vnet mode behind an all-zero header (no offload asked). */
+static int write_one(tun_dev *d, const void *data, size_t len) {
+  static const struct virtio_net_hdr none;
+  struct iovec iov[2] = {{(void *)&none, VNET_HDR_LEN}, {(void *)data, len}};
+  return d->vnet ? write_iov(d, iov, 2) : write_iov(d, iov + 1, 1);
 }
 
 static int get_bytes(napi_env env, napi_value v, void **data, size_t *len) {
@@ -442,14 +595,58 @@ static napi_value js_write(napi_env env, napi_callback_info info) {
   return out;
 }
 
-/* writeBatch(handle, packets: Uint8Array[], count) -> number written.
+static int alloc_write_scratch(tun_dev *d) {
+  if (d->w_pkts) return 0;
+  d->w_pkts = malloc(MAX_BATCH * sizeof *d->w_pkts);
+  d->w_lens = malloc(MAX_BATCH * sizeof *d->w_lens);
+  d->w_chain = malloc(MAX_BATCH * sizeof *d->w_chain);
+  d->w_units = malloc(MAX_BATCH * sizeof *d->w_units);
+  if (d->w_pkts && d->w_lens && d->w_chain && d->w_units) return 0;
+  free(d->w_pkts);
+  free(d->w_lens);
+  free(d->w_chain);
+  free(d->w_units);
+  d->w_pkts = NULL;
+  d->w_lens = NULL;
+  d->w_chain = NULL;
+  d->w_units = NULL;
+  return -1;
+}
+
+/* Writes one unit of the coalescing plan: the head packet whole, then the
+ * followers' payloads, as one super-packet (or one plain packet). */
+static int write_unit(tun_dev *d, const gro_unit *u) {
+  struct iovec iov[GRO_MAX_SEGS + 1];
+  iov[0].iov_base = (void *)&u->h;
+  iov[0].iov_len = VNET_HDR_LEN;
+  iov[1].iov_base = d->w_pkts[u->head];
+  iov[1].iov_len = d->w_lens[u->head];
+  int cnt = 2;
+  for (uint32_t i = d->w_chain[u->head]; i != UINT32_MAX; i = d->w_chain[i]) {
+    iov[cnt].iov_base = d->w_pkts[i] + u->hdr_len;
+    iov[cnt].iov_len = d->w_lens[i] - u->hdr_len;
+    cnt++;
+  }
+  int r = write_iov(d, iov, cnt);
+  if (r == 1 && u->count > 1) {
+    d->gro_writes++;
+    d->gro_packets += u->count;
+  }
+  return r;
+}
+
+/* writeBatch(handle, packets: Uint8Array[], lengths: Uint32Array | undefined,
+ *            count) -> number of packets written.
+ * lengths[i], when given, is how much of packets[i] to write. With offloads
+ * on, consecutive segments of a TCP flow go out as one super-packet (see
+ * gro_plan), and the heads of coalesced runs are rewritten in place.
  * Stops at the first EAGAIN (returns what was written); any other error
  * throws, with `written` on the error. */
 static napi_value js_write_batch(napi_env env, napi_callback_info info) {
-  size_t argc = 3;
-  napi_value argv[3];
+  size_t argc = 4;
+  napi_value argv[4];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  if (argc < 3) return throw_type(env, "writeBatch(handle, packets, count)");
+  if (argc < 4) return throw_type(env, "writeBatch(handle, packets, lengths, count)");
   tun_dev *d = get_dev(env, argv[0]);
   if (!d) return NULL;
   if (d->closed) return throw_errno(env, EBADF, "write", d->name);
@@ -458,18 +655,52 @@ static napi_value js_write_batch(napi_env env, napi_callback_info info) {
   if (!is_array) return throw_type(env, "packets must be an array");
   uint32_t arr_len = 0, count = 0;
   napi_get_array_length(env, argv[1], &arr_len);
-  if (napi_get_value_uint32(env, argv[2], &count) != napi_ok) return throw_type(env, "count must be a non-negative integer");
+  if (napi_get_value_uint32(env, argv[3], &count) != napi_ok) return throw_type(env, "count must be a non-negative integer");
   if (count > arr_len) count = arr_len;
-  uint32_t written = 0;
+  if (count > MAX_BATCH) return throw_type(env, "count must be at most 4096");
+  napi_valuetype lt;
+  napi_typeof(env, argv[2], &lt);
+  uint32_t *lengths = NULL;
+  if (lt != napi_undefined) {
+    napi_typedarray_type type;
+    size_t n = 0;
+    void *data = NULL;
+    if (napi_get_typedarray_info(env, argv[2], &type, &n, &data, NULL, NULL) != napi_ok || type != napi_uint32_array || n < count)
+      return throw_type(env, "lengths must be a Uint32Array of at least count entries");
+    lengths = data;
+  }
+  if (alloc_write_scratch(d) < 0) return throw_errno(env, ENOMEM, "malloc", d->name);
   for (uint32_t i = 0; i < count; i++) {
     napi_value el;
     void *data = NULL;
     size_t len = 0;
     if (napi_get_element(env, argv[1], i, &el) != napi_ok || get_bytes(env, el, &data, &len) < 0)
       return throw_type(env, "packets must hold Uint8Arrays");
-    int r = write_one(d, data, len);
+    if (lengths) {
+      if (lengths[i] > len) return throw_type(env, "a length is larger than its packet");
+      len = lengths[i];
+    }
+    d->w_pkts[i] = data;
+    d->w_lens[i] = (uint32_t)len;
+  }
+  uint32_t units = 0;
+  if (d->offload) {
+    units = gro_plan(d->w_pkts, d->w_lens, count, d->w_chain, d->w_units);
+  } else {
+    for (uint32_t i = 0; i < count; i++) {
+      d->w_chain[i] = UINT32_MAX;
+      memset(&d->w_units[i], 0, sizeof d->w_units[i]);
+      d->w_units[i].head = i;
+      d->w_units[i].count = 1;
+    }
+    units = count;
+  }
+  uint32_t written = 0;
+  for (uint32_t k = 0; k < units; k++) {
+    const gro_unit *u = &d->w_units[k];
+    int r = d->vnet ? write_unit(d, u) : write_one(d, d->w_pkts[u->head], d->w_lens[u->head]);
     if (r == 1) {
-      written++;
+      written += u->count;
       continue;
     }
     if (r == 0) break;
@@ -497,16 +728,149 @@ static napi_value js_close(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-static napi_value js_oversize_drops(napi_env env, napi_callback_info info) {
+static void set_num(napi_env env, napi_value obj, const char *key, double v) {
+  napi_value n;
+  napi_create_double(env, v, &n);
+  napi_set_named_property(env, obj, key, n);
+}
+
+/* stats(handle) -> { oversizeDrops, offloadDrops, tsoPackets, tsoSegments,
+ *                    groWrites, groPackets } */
+static napi_value js_stats(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  if (argc < 1) return throw_type(env, "oversizeDrops(handle)");
+  if (argc < 1) return throw_type(env, "stats(handle)");
   tun_dev *d = get_dev(env, argv[0]);
   if (!d) return NULL;
   napi_value out;
-  napi_create_double(env, d->oversize_drops, &out);
+  napi_create_object(env, &out);
+  set_num(env, out, "oversizeDrops", d->oversize_drops);
+  set_num(env, out, "offloadDrops", d->offload_drops);
+  set_num(env, out, "tsoPackets", d->tso_packets);
+  set_num(env, out, "tsoSegments", d->tso_segments);
+  set_num(env, out, "groWrites", d->gro_writes);
+  set_num(env, out, "groPackets", d->gro_packets);
   return out;
+}
+
+/* ---------- the offload code without a device, for tests ---------- */
+
+static napi_value make_buffer(napi_env env, const void *data, size_t len) {
+  napi_value b;
+  void *dst = NULL;
+  napi_create_buffer_copy(env, len, data, &dst, &b);
+  return b;
+}
+
+static int read_vnet_hdr(napi_env env, napi_value v, struct virtio_net_hdr *h) {
+  void *data = NULL;
+  size_t len = 0;
+  if (get_bytes(env, v, &data, &len) < 0 || len != VNET_HDR_LEN) return -1;
+  memcpy(h, data, VNET_HDR_LEN);
+  return 0;
+}
+
+/* offloadRead(vnetHeader: Uint8Array(10), packet: Uint8Array, slotSize)
+ *   -> Buffer[] | null: what a read in offload mode hands JavaScript for
+ *   this header and packet (null: dropped). The packet is not modified. */
+static napi_value js_offload_read(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  struct virtio_net_hdr h;
+  void *data = NULL;
+  size_t len = 0;
+  uint32_t slot = 0;
+  if (argc < 3 || read_vnet_hdr(env, argv[0], &h) < 0 || get_bytes(env, argv[1], &data, &len) < 0 ||
+      napi_get_value_uint32(env, argv[2], &slot) != napi_ok || slot == 0)
+    return throw_type(env, "offloadRead(vnetHeader: 10 bytes, packet, slotSize)");
+  uint8_t *copy = malloc(len + 1), *seg = malloc(slot);
+  napi_value result = NULL, nul;
+  napi_get_null(env, &nul);
+  if (!copy || !seg) goto out;
+  memcpy(copy, data, len);
+  napi_create_array(env, &result);
+  if (h.gso_type == VIRTIO_NET_HDR_GSO_NONE) {
+    if (len > slot || ((h.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) && offload_complete_csum(copy, len, &h) < 0)) {
+      result = nul;
+      goto out;
+    }
+    napi_set_element(env, result, 0, make_buffer(env, copy, len));
+    goto out;
+  }
+  tso_iter it;
+  if (tso_begin(&it, copy, len, &h) < 0) {
+    result = nul;
+    goto out;
+  }
+  for (uint32_t i = 0;; i++) {
+    long r = tso_next(&it, seg, slot);
+    if (r == 0) break;
+    if (r < 0) {
+      result = nul;
+      break;
+    }
+    napi_set_element(env, result, i, make_buffer(env, seg, (size_t)r));
+  }
+out:
+  free(copy);
+  free(seg);
+  return result;
+}
+
+/* offloadCoalesce(packets: Uint8Array[]) -> Array<[vnetHeader, packet]>:
+ * what writeBatch in offload mode would write, one entry per write. The
+ * heads of coalesced runs are rewritten in place, as on the device. */
+static napi_value js_offload_coalesce(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  bool is_array = false;
+  if (argc < 1 || napi_is_array(env, argv[0], &is_array) != napi_ok || !is_array) return throw_type(env, "offloadCoalesce(packets)");
+  uint32_t n = 0;
+  napi_get_array_length(env, argv[0], &n);
+  if (n > MAX_BATCH) return throw_type(env, "at most 4096 packets");
+  uint8_t **pkts = malloc((n + 1) * sizeof *pkts);
+  uint32_t *lens = malloc((n + 1) * sizeof *lens), *chain = malloc((n + 1) * sizeof *chain);
+  gro_unit *units = malloc((n + 1) * sizeof *units);
+  uint8_t *joined = malloc(65536 + 4096);
+  napi_value result = NULL;
+  if (!pkts || !lens || !chain || !units || !joined) goto out;
+  for (uint32_t i = 0; i < n; i++) {
+    napi_value el;
+    void *data = NULL;
+    size_t len = 0;
+    if (napi_get_element(env, argv[0], i, &el) != napi_ok || get_bytes(env, el, &data, &len) < 0 || len > 65535) {
+      throw_type(env, "packets must hold Uint8Arrays of at most 65535 bytes");
+      goto out;
+    }
+    pkts[i] = data;
+    lens[i] = (uint32_t)len;
+  }
+  uint32_t k = gro_plan(pkts, lens, n, chain, units);
+  napi_create_array_with_length(env, k, &result);
+  for (uint32_t u = 0; u < k; u++) {
+    size_t at = lens[units[u].head];
+    memcpy(joined, pkts[units[u].head], at);
+    for (uint32_t i = chain[units[u].head]; i != UINT32_MAX; i = chain[i]) {
+      size_t part = lens[i] - units[u].hdr_len;
+      memcpy(joined + at, pkts[i] + units[u].hdr_len, part);
+      at += part;
+    }
+    napi_value pair;
+    napi_create_array_with_length(env, 2, &pair);
+    napi_set_element(env, pair, 0, make_buffer(env, &units[u].h, VNET_HDR_LEN));
+    napi_set_element(env, pair, 1, make_buffer(env, joined, at));
+    napi_set_element(env, result, u, pair);
+  }
+out:
+  free(pkts);
+  free(lens);
+  free(chain);
+  free(units);
+  free(joined);
+  return result;
 }
 
 static napi_value init(napi_env env, napi_value exports) {
@@ -519,7 +883,9 @@ static napi_value init(napi_env env, napi_value exports) {
       {"write", NULL, js_write, NULL, NULL, NULL, napi_enumerable, NULL},
       {"writeBatch", NULL, js_write_batch, NULL, NULL, NULL, napi_enumerable, NULL},
       {"close", NULL, js_close, NULL, NULL, NULL, napi_enumerable, NULL},
-      {"oversizeDrops", NULL, js_oversize_drops, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"stats", NULL, js_stats, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"offloadRead", NULL, js_offload_read, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"offloadCoalesce", NULL, js_offload_coalesce, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;
