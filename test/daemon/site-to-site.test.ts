@@ -7,6 +7,7 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { describeIntegration, pingUntil } from '../helpers/netns.js';
 import { ADDR, ConfigDir, SiteToSite, startDaemon, type DaemonProcess } from '../../src/testbed/site-to-site.js';
 import { makeKeyPair, tcpTransfer } from '../helpers/daemon.js';
+import { status } from '../hardening/helpers.js';
 
 describeIntegration('site to site through two tunvpn daemons', ['ping'], () => {
   let bed: SiteToSite;
@@ -32,21 +33,24 @@ describeIntegration('site to site through two tunvpn daemons', ['ping'], () => {
       addresses: [`${ADDR.tbTun.v4}/24`, `${ADDR.tbTun.v6}/64`],
       peers: [{ name: 'a', publicKey: a.publicKey, endpoint: `${ADDR.taUnder.v4}:51820`, allowedIPs: [`${ADDR.taTun.v4}/32`, `${ADDR.taTun.v6}/128`, ADDR.lanA.v4, ADDR.lanA.v6] }],
     });
-    // Host A uses the native batched UDP path, host B the node:dgram
-    // fallback: both paths are exercised, and they interoperate.
+    // Host A uses the native batched UDP path and TUN offloads, host B the
+    // node:dgram fallback without offloads: both paths are exercised, and
+    // they interoperate.
     daemons.push(await startDaemon(bed.ta, cfgA));
     process.env.TUNVPN_UDP = 'dgram';
+    process.env.TUNVPN_TUN_OFFLOAD = 'off';
     try {
       daemons.push(await startDaemon(bed.tb, cfgB));
     } finally {
       delete process.env.TUNVPN_UDP;
+      delete process.env.TUNVPN_TUN_OFFLOAD;
     }
   });
 
-  it('runs the native UDP transport by default and node:dgram when asked', async () => {
-    const transportOf = async (d: DaemonProcess): Promise<unknown> => (await d.waitForLog(/UDP transport open/)).transport;
-    expect(await transportOf(daemons[0])).toBe('native');
-    expect(await transportOf(daemons[1])).toBe('dgram');
+  it('runs the native UDP transport and TUN offloads by default, node:dgram and no offloads when asked', async () => {
+    const openRecord = (d: DaemonProcess): Promise<Record<string, unknown>> => d.waitForLog(/UDP transport open/);
+    expect(await openRecord(daemons[0])).toMatchObject({ transport: 'native', tunOffload: true });
+    expect(await openRecord(daemons[1])).toMatchObject({ transport: 'dgram', tunOffload: false });
   });
 
   afterAll(async () => {
@@ -82,6 +86,16 @@ describeIntegration('site to site through two tunvpn daemons', ['ping'], () => {
       expect(r.received).toBe(size);
       expect(r.remote).toBe(r.local);
     }
+    // Host A read TCP super-packets from LAN A's sender and wrote LAN B's
+    // segments coalesced; host B, without offloads, did neither.
+    const [a, b] = await Promise.all(daemons.map((d) => status(d)));
+    expect(a.tun.offload).toBe(true);
+    expect(a.tun.tsoPackets).toBeGreaterThan(0);
+    expect(a.tun.tsoSegments).toBeGreaterThan(a.tun.tsoPackets);
+    expect(a.tun.groWrites).toBeGreaterThan(0);
+    expect(a.tun.groPackets).toBeGreaterThan(a.tun.groWrites);
+    expect(b.tun).toMatchObject({ offload: false, tsoPackets: 0, groWrites: 0 });
+    for (const s of [a, b]) expect(s.drops['tun-write-failed']).toBe(0);
   });
 
   it('removes its routes and interface on SIGTERM and exits 0', async () => {

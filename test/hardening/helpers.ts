@@ -9,6 +9,7 @@ import { ADDR, ConfigDir, SiteToSite, startDaemon, type DaemonProcess, type Host
 import { makeKeyPair, type KeyPairText } from '../helpers/daemon.js';
 import { linkNamespaces, Netns, pingUntil, sleep } from '../helpers/netns.js';
 import { pidOf, procFigures, type ProcFigures } from '../../src/testbed/proc.js';
+import type { DaemonStatus } from '../../src/daemon.js';
 
 export { pidOf, procFigures, type ProcFigures };
 
@@ -27,6 +28,7 @@ export const ATTACK = { target: '10.60.2.1', attacker: '10.60.2.2' } as const;
 export interface Status {
   peers: { name?: string; endpoint?: string; lastHandshakeWallMs: number; rxBytes: number; txBytes: number }[];
   drops: Record<string, number>;
+  tun: DaemonStatus['tun'];
 }
 
 /** Asks a daemon for its status (SIGUSR1 logs it) and returns the newest one. */
