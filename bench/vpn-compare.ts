@@ -4,8 +4,11 @@
  * installed, fastd, tinc, OpenVPN and QuickTun, on the two-site test bed
  * (design.md section 4), in one run.
  *
- * Every VPN gets its own bed (its own four namespaces) and stays up; then
- * R rounds visit the VPNs in turn, each doing, from LAN A to LAN B,
+ * Every VPN gets its own bed (its own four namespaces) and stays up. Each
+ * first gets idle pings on the fresh tunnel ("RTT idle, fresh": no traffic
+ * yet, so a JIT has not compiled the packet path and every cache is cold)
+ * and then a 1 s TCP warm-up that is not measured. Then R rounds visit the
+ * VPNs in turn, each doing, from LAN A to LAN B,
  *   ping idle ─▶ iperf3 TCP 1 stream with ping alongside ─▶ TCP 4 streams
  *   ─▶ iperf3 UDP small then large payloads at a capped packet rate
  * with the daemons' CPU time (/proc/PID/stat) read around the TCP runs and
@@ -191,6 +194,22 @@ function fail(live: Live, err: unknown): void {
   for (const d of live.run?.daemons ?? []) if (d.proc.lines.length) live.result.error += `\n[${d.side}] ${d.proc.lines.slice(-8).join('\n[' + d.side + '] ')}`;
 }
 
+/**
+ * Idle pings on the fresh tunnel, then a 1 s TCP run to warm it: the rounds
+ * measure a tunnel that has carried traffic before, as a deployed one has.
+ */
+async function freshAndWarm(live: Live, opts: Options): Promise<void> {
+  const { bed } = live;
+  if (live.result.status !== 'ok' || !bed || opts.profile) return;
+  try {
+    live.result.pingFresh = await ping(bed.la, ADDR.lb.v4, opts.pingCount, 0.05);
+    await tcpThroughput(bed.la, ADDR.lb.v4, IPERF_PORT, 1, 1);
+    await sleep(300);
+  } catch (err) {
+    fail(live, err);
+  }
+}
+
 /** One round of every measurement on one VPN. */
 async function measureRound(live: Live, opts: Options): Promise<void> {
   const { bed, run } = live;
@@ -286,6 +305,8 @@ function targetLines(results: VpnResult[], loads: PeerLoadResult[]): string[] {
   out.push(`${mark(tcpFd === undefined ? undefined : tcpFd >= 1.2)} TCP >= 1.2x fastd (goal): ${tcpFd?.toFixed(2) ?? '-'}x`);
   const rtt = ratio(t?.pingIdle?.avgMs, wg?.pingIdle?.avgMs);
   out.push(`${mark(rtt === undefined ? undefined : rtt <= 1)} idle RTT <= wireguard-go: ${rtt?.toFixed(2) ?? '-'}x`);
+  const fresh = ratio(t?.pingFresh?.avgMs, wg?.pingFresh?.avgMs);
+  if (fresh !== undefined) out.push(`  info idle RTT of a fresh daemon (no traffic yet): ${fresh.toFixed(2)}x wireguard-go`);
   const rss = t?.peakRssMb ? Math.max(t.peakRssMb.A, t.peakRssMb.B) : undefined;
   out.push(`${mark(rss === undefined ? undefined : rss <= 80)} RSS <= 80 MB with one peer (peak under load): ${rss?.toFixed(1) ?? '-'} MB`);
   const one = loads.find((l) => l.vpn === 'tunvpn' && l.peers === 1);
@@ -353,6 +374,7 @@ async function main(): Promise<number> {
     log(`${vpn.name} ${live.result.version}: ${live.result.status === 'ok' ? 'up' : `failed: ${live.result.error ?? ''}`}`);
   }
   try {
+    for (const live of lives) await freshAndWarm(live, opts);
     for (let round = 1; round <= opts.rounds; round++) {
       for (const live of lives) {
         if ((Date.now() - started) / 1000 > opts.budgetS) {

@@ -15,7 +15,10 @@ export interface VpnResult {
   tcp4?: TcpResult;
   udpSmall?: UdpResult;
   udpLarge?: UdpResult;
+  /** Idle pings on a tunnel that has carried traffic (each round). */
   pingIdle?: PingResult;
+  /** Idle pings right after start, before any other traffic (once per VPN). */
+  pingFresh?: PingResult;
   pingLoad?: PingResult;
   /** Both daemons' CPU (user + system) over the TCP runs, per GB received. */
   cpuSecondsPerGB?: number;
@@ -43,6 +46,7 @@ export const METRICS: readonly Metric[] = [
   { label: 'UDP large rx', unit: 'kpps', digits: 1, get: (r) => (r.udpLarge ? r.udpLarge.rxPps / 1000 : undefined) },
   { label: 'UDP large loss', unit: '%', digits: 1, get: (r) => r.udpLarge?.lossPercent },
   { label: 'RTT idle avg', unit: 'ms', digits: 3, get: (r) => r.pingIdle?.avgMs },
+  { label: 'RTT idle, fresh', unit: 'ms', digits: 3, get: (r) => r.pingFresh?.avgMs },
   { label: 'RTT loaded avg', unit: 'ms', digits: 2, get: (r) => r.pingLoad?.avgMs },
   { label: 'CPU per GB', unit: 's/GB', digits: 2, get: (r) => r.cpuSecondsPerGB },
   { label: 'peak RSS (max A,B)', unit: 'MB', digits: 1, get: (r) => (r.peakRssMb ? Math.max(r.peakRssMb.A, r.peakRssMb.B) : undefined) },

@@ -168,6 +168,15 @@ export class WireGuardDevice {
       this.random(this.rand4);
       return readU32LE(this.rand4, 0);
     };
+    // Timer jitter needs no secrecy; a getrandom() per idle packet showed up
+    // in the idle round trip. xorshift32, seeded once (never 0).
+    let jitterState = random32() | 1;
+    const jitter32 = (): number => {
+      jitterState ^= jitterState << 13;
+      jitterState ^= jitterState >>> 17;
+      jitterState ^= jitterState << 5;
+      return jitterState >>> 0;
+    };
     this.ctx = {
       crypto,
       constants,
@@ -178,6 +187,7 @@ export class WireGuardDevice {
       now: opts.now,
       wallClock: opts.wallClock,
       random32,
+      jitter32,
     };
     this.cookieChecker = new CookieChecker(crypto, this.random, constants.cookieRefreshTime, this.ctx.identity.staticPublic);
     this.limiter = new RateLimiter(constants.initiationsPerSecondPerSource, constants.initiationBurstPerSource);

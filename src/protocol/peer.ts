@@ -37,7 +37,10 @@ export interface DeviceContext {
   readonly scratch: Uint8Array;
   now(): number;
   wallClock(): number;
+  /** Cryptographically random (session indices). */
   random32(): number;
+  /** Cheap, seeded once from random32: timer jitter only, called per idle packet. */
+  jitter32(): number;
 }
 
 export interface ProtocolPeerOptions {
@@ -439,7 +442,7 @@ export class ProtocolPeer {
 
   private jitter(): number {
     const max = this.ctx.constants.rekeyTimeoutJitterMax;
-    return max > 0 ? this.ctx.random32() % max : 0;
+    return max > 0 ? this.ctx.jitter32() % max : 0;
   }
 
   // Timer events, named after wireguard's.
