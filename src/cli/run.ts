@@ -96,8 +96,13 @@ export async function runCommand(args: string[], io: CliIo): Promise<number> {
 export function describeStartError(err: unknown, ifname: string): string {
   const e = err as Error & { code?: string };
   switch (e.code) {
-    case 'EPERM':
     case 'EACCES':
+      // open() refused by the node's mode, before any capability check.
+      if (/\/dev\/net\/tun/.test(e.message)) {
+        return `cannot open /dev/net/tun: this user may not (it is normally mode 0666, set by udev; see ls -l /dev/net/tun), or run tunvpn as root (EACCES)`;
+      }
+      return `not permitted to create the TUN interface ${ifname}: tunvpn needs CAP_NET_ADMIN (run it as root, or as the systemd unit does with AmbientCapabilities=CAP_NET_ADMIN) (${e.code})`;
+    case 'EPERM':
       return `not permitted to create the TUN interface ${ifname}: tunvpn needs CAP_NET_ADMIN (run it as root, or as the systemd unit does with AmbientCapabilities=CAP_NET_ADMIN) (${e.code})`;
     case 'ENOENT':
     case 'ENODEV':

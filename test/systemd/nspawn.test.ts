@@ -11,7 +11,7 @@
  * The peers run the checkout's daemon on the host (startDaemon); only the
  * container's tunvpn is installed from the packed tarball.
  */
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
@@ -204,6 +204,21 @@ describeIntegration('systemd: tunvpn as a service with systemd as PID 1 (systemd
     packDir = await mkdtemp(join(tmpdir(), 'tunvpn-pack-'));
     await run('npm', ['pack', '--ignore-scripts', '--pack-destination', packDir], { timeoutMs: 60_000 });
     timings['namespaces + npm pack'] = Date.now() - t;
+    // The container installs offline from the host's npm cache. `npm ci`
+    // caches tarballs only, not the registry metadata that installing a
+    // tarball resolves its dependency ranges with (a fresh machine failed
+    // with ENOTCACHED). The same install on the host, scripts off, into a
+    // directory thrown away, caches both.
+    t = Date.now();
+    const tgz = (await readdir(packDir)).find((f) => f.endsWith('.tgz'));
+    if (!tgz) throw new Error(`npm pack left no tarball in ${packDir}`);
+    const warmPrefix = await mkdtemp(join(tmpdir(), 'tunvpn-npm-warm-'));
+    try {
+      await run('npm', ['install', '-g', '--prefix', warmPrefix, '--ignore-scripts', '--no-audit', '--no-fund', join(packDir, tgz)], { timeoutMs: 300_000 });
+    } finally {
+      await rm(warmPrefix, { recursive: true, force: true });
+    }
+    timings['npm cache warm-up (host)'] = Date.now() - t;
 
     t = Date.now();
     ct = await NspawnContainer.boot({ rootfs: rootfs.path, netns: nc, node: hostNode(), bindRo: [[packDir, SRC_IN_CONTAINER]] });

@@ -204,6 +204,14 @@ static int tcp_csum_ok(const tcp_pkt *t) {
   return csum_fold(csum_add(t->ip + t->iph, l4, pseudo_sum(t->ip, t->v6, l4))) == 0xffff;
 }
 
+/* The merged packet keeps only the head's headers and has its TCP checksum
+ * computed anew, so a member's own checksums are checked before it joins:
+ * a corrupt packet is written alone and the kernel drops it as usual. */
+static int packet_csums_ok(const tcp_pkt *t) {
+  if (!t->v6 && csum_fold(csum_add(t->ip, t->iph, 0)) != 0xffff) return 0;
+  return tcp_csum_ok(t);
+}
+
 static int is_candidate(const tcp_pkt *t) {
   return t->payload > 0 && (t->flags == TCP_ACK || t->flags == (TCP_ACK | TCP_PSH));
 }
@@ -226,10 +234,10 @@ static int can_join(flow *f, const tcp_pkt *t) {
   if (memcmp(ta + 8, tb + 8, 4) != 0 || ta[12] != tb[12] || memcmp(ta + 14, tb + 14, 2) != 0) return 0;
   if (memcmp(ta + 20, tb + 20, h->hdr - h->iph - 20) != 0) return 0;
   if (!f->verified) {
-    if (!tcp_csum_ok(h)) return 0;
+    if (!packet_csums_ok(h)) return 0;
     f->verified = 1;
   }
-  return tcp_csum_ok(t);
+  return packet_csums_ok(t);
 }
 
 static void emit_single(uint32_t i, gro_unit *units, uint32_t *nunits) {
@@ -268,6 +276,27 @@ static void close_flow(flow *f, gro_unit *units, uint32_t *nunits) {
   u->h.csum_offset = 16;
 }
 
+/* A packet parse_tcp turned down that may still be TCP (IPv4 options or a
+ * fragment; IPv6 extension headers): closes the open flows between its
+ * two hosts, so it cannot overtake segments of its own connection. UDP and
+ * ICMP leave them open. */
+static void close_flows_between(flow *flows, const uint8_t *p, uint32_t len, gro_unit *units, uint32_t *nunits) {
+  int v6;
+  if (len >= 20 && p[0] >> 4 == 4 && p[9] == IPPROTO_TCP_) {
+    v6 = 0;
+  } else if (len >= 40 && p[0] >> 4 == 6 && p[6] != 17 && p[6] != 58) {
+    v6 = 1;
+  } else {
+    return;
+  }
+  for (int k = 0; k < GRO_MAX_FLOWS; k++) {
+    flow *f = &flows[k];
+    if (!f->active || f->first.v6 != v6) continue;
+    int same = v6 ? memcmp(f->first.ip + 8, p + 8, 32) == 0 : memcmp(f->first.ip + 12, p + 12, 8) == 0;
+    if (same) close_flow(f, units, nunits);
+  }
+}
+
 uint32_t gro_plan(uint8_t *const *pkts, const uint32_t *lens, uint32_t n, uint32_t *chain, gro_unit *units) {
   flow flows[GRO_MAX_FLOWS];
   uint32_t nunits = 0, order = 0;
@@ -276,6 +305,7 @@ uint32_t gro_plan(uint8_t *const *pkts, const uint32_t *lens, uint32_t n, uint32
     chain[i] = UINT32_MAX;
     tcp_pkt t;
     if (!parse_tcp(pkts[i], lens[i], &t)) {
+      close_flows_between(flows, pkts[i], lens[i], units, &nunits);
       emit_single(i, units, &nunits);
       continue;
     }
