@@ -92,6 +92,17 @@ static void stop_reading(tun_dev *d) {
 
 static void cleanup_hook(void *arg);
 
+static void free_write_scratch(tun_dev *d) {
+  free(d->w_pkts);
+  free(d->w_lens);
+  free(d->w_chain);
+  free(d->w_units);
+  d->w_pkts = NULL;
+  d->w_lens = NULL;
+  d->w_chain = NULL;
+  d->w_units = NULL;
+}
+
 static void close_dev(tun_dev *d) {
   if (d->closed) return;
   d->closed = 1;
@@ -101,14 +112,7 @@ static void close_dev(tun_dev *d) {
     close(d->fd);
     d->fd = -1;
   }
-  free(d->w_pkts);
-  free(d->w_lens);
-  free(d->w_chain);
-  free(d->w_units);
-  d->w_pkts = NULL;
-  d->w_lens = NULL;
-  d->w_chain = NULL;
-  d->w_units = NULL;
+  free_write_scratch(d);
   if (d->cleanup_registered) {
     d->cleanup_registered = 0;
     napi_remove_env_cleanup_hook(d->pl.env, cleanup_hook, d);
@@ -602,14 +606,7 @@ static int alloc_write_scratch(tun_dev *d) {
   d->w_chain = malloc(MAX_BATCH * sizeof *d->w_chain);
   d->w_units = malloc(MAX_BATCH * sizeof *d->w_units);
   if (d->w_pkts && d->w_lens && d->w_chain && d->w_units) return 0;
-  free(d->w_pkts);
-  free(d->w_lens);
-  free(d->w_chain);
-  free(d->w_units);
-  d->w_pkts = NULL;
-  d->w_lens = NULL;
-  d->w_chain = NULL;
-  d->w_units = NULL;
+  free_write_scratch(d);
   return -1;
 }
 
