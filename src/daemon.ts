@@ -226,7 +226,9 @@ export class Daemon implements UapiDevice {
         lastHandshakeWallMs: p.proto.stats.lastHandshakeWallMs,
       };
     });
-    return { peers, drops: this.pipeline.drops, handshakesStarted, handshakesCompleted };
+    const t = this.tun.stats;
+    const tun = { superPacketsRead: t.tsoPackets, segmentsRead: t.tsoSegments, superPacketsWritten: t.groWrites, segmentsWritten: t.groPackets };
+    return { peers, drops: this.pipeline.drops, handshakesStarted, handshakesCompleted, tun };
   }
 
   /** UAPI `get`: the running state, as `wg show` reports it. */

@@ -29,6 +29,8 @@ export interface MetricsSnapshot {
   drops: Readonly<Record<string, number>>;
   handshakesStarted: number;
   handshakesCompleted: number;
+  /** TUN offloads: super-packets read (TSO) / written (coalesced), and the packets they held. */
+  tun: { superPacketsRead: number; segmentsRead: number; superPacketsWritten: number; segmentsWritten: number };
 }
 
 export type MetricsProvider = () => MetricsSnapshot;
@@ -113,6 +115,26 @@ export function createMetrics(provider: MetricsProvider): TunvpnMetrics {
       this.inc(Math.max(0, snap().handshakesCompleted));
     },
   });
+  const tunCounter = (name: string, help: string, read: (t: MetricsSnapshot['tun']) => number, written: (t: MetricsSnapshot['tun']) => number) =>
+    new Counter({
+      name,
+      help,
+      labelNames: ['direction'],
+      registers: [registry],
+      collect() {
+        this.reset();
+        const t = snap().tun;
+        this.inc({ direction: 'read' }, Math.max(0, read(t)));
+        this.inc({ direction: 'write' }, Math.max(0, written(t)));
+      },
+    });
+  tunCounter(
+    'tunvpn_tun_super_packets_total',
+    'TCP super-packets through the TUN device with offloads: read (cut into segments) and written (coalesced from segments).',
+    (t) => t.superPacketsRead,
+    (t) => t.superPacketsWritten,
+  );
+  tunCounter('tunvpn_tun_super_packet_segments_total', 'Segments those super-packets held.', (t) => t.segmentsRead, (t) => t.segmentsWritten);
   collectDefaultMetrics({ register: registry });
 
   return {

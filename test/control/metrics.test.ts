@@ -14,6 +14,7 @@ function state(): MetricsSnapshot & { peers: PeerRow[]; drops: Record<string, nu
     drops: { replay: 0, 'bad-auth': 3, 'source-not-allowed': 0, 'no-session': 0, malformed: 1, 'queue-full': 0 },
     handshakesStarted: 4,
     handshakesCompleted: 2,
+    tun: { superPacketsRead: 5, segmentsRead: 220, superPacketsWritten: 7, segmentsWritten: 300 },
   };
   return s;
 }
@@ -47,6 +48,10 @@ describe('createMetrics', () => {
     expect(value(text, 'tunvpn_handshakes_started_total')).toBe(4);
     expect(value(text, 'tunvpn_handshakes_completed_total')).toBe(2);
     expect(value(text, 'tunvpn_peers')).toBe(2);
+    expect(value(text, 'tunvpn_tun_super_packets_total{direction="read"}')).toBe(5);
+    expect(value(text, 'tunvpn_tun_super_packets_total{direction="write"}')).toBe(7);
+    expect(value(text, 'tunvpn_tun_super_packet_segments_total{direction="read"}')).toBe(220);
+    expect(value(text, 'tunvpn_tun_super_packet_segments_total{direction="write"}')).toBe(300);
     expect(text).toMatch(/^# TYPE tunvpn_peer_receive_bytes_total counter$/m);
     expect(text).toMatch(/^process_cpu_user_seconds_total /m);
     expect(text).toMatch(/^nodejs_heap_size_used_bytes /m);

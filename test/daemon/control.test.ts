@@ -7,7 +7,7 @@ import { connect } from 'node:net';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { describeIntegration, pingUntil, sleep } from '../helpers/netns.js';
 import { ADDR, cliPath, ConfigDir, SiteToSite, startDaemon, type DaemonProcess } from '../../src/testbed/site-to-site.js';
-import { makeKeyPair, type KeyPairText } from '../helpers/daemon.js';
+import { makeKeyPair, tcpTransfer, type KeyPairText } from '../helpers/daemon.js';
 
 /** One raw request on the daemon's control socket; resolves with the reply text. */
 function rawRequest(ifname: string, body: string | Buffer): Promise<string> {
@@ -144,6 +144,12 @@ describeIntegration('control socket with the real wg tool, and metrics', ['wg', 
     const after = await scrape(bed);
     expect(metric(after, 'tunvpn_peer_receive_packets_total', 'peer="site-b"')).toBeGreaterThanOrEqual(rx0 + 20);
     expect(after).toContain('tunvpn_dropped_packets_total{reason="replay"}');
+    // A TCP transfer from LAN A: host A reads it from the TUN as super-packets.
+    const r = await tcpTransfer(bed.la, bed.lb, ADDR.lb.v4, 5301, 2 << 20);
+    expect(r.remote).toBe(r.local);
+    const tcp = await scrape(bed);
+    expect(metric(tcp, 'tunvpn_tun_super_packets_total', 'direction="read"')).toBeGreaterThan(0);
+    expect(metric(tcp, 'tunvpn_tun_super_packet_segments_total', 'direction="read"')).toBeGreaterThan(metric(tcp, 'tunvpn_tun_super_packets_total', 'direction="read"'));
     expect(after).toContain('process_resident_memory_bytes');
     expect(after).not.toContain(a.privateKey);
   });

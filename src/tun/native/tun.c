@@ -181,9 +181,11 @@ static int open_tun(const char *name, int multi_queue, int blocking, int vnet, i
       *failed_call = "ioctl TUNSETVNETHDRSZ";
       return -err;
     }
-    /* Checksums may be left partial and TCP may come as super-packets;
-     * without TUN_F_TSO_ECN the kernel still cuts ECN-marked ones. */
-    if (ioctl(fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6) == 0 && offload_ok) *offload_ok = 1;
+    /* Checksums may be left partial and TCP may come as super-packets,
+     * ECN-marked ones too (tso_next keeps CWR on the first segment only). */
+    unsigned int want = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6;
+    int ok = ioctl(fd, TUNSETOFFLOAD, want | TUN_F_TSO_ECN) == 0 || ioctl(fd, TUNSETOFFLOAD, want) == 0;
+    if (ok && offload_ok) *offload_ok = 1;
   }
   return fd;
 }
