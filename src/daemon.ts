@@ -28,6 +28,7 @@ import { planRoutes } from './routing.js';
 import { resolveEndpoint, formatEndpoint } from './transport/endpoint.js';
 import { openTransport, type DatagramTransport, type TransportOptions } from './transport/datagram-transport.js';
 import { TunDevice } from './tun/tun-device.js';
+import { warmTransportPath } from './protocol/warmup.js';
 import * as ip from './tun/iproute.js';
 
 export class DaemonError extends TunvpnError {}
@@ -173,6 +174,10 @@ export class Daemon implements UapiDevice {
         },
       });
       await daemon.syncMetrics(undefined);
+      if (process.env.TUNVPN_WARMUP !== 'off') {
+        const w = warmTransportPath(crypto, monotonicMs, Date.now);
+        log.info({ packets: w.packets, ms: Math.round(w.ms) }, 'packet path warmed up');
+      }
       pipeline.start();
       daemon.ticker = setInterval(() => pipeline.tick(), opts.tickMs ?? 100);
       // Every peer with a known endpoint gets a handshake at once (wg waits

@@ -51,6 +51,8 @@ describeIntegration('site to site through two tunvpn daemons', ['ping'], () => {
     const openRecord = (d: DaemonProcess): Promise<Record<string, unknown>> => d.waitForLog(/UDP transport open/);
     expect(await openRecord(daemons[0])).toMatchObject({ transport: 'native', tunOffload: true });
     expect(await openRecord(daemons[1])).toMatchObject({ transport: 'dgram', tunOffload: false });
+    // Both warmed the transport path before carrying traffic: 2,000 packets each way.
+    for (const d of daemons) expect(await d.waitForLog(/packet path warmed up/)).toMatchObject({ packets: 4000 });
   });
 
   afterAll(async () => {
