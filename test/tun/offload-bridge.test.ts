@@ -16,8 +16,8 @@ function tunName(tag: string): string {
   return `o${tag}${uniqueSuffix()}`.slice(0, 15);
 }
 
-async function openIn(ns: Netns, addrs: string[], offload: boolean): Promise<TunDevice> {
-  const dev = TunDevice.open({ name: tunName('b'), mtu: 1420, offload });
+async function openIn(ns: Netns, addrs: string[], offload: boolean, batchSize?: number): Promise<TunDevice> {
+  const dev = TunDevice.open({ name: tunName('b'), mtu: 1420, offload, batchSize });
   try {
     await run('ip', ['link', 'set', 'dev', dev.name, 'netns', ns.name]);
     for (const a of addrs) await dev.addAddress(a, { netns: ns.name });
@@ -83,6 +83,37 @@ describeIntegration('TUN offloads between two bridged devices', [], () => {
       expect(b.stats.groWrites).toBeGreaterThan(afterV4.b.groWrites);
       // Reads stayed bounded: a super-packet spans batches, never overflows one.
       expect(Math.max(...batchesAB)).toBeLessThanOrEqual(a.batchSize);
+    } finally {
+      a.close();
+      b.close();
+    }
+  });
+
+  it('a handler that closes the device in the middle of a cut super-packet gets no further batch', async () => {
+    const a = await openIn(nsA, ['10.206.0.1/24'], true, 8);
+    const b = await openIn(nsB, ['10.206.0.2/24'], true);
+    try {
+      let closedAt = 0;
+      let callsAfterClose = 0;
+      a.onPackets((slots, lengths, count) => {
+        if (a.isClosed) {
+          callsAfterClose++;
+          return;
+        }
+        b.writeBatch(slots, count, lengths);
+        // Close once the sender is pushing super-packets: with a small batch
+        // this lands between two parts of one cut super-packet.
+        if (a.stats.tsoPackets > 3) {
+          closedAt = a.stats.readPackets;
+          a.close();
+        }
+      });
+      bridge(b, a, []);
+      // The transfer cannot finish once A is gone; it only has to start.
+      await tcpTransfer(nsA, nsB, '10.206.0.2', 5204, 8 << 20, 3).catch(() => undefined);
+      expect(closedAt).toBeGreaterThan(0);
+      expect(a.isClosed).toBe(true);
+      expect(callsAfterClose).toBe(0);
     } finally {
       a.close();
       b.close();

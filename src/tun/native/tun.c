@@ -433,12 +433,17 @@ static void on_poll(uv_poll_t *h, int status, int events) {
     /* At most batch_size reads; one read may fill several batches. */
     for (uint32_t reads = 0; reads < d->batch_size; reads++) {
       if (n == d->batch_size) {
-        if (deliver(d, n) < 0) break;
+        int gone = deliver(d, n) < 0;
         n = 0;
+        if (gone) break;
       }
       int r = read_vnet(d, &n);
       if (r == 0) continue;
-      if (r == EAGAIN || r < 0) break;
+      if (r < 0) { /* the device went away in a handler: nothing left to hand over */
+        n = 0;
+        break;
+      }
+      if (r == EAGAIN) break;
       if (r == EFAULT || r == EINVAL || r == EMSGSIZE) { /* the kernel dropped it */
         d->oversize_drops++;
         continue;
