@@ -85,27 +85,33 @@ describeIntegration('daemon start-up errors', ['setpriv', 'unshare'], () => {
     expect(r.stderr).toMatch(/interface se0 is already in use.*EBUSY/);
   });
 
-  it('no CAP_NET_ADMIN: one line saying what is needed', async () => {
-    const other = await writeConfig('nocap', 'se2', 51903);
+  /**
+   * `tunvpn run` as nobody without capabilities, with a /dev/net/tun of
+   * `tunMode` in its own mount namespace; returns how it failed.
+   */
+  async function runAsNobody(tag: string, iface: string, port: number, tunMode: string): Promise<Awaited<ReturnType<typeof runExpectingFailure>>> {
+    const config = await writeConfig(tag, iface, port);
     // The unprivileged user must be able to read its config and key.
     await chown(dir.path, 65534, 65534);
-    await chown(other, 65534, 65534);
-    await chown(join(dir.path, 'nocap.key'), 65534, 65534);
+    await chown(config, 65534, 65534);
+    await chown(join(dir.path, `${tag}.key`), 65534, 65534);
+    try {
+      return await runExpectingFailure(ns, ['unshare', '-m', 'sh', '-c', withTunNode(tunMode), 'setpriv', ...NOBODY_NO_CAPS, process.execPath, cliPath(), 'run', '-c', config]);
+    } finally {
+      await chown(dir.path, 0, 0);
+    }
+  }
+
+  it('no CAP_NET_ADMIN: one line saying what is needed', async () => {
     // /dev/net/tun as udev makes it on Debian (0666), whatever this host has.
-    const r = await runExpectingFailure(ns, ['unshare', '-m', 'sh', '-c', withTunNode('0666'), 'setpriv', ...NOBODY_NO_CAPS, process.execPath, cliPath(), 'run', '-c', other]);
-    await chown(dir.path, 0, 0);
+    const r = await runAsNobody('nocap', 'se2', 51903, '0666');
     expect(r.code).toBe(1);
     expect(r.stderr.trim().split('\n')).toHaveLength(1);
     expect(r.stderr).toMatch(/needs CAP_NET_ADMIN/);
   });
 
   it('/dev/net/tun not open to the user: one line saying so, not blaming capabilities', async () => {
-    const other = await writeConfig('nodev', 'se4', 51905);
-    await chown(dir.path, 65534, 65534);
-    await chown(other, 65534, 65534);
-    await chown(join(dir.path, 'nodev.key'), 65534, 65534);
-    const r = await runExpectingFailure(ns, ['unshare', '-m', 'sh', '-c', withTunNode('0600'), 'setpriv', ...NOBODY_NO_CAPS, process.execPath, cliPath(), 'run', '-c', other]);
-    await chown(dir.path, 0, 0);
+    const r = await runAsNobody('nodev', 'se4', 51905, '0600');
     expect(r.code).toBe(1);
     expect(r.stderr.trim().split('\n')).toHaveLength(1);
     expect(r.stderr).toMatch(/cannot open \/dev\/net\/tun.*mode 0666.*EACCES/);
