@@ -31,8 +31,21 @@ export interface TransferResult {
   ms: number;
 }
 
-/** Sends `bytes` random bytes from `from` to a sink in `to` listening on addr:port. */
-export async function tcpTransfer(from: Netns, to: Netns, addr: string, port: number, bytes: number, limitSeconds = 60): Promise<TransferResult> {
+/**
+ * Sends `bytes` random bytes from `from` to a sink in `to` listening on
+ * addr:port. With `onConnected`, the connection is made first and the data
+ * is sent only once that has resolved (to change the network in between);
+ * `ms` then counts from the data.
+ */
+export async function tcpTransfer(
+  from: Netns,
+  to: Netns,
+  addr: string,
+  port: number,
+  bytes: number,
+  limitSeconds = 60,
+  onConnected?: () => Promise<void>,
+): Promise<TransferResult> {
   const server = to.spawn(process.execPath, [FIXTURE, 'server', addr, String(port)]);
   await new Promise<void>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error('tcp sink did not start')), 10_000);
@@ -43,10 +56,30 @@ export async function tcpTransfer(from: Netns, to: Netns, addr: string, port: nu
     server.once('exit', (code) => reject(new Error(`tcp sink exited ${String(code)}`)));
   });
   try {
-    const { stdout } = await from.exec(process.execPath, [FIXTURE, 'client', addr, String(port), String(bytes), String(limitSeconds)], {
-      timeoutMs: (limitSeconds + 5) * 1000,
+    const args = [FIXTURE, 'client', addr, String(port), String(bytes), String(limitSeconds)];
+    if (onConnected === undefined) {
+      const { stdout } = await from.exec(process.execPath, args, { timeoutMs: (limitSeconds + 5) * 1000 });
+      return JSON.parse(stdout.trim()) as TransferResult;
+    }
+    const client = from.spawn(process.execPath, args, { env: { ...process.env, TRANSFER_WAIT_FOR_GO: '1' } });
+    let out = '';
+    let err = '';
+    client.stdout?.on('data', (d: Buffer) => (out += d.toString()));
+    const exited = new Promise<number | null>((resolve) => client.once('exit', (code) => resolve(code)));
+    const connected = new Promise<boolean>((resolve) => {
+      client.stderr?.on('data', (d: Buffer) => {
+        err += d.toString();
+        if (err.includes('connected')) resolve(true);
+      });
+      void exited.then(() => resolve(false));
     });
-    return JSON.parse(stdout.trim()) as TransferResult;
+    if (!(await connected)) throw new Error(`tcp client did not connect: ${err.trim()}`);
+    await onConnected();
+    client.stdin?.write('go\n');
+    const timer = setTimeout(() => client.kill('SIGKILL'), (limitSeconds + 5) * 1000);
+    const code = await exited.finally(() => clearTimeout(timer));
+    if (code !== 0) throw new Error(`tcp client exited ${String(code)}: ${err.trim()}`);
+    return JSON.parse(out.trim()) as TransferResult;
   } finally {
     server.kill();
     await sleep(10);
