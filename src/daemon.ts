@@ -27,7 +27,7 @@ import { WireGuardDevice, type ProtocolConstants } from './protocol/device.js';
 import { planRoutes } from './routing.js';
 import { resolveEndpoint, formatEndpoint } from './transport/endpoint.js';
 import { openTransport, type DatagramTransport, type TransportOptions } from './transport/datagram-transport.js';
-import { TunDevice } from './tun/tun-device.js';
+import { TunDevice, type TunStats } from './tun/tun-device.js';
 import { warmTransportPath } from './protocol/warmup.js';
 import * as ip from './tun/iproute.js';
 
@@ -231,9 +231,7 @@ export class Daemon implements UapiDevice {
         lastHandshakeWallMs: p.proto.stats.lastHandshakeWallMs,
       };
     });
-    const t = this.tun.stats;
-    const tun = { superPacketsRead: t.tsoPackets, segmentsRead: t.tsoSegments, superPacketsWritten: t.groWrites, segmentsWritten: t.groPackets };
-    return { peers, drops: this.pipeline.drops, handshakesStarted, handshakesCompleted, tun };
+    return { peers, drops: this.pipeline.drops, handshakesStarted, handshakesCompleted, tun: this.tun.stats };
   }
 
   /** UAPI `get`: the running state, as `wg show` reports it. */
@@ -494,22 +492,8 @@ export class Daemon implements UapiDevice {
       })),
       drops: { ...this.pipeline.drops },
       packets: { ...this.pipeline.counters },
-      tun: this.tunFigures(),
+      tun: { offload: this.tun.offload, ...this.tun.stats },
       routes: [...this.routes],
-    };
-  }
-
-  private tunFigures(): DaemonStatus['tun'] {
-    const s = this.tun.stats;
-    return {
-      offload: this.tun.offload,
-      tsoPackets: s.tsoPackets,
-      tsoSegments: s.tsoSegments,
-      groWrites: s.groWrites,
-      groPackets: s.groPackets,
-      writeDrops: s.writeDrops,
-      readOversizeDrops: s.readOversizeDrops,
-      readOffloadDrops: s.readOffloadDrops,
     };
   }
 }
@@ -532,16 +516,7 @@ export interface DaemonStatus {
   /** Packets moved: read from / written to the TUN device, received / sent on UDP. */
   packets: { tunRx: number; tunTx: number; udpRx: number; udpTx: number; keepalivesRx: number };
   /** The TUN device's offload state and counters (see TunDevice). */
-  tun: {
-    offload: boolean;
-    tsoPackets: number;
-    tsoSegments: number;
-    groWrites: number;
-    groPackets: number;
-    writeDrops: number;
-    readOversizeDrops: number;
-    readOffloadDrops: number;
-  };
+  tun: { offload: boolean } & TunStats;
   routes: string[];
 }
 

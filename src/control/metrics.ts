@@ -9,6 +9,7 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import type { AddressInfo } from 'node:net';
 import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
 import type { Logger } from '../log.js';
+import type { TunStats } from '../tun/tun-device.js';
 
 export interface PeerMetricsSnapshot {
   /** The configured name, used as the `peer` label when set. */
@@ -29,8 +30,8 @@ export interface MetricsSnapshot {
   drops: Readonly<Record<string, number>>;
   handshakesStarted: number;
   handshakesCompleted: number;
-  /** TUN offloads: super-packets read (TSO) / written (coalesced), and the packets they held. */
-  tun: { superPacketsRead: number; segmentsRead: number; superPacketsWritten: number; segmentsWritten: number };
+  /** TUN offloads: super-packets read (TSO) and written (coalesced), and the packets they held. */
+  tun: Pick<TunStats, 'tsoPackets' | 'tsoSegments' | 'groWrites' | 'groPackets'>;
 }
 
 export type MetricsProvider = () => MetricsSnapshot;
@@ -131,10 +132,10 @@ export function createMetrics(provider: MetricsProvider): TunvpnMetrics {
   tunCounter(
     'tunvpn_tun_super_packets_total',
     'TCP super-packets through the TUN device with offloads: read (cut into segments) and written (coalesced from segments).',
-    (t) => t.superPacketsRead,
-    (t) => t.superPacketsWritten,
+    (t) => t.tsoPackets,
+    (t) => t.groWrites,
   );
-  tunCounter('tunvpn_tun_super_packet_segments_total', 'Segments those super-packets held.', (t) => t.segmentsRead, (t) => t.segmentsWritten);
+  tunCounter('tunvpn_tun_super_packet_segments_total', 'Segments those super-packets held.', (t) => t.tsoSegments, (t) => t.groPackets);
   collectDefaultMetrics({ register: registry });
 
   return {

@@ -44,12 +44,12 @@ export interface NativeTun {
   offloadCoalesce(packets: Uint8Array[]): [Buffer, Buffer][];
 }
 
-/** Counters kept by the native side. */
+/** Counters kept by the native side, named as in TunStats. */
 export interface NativeTunStats {
   /** Packets larger than a slot, dropped. */
-  oversizeDrops: number;
+  readOversizeDrops: number;
   /** Offload reads whose virtio header could not be used, dropped. */
-  offloadDrops: number;
+  readOffloadDrops: number;
   /** TCP super-packets read (offload mode)... */
   tsoPackets: number;
   /** ...and the segments cut from them. */

@@ -200,14 +200,7 @@ export class TunDevice {
   }
 
   private readNativeStats(): void {
-    const s = this.native.stats(this.handle);
-    const c = this.counters;
-    c.readOversizeDrops = s.oversizeDrops;
-    c.readOffloadDrops = s.offloadDrops;
-    c.tsoPackets = s.tsoPackets;
-    c.tsoSegments = s.tsoSegments;
-    c.groWrites = s.groWrites;
-    c.groPackets = s.groPackets;
+    Object.assign(this.counters, this.native.stats(this.handle));
   }
 
   /** An active reader no longer keeps the event loop alive. */

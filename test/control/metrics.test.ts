@@ -14,7 +14,7 @@ function state(): MetricsSnapshot & { peers: PeerRow[]; drops: Record<string, nu
     drops: { replay: 0, 'bad-auth': 3, 'source-not-allowed': 0, 'no-session': 0, malformed: 1, 'queue-full': 0 },
     handshakesStarted: 4,
     handshakesCompleted: 2,
-    tun: { superPacketsRead: 5, segmentsRead: 220, superPacketsWritten: 7, segmentsWritten: 300 },
+    tun: { tsoPackets: 5, tsoSegments: 220, groWrites: 7, groPackets: 300 },
   };
   return s;
 }

@@ -250,11 +250,10 @@ static void emit_single(uint32_t i, gro_unit *units, uint32_t *nunits) {
 /* Turns the flow's head into the super-packet's header and emits the unit. */
 static void close_flow(flow *f, gro_unit *units, uint32_t *nunits) {
   f->active = 0;
-  gro_unit *u = &units[(*nunits)++];
-  memset(u, 0, sizeof *u);
-  u->head = f->head;
-  u->count = f->count;
+  emit_single(f->head, units, nunits);
   if (f->count == 1) return;
+  gro_unit *u = &units[*nunits - 1];
+  u->count = f->count;
   tcp_pkt *t = &f->first;
   uint8_t *p = t->ip;
   if (t->v6) {

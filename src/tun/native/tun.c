@@ -738,8 +738,8 @@ static void set_num(napi_env env, napi_value obj, const char *key, double v) {
   napi_set_named_property(env, obj, key, n);
 }
 
-/* stats(handle) -> { oversizeDrops, offloadDrops, tsoPackets, tsoSegments,
- *                    groWrites, groPackets } */
+/* stats(handle) -> { readOversizeDrops, readOffloadDrops, tsoPackets,
+ *                    tsoSegments, groWrites, groPackets } (TunStats names) */
 static napi_value js_stats(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];
@@ -749,8 +749,8 @@ static napi_value js_stats(napi_env env, napi_callback_info info) {
   if (!d) return NULL;
   napi_value out;
   napi_create_object(env, &out);
-  set_num(env, out, "oversizeDrops", d->oversize_drops);
-  set_num(env, out, "offloadDrops", d->offload_drops);
+  set_num(env, out, "readOversizeDrops", d->oversize_drops);
+  set_num(env, out, "readOffloadDrops", d->offload_drops);
   set_num(env, out, "tsoPackets", d->tso_packets);
   set_num(env, out, "tsoSegments", d->tso_segments);
   set_num(env, out, "groWrites", d->gro_writes);
