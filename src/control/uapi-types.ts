@@ -29,35 +29,46 @@ export interface UapiInterfaceState {
   peers: UapiPeerState[];
 }
 
-/**
- * One `public_key=` section of a set request. Changes for the same key may
- * appear more than once; apply them in order.
- */
-export interface UapiPeerChange {
-  publicKey: Uint8Array;
-  /** Remove the peer; every other field of this change is then meaningless. */
-  remove: boolean;
-  /** Change the peer only if it exists; never create it. */
-  updateOnly: boolean;
-  /** undefined = unchanged; null = clear (an all-zero key on the wire). */
-  presharedKey?: Uint8Array | null;
-  /** An IP literal (IPv6 without brackets) and a port. */
-  endpoint?: { host: string; port: number };
-  persistentKeepalive?: number;
-  /** Drop the peer's allowed IPs before adding `allowedIPs`. */
-  replaceAllowedIPs: boolean;
-  /** Canonical CIDR text (host bits cleared), to add. */
-  allowedIPs: string[];
+/** An endpoint as typed: an IP literal (IPv6 without brackets, maybe with a `%zone`) and a port. */
+export interface UapiEndpoint {
+  host: string;
+  port: number;
 }
 
+/**
+ * One line of a peer section, in request order: wireguard-go applies a set
+ * line by line, and the order inside a section matters (an `allowed_ip`
+ * before `replace_allowed_ips`, `remove` or `update_only` still takes the
+ * prefix from its previous owner, then loses it). See docs/apply.md.
+ */
+export type UapiPeerOp =
+  | { kind: 'remove' }
+  | { kind: 'update-only' }
+  /** null = clear (an all-zero key on the wire). */
+  | { kind: 'preshared-key'; key: Uint8Array | null }
+  | { kind: 'endpoint'; endpoint: UapiEndpoint }
+  | { kind: 'persistent-keepalive'; seconds: number }
+  | { kind: 'replace-allowed-ips' }
+  /** Canonical CIDR text (host bits cleared). */
+  | { kind: 'allowed-ip'; cidr: string };
+
+/** One `public_key=` section and its lines. The same key may have several sections; apply them in order. */
+export interface UapiPeerSection {
+  publicKey: Uint8Array;
+  ops: UapiPeerOp[];
+}
+
+/** The interface lines before the first `public_key=`, in request order. */
+export type UapiDeviceOp =
+  /** null = clear (all-zero key); otherwise already clamped. */
+  | { kind: 'private-key'; key: Uint8Array | null }
+  | { kind: 'listen-port'; port: number }
+  | { kind: 'fwmark'; mark: number }
+  | { kind: 'replace-peers' };
+
 export interface UapiSetRequest {
-  /** undefined = unchanged; null = clear (all-zero key); otherwise already clamped. */
-  privateKey?: Uint8Array | null;
-  listenPort?: number;
-  fwmark?: number;
-  /** Remove every peer before applying `peers`. */
-  replacePeers: boolean;
-  peers: UapiPeerChange[];
+  device: UapiDeviceOp[];
+  peers: UapiPeerSection[];
 }
 
 export interface UapiDevice {
@@ -70,9 +81,13 @@ export interface UapiDevice {
  * errno values as wireguard-go puts them on the wire: negative Linux errno
  * numbers. `wg` negates them back and prints strerror ("Invalid argument").
  */
+export const UAPI_ENOENT = -2;
+export const UAPI_ESRCH = -3;
 export const UAPI_EIO = -5;
 export const UAPI_E2BIG = -7;
 export const UAPI_EBUSY = -16;
+export const UAPI_EEXIST = -17;
+export const UAPI_ENODEV = -19;
 export const UAPI_EINVAL = -22;
 export const UAPI_ENOANO = -55;
 export const UAPI_EPROTO = -71;
