@@ -36,6 +36,12 @@ export class DaemonError extends TunvpnError {}
 export interface DaemonOptions {
   /** Control socket directory (default /var/run/wireguard, where `wg` looks). */
   controlDir?: string;
+  /**
+   * A listening control socket inherited from systemd (socket activation),
+   * already checked to be controlDir/IFNAME.sock; absent, the daemon makes
+   * its own.
+   */
+  controlSocketFd?: number;
   /** Called when something outside asks the daemon to stop (its control socket was deleted). */
   onShutdownRequest?: () => void;
   /** Already loaded and validated (the CLI needs its log level first). */
@@ -166,6 +172,7 @@ export class Daemon implements UapiDevice {
       const ifname = tun.name;
       daemon.control = await UapiServer.listen(ifname, daemon, {
         dir: opts.controlDir,
+        listenFd: opts.controlSocketFd,
         logger: log,
         // The cross-platform API: a deleted socket file means "shut down".
         onSocketRemoved: () => {

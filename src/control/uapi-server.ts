@@ -59,6 +59,13 @@ export interface UapiServerOptions {
    * the daemon decides.
    */
   onSocketRemoved?: () => void;
+  /**
+   * A socket already bound to DIR/IFNAME.sock and listening, inherited from
+   * systemd (src/control/socket-activation.ts has checked its path). Nothing
+   * is created in DIR, and close() leaves the file to whoever made it (the
+   * socket unit removes it on stop).
+   */
+  listenFd?: number;
 }
 
 /** Another process answers on the socket we were asked to create. */
@@ -130,11 +137,11 @@ async function removeIfStale(path: string): Promise<void> {
   }
 }
 
-function listenOn(server: Server, path: string): Promise<void> {
+function listenOn(server: Server, path: string, fd?: number): Promise<void> {
   return new Promise((resolve, reject) => {
     const onError = (err: Error) => reject(new UapiSocketError(`cannot listen on ${path}: ${err.message}`, { cause: err }));
     server.once('error', onError);
-    server.listen(path, () => {
+    server.listen(fd === undefined ? path : { fd }, () => {
       server.off('error', onError);
       resolve();
     });
@@ -296,6 +303,7 @@ export class UapiServer {
     private readonly ino: number,
     private readonly device: UapiDevice,
     private readonly logger: Logger | undefined,
+    private readonly ownsFile = true,
   ) {
     this.path = path;
   }
@@ -310,8 +318,11 @@ export class UapiServer {
     const dir = opts.dir ?? DEFAULT_UAPI_DIR;
     const path = join(dir, `${ifname}.sock`);
     if (Buffer.byteLength(path) >= 108) throw new UapiSocketError(`control socket path too long: ${path}`);
-    mkdirSync(dir, { recursive: true, mode: 0o755 });
-    await removeIfStale(path);
+    const inherited = opts.listenFd;
+    if (inherited === undefined) {
+      mkdirSync(dir, { recursive: true, mode: 0o755 });
+      await removeIfStale(path);
+    }
 
     const limits: Limits = {
       maxLineBytes: opts.maxLineBytes ?? 4096,
@@ -336,6 +347,8 @@ export class UapiServer {
       uapi.connections.add(conn);
       socket.once('close', () => uapi.connections.delete(conn));
     });
+
+    if (inherited !== undefined) return UapiServer.adopt(server, holder, path, inherited, ifname, dir, device, opts);
 
     const tmpDir = mkdtempSync(join(dir, `.${ifname}-`));
     const tmpPath = join(tmpDir, randomBytes(4).toString('hex'));
@@ -373,6 +386,27 @@ export class UapiServer {
     holder.uapi = uapi;
     if (opts.onSocketRemoved) uapi.watchRemoval(dir, `${ifname}.sock`, opts.onSocketRemoved);
     opts.logger?.info({ path }, 'control socket listening');
+    return uapi;
+  }
+
+  /** listen() with an inherited socket: serve it, watch its file, never touch DIR. */
+  private static async adopt(server: Server, holder: { uapi?: UapiServer }, path: string, fd: number, ifname: string, dir: string, device: UapiDevice, opts: UapiServerOptions): Promise<UapiServer> {
+    let ino: number;
+    try {
+      await listenOn(server, path, fd);
+      // The file's inode (not the socket's): the removal watch compares it.
+      ino = statSync(path).ino;
+    } catch (err) {
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      throw err instanceof TunvpnError ? err : new UapiSocketError(`cannot use the inherited control socket ${path}: ${(err as Error).message}`, { cause: err });
+    }
+    server.on('error', (err) => opts.logger?.warn({ err: err.message }, 'control socket error'));
+    const uapi = new UapiServer(server, path, ino, device, opts.logger, false);
+    // Connections systemd queued before we started come from the event
+    // loop, after this continuation of 'listening': none sees EBUSY.
+    holder.uapi = uapi;
+    if (opts.onSocketRemoved) uapi.watchRemoval(dir, `${ifname}.sock`, opts.onSocketRemoved);
+    opts.logger?.info({ path, inherited: true }, 'control socket listening');
     return uapi;
   }
 
@@ -455,7 +489,7 @@ export class UapiServer {
       for (const conn of this.connections) conn.destroy();
       await closed;
       try {
-        if (statSync(this.path).ino === this.ino) unlinkSync(this.path);
+        if (this.ownsFile && statSync(this.path).ino === this.ino) unlinkSync(this.path);
       } catch {
         /* already gone */
       }
