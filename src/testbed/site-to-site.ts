@@ -51,6 +51,26 @@ export const ADDR_LAN2 = {
   lanB: { v4: '10.61.4.0/24', v6: 'fd61:4::/64' },
 } as const;
 
+/**
+ * The private link behind the NAT (SiteToSiteOptions.natInFrontOfB): host B
+ * has these addresses; the NAT's public side takes ADDR.tbUnder.
+ */
+export const ADDR_NAT = {
+  natPrivate: { v4: '10.59.0.1', v6: 'fd59::1' },
+  tbPrivate: { v4: '10.59.0.2', v6: 'fd59::2' },
+} as const;
+
+/**
+ * Source NAT (masquerade, IPv4 and, on an IPv6 underlay, NAT66) of what
+ * leaves `ns` by `publicIf`: connection tracking lets replies back in and
+ * nothing unsolicited, as a home router does.
+ */
+async function masquerade(ns: Netns, publicIf: string): Promise<void> {
+  await ns.exec('nft', ['add', 'table', 'inet', 'tbnat']);
+  await ns.exec('nft', ['add', 'chain', 'inet', 'tbnat', 'post', '{', 'type', 'nat', 'hook', 'postrouting', 'priority', 'srcnat', ';', '}']);
+  await ns.exec('nft', ['add', 'rule', 'inet', 'tbnat', 'post', 'oifname', publicIf, 'masquerade']);
+}
+
 export type UnderlayFamily = 'v4' | 'v6';
 
 /**
@@ -76,6 +96,11 @@ export interface SiteToSiteOptions {
   underlayMtu?: number;
   /** Also the ADDR_LAN2 subnets on LAN A and LAN B (default false). */
   secondLan?: boolean;
+  /**
+   * Host B behind a NAT (a fifth namespace, `nat`, doing masquerade with
+   * nftables: needs `nft`): host A cannot reach B until B has sent to it.
+   */
+  natInFrontOfB?: boolean;
 }
 
 /** The project root (holds package.json), from src/ or dist/src/. */
@@ -117,33 +142,42 @@ export class SiteToSite {
   readonly ta: Netns;
   readonly tb: Netns;
   readonly lb: Netns;
-  /** Interface names of the underlay veth on host A and host B. */
+  /** The NAT in front of host B (SiteToSiteOptions.natInFrontOfB), else undefined. */
+  readonly nat: Netns | undefined;
+  /** Interface names of the underlay veth on host A and host B (behind a NAT: B's private side). */
   readonly underA: string;
   readonly underB: string;
   readonly underlayFamily: 'dual' | UnderlayFamily;
   readonly underlayMtu: number;
 
-  private constructor(
-    la: Netns,
-    ta: Netns,
-    tb: Netns,
-    lb: Netns,
-    underA: string,
-    underB: string,
-    underlayFamily: 'dual' | UnderlayFamily,
-    underlayMtu: number,
-  ) {
-    this.la = la;
-    this.ta = ta;
-    this.tb = tb;
-    this.lb = lb;
-    this.underA = underA;
-    this.underB = underB;
-    this.underlayFamily = underlayFamily;
-    this.underlayMtu = underlayMtu;
+  private constructor(parts: {
+    la: Netns;
+    ta: Netns;
+    tb: Netns;
+    lb: Netns;
+    nat: Netns | undefined;
+    underA: string;
+    underB: string;
+    underlayFamily: 'dual' | UnderlayFamily;
+    underlayMtu: number;
+  }) {
+    this.la = parts.la;
+    this.ta = parts.ta;
+    this.tb = parts.tb;
+    this.lb = parts.lb;
+    this.nat = parts.nat;
+    this.underA = parts.underA;
+    this.underB = parts.underB;
+    this.underlayFamily = parts.underlayFamily;
+    this.underlayMtu = parts.underlayMtu;
   }
 
-  /** Builds the four namespaces and their links; on failure removes them. */
+  /** Every namespace tunnel datagrams cross: host A, the NAT if any, host B. */
+  get underlayHosts(): Netns[] {
+    return this.nat ? [this.ta, this.nat, this.tb] : [this.ta, this.tb];
+  }
+
+  /** Builds the namespaces and their links; on failure removes them. */
   static async create(prefix = 's2s', opts: SiteToSiteOptions = {}): Promise<SiteToSite> {
     const family = opts.underlayFamily ?? 'dual';
     const mtu = opts.underlayMtu ?? 1500;
@@ -154,7 +188,9 @@ export class SiteToSite {
     const made: Netns[] = [];
     try {
       // Namespaces and links are independent until routes go in: make them concurrently.
-      const [la, ta, tb, lb] = await settleAll(['la', 'ta', 'tb', 'lb'].map((role) => Netns.create(`${prefix}${role}`)), made);
+      const roles = opts.natInFrontOfB ? ['la', 'ta', 'tb', 'lb', 'nb'] : ['la', 'ta', 'tb', 'lb'];
+      const [la, ta, tb, lb, ...rest] = await settleAll(roles.map((role) => Netns.create(`${prefix}${role}`)), made);
+      const nat: Netns | undefined = rest[0];
       const lanA = [`${ADDR.la.v4}/24`, `${ADDR.la.v6}/64`];
       const lanARouter = [`${ADDR.taLan.v4}/24`, `${ADDR.taLan.v6}/64`];
       const lanB = [`${ADDR.lb.v4}/24`, `${ADDR.lb.v6}/64`];
@@ -165,17 +201,23 @@ export class SiteToSite {
         lanB.push(`${ADDR_LAN2.lb.v4}/24`, `${ADDR_LAN2.lb.v6}/64`);
         lanBRouter.push(`${ADDR_LAN2.tbLan.v4}/24`, `${ADDR_LAN2.tbLan.v6}/64`);
       }
-      const underlay = (host: 'taUnder' | 'tbUnder'): string[] => [
-        ...(family !== 'v6' ? [`${ADDR[host].v4}/24`] : []),
-        ...(family !== 'v4' ? [`${ADDR[host].v6}/64`] : []),
+      const onUnderlay = (addr: { v4: string; v6: string }, v4Len = 24, v6Len = 64): string[] => [
+        ...(family !== 'v6' ? [`${addr.v4}/${v4Len}`] : []),
+        ...(family !== 'v4' ? [`${addr.v6}/${v6Len}`] : []),
       ];
-      const [, under] = await settleAll([
+      // Behind a NAT, host B's public underlay address is the NAT's; B itself sits on a
+      // private link behind it, every link of the path with the underlay MTU.
+      const links = [
         linkNamespaces(la, ta, lanA, lanARouter),
-        linkNamespaces(ta, tb, underlay('taUnder'), underlay('tbUnder'), { mtu }),
+        nat
+          ? linkNamespaces(ta, nat, onUnderlay(ADDR.taUnder), onUnderlay(ADDR.tbUnder), { mtu })
+          : linkNamespaces(ta, tb, onUnderlay(ADDR.taUnder), onUnderlay(ADDR.tbUnder), { mtu }),
         linkNamespaces(tb, lb, lanBRouter, lanB),
-      ]);
+        ...(nat ? [linkNamespaces(nat, tb, onUnderlay(ADDR_NAT.natPrivate), onUnderlay(ADDR_NAT.tbPrivate), { mtu })] : []),
+      ];
+      const [, under, , natLink] = await settleAll(links);
       await Promise.all(
-        [ta, tb].map((host) => host.exec('sysctl', ['-q', '-w', 'net.ipv4.ip_forward=1', 'net.ipv6.conf.all.forwarding=1'])),
+        [ta, tb, ...(nat ? [nat] : [])].map((host) => host.exec('sysctl', ['-q', '-w', 'net.ipv4.ip_forward=1', 'net.ipv6.conf.all.forwarding=1'])),
       );
       const routes: [Netns, string[]][] = [
         [la, ['route', 'add', 'default', 'via', ADDR.taLan.v4]],
@@ -183,6 +225,10 @@ export class SiteToSite {
         [lb, ['route', 'add', 'default', 'via', ADDR.tbLan.v4]],
         [lb, ['-6', 'route', 'add', 'default', 'via', ADDR.tbLan.v6]],
       ];
+      if (nat) {
+        if (family !== 'v6') routes.push([tb, ['route', 'add', 'default', 'via', ADDR_NAT.natPrivate.v4]]);
+        if (family !== 'v4') routes.push([tb, ['-6', 'route', 'add', 'default', 'via', ADDR_NAT.natPrivate.v6]]);
+      }
       if (opts.secondLan) {
         // Preferred sources, so what la sends to LAN B comes from LAN A and what it sends to
         // LAN B2 from LAN A2 (and back): IPv6 would otherwise pick by longest common prefix
@@ -199,7 +245,18 @@ export class SiteToSite {
         );
       }
       for (const [ns, args] of routes) await ns.exec('ip', args);
-      return new SiteToSite(la, ta, tb, lb, under.ifA, under.ifB, family, mtu);
+      if (nat) await masquerade(nat, under.ifB);
+      return new SiteToSite({
+        la,
+        ta,
+        tb,
+        lb,
+        nat,
+        underA: under.ifA,
+        underB: natLink ? natLink.ifB : under.ifB,
+        underlayFamily: family,
+        underlayMtu: mtu,
+      });
     } catch (err) {
       await Promise.all(made.map((n) => n.destroy()));
       throw err;
@@ -209,7 +266,9 @@ export class SiteToSite {
   /**
    * Host A's or host B's underlay address as a WireGuard endpoint
    * ("10.60.0.2:51820", "[fd60::2]:51820"), in `family` or the bed's own
-   * (IPv4 on a dual-stack underlay).
+   * (IPv4 on a dual-stack underlay). Behind a NAT, B's is the NAT's public
+   * address: it reaches B only once B has sent from that port (the mapping
+   * masquerade made keeps the port when it is free).
    */
   endpoint(host: 'a' | 'b', port: number, family?: UnderlayFamily): string {
     const fam = family ?? (this.underlayFamily === 'v6' ? 'v6' : 'v4');
@@ -221,7 +280,7 @@ export class SiteToSite {
   }
 
   async destroy(): Promise<void> {
-    await Promise.all([this.la, this.ta, this.tb, this.lb].map((n) => n.destroy()));
+    await Promise.all([this.la, this.ta, this.tb, this.lb, ...(this.nat ? [this.nat] : [])].map((n) => n.destroy()));
   }
 }
 

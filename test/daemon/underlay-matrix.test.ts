@@ -7,8 +7,10 @@
  *   exactly tunnel MTU + WireGuard's overhead (60 / 80 bytes: PPPoE-like),
  *   for tunnel MTU 1420 (the default) and 1280.
  *
- * (IPv6 with 1500-byte links is the exact case for 1420: 7 underlays.) On
- * each, per peer kind ("cell"): DF pings of the largest inner packet that fits
+ * (IPv6 with 1500-byte links is the exact case for 1420: 7 underlays), and
+ * an eighth: IPv4 through a NAT in front of host B, exact links, MTU 1420
+ * (the NAT reassembles and refragments, so it is counted too). On each, per
+ * peer kind ("cell"): DF pings of the largest inner packet that fits
  * the tunnel, IPv4 and IPv6, both directions, and one byte more refused with
  * the tunnel MTU; TCP both ways over inner IPv4 and IPv6, checked end to end
  * with SHA-256; and the underlay fragmented nothing: IpReasmReqds /
@@ -22,7 +24,7 @@
  * host, so a cell must have its hosts to itself); BEDS_AT_ONCE beds run
  * concurrently. The wireguard-go cells also carry the interop cases this
  * replaced (each side initiating, with and without a preshared key), spread
- * over the beds. Design and timing: docs/decisions.md, "The underlay matrix".
+ * over the beds. Design, results and timing: docs/hardening.md, "Underlay matrix".
  */
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, it } from 'vitest';
@@ -40,8 +42,11 @@ import {
 import { WireguardGo } from '../../src/testbed/wireguard-go.js';
 import { makeKeyPair, tcpTransfer, type TransferResult } from '../helpers/daemon.js';
 
-/** Beds built and exercised at the same time (2 cores, shared with the rest of the suite). */
-const BEDS_AT_ONCE = Number(process.env.TUNVPN_MATRIX_BEDS_AT_ONCE ?? 2);
+/**
+ * Beds built and exercised at the same time (2 cores, shared with the rest of
+ * the suite); TUNVPN_MATRIX_BEDS_AT_ONCE=N to measure other choices.
+ */
+const BEDS_AT_ONCE = ((n: number) => (Number.isInteger(n) && n >= 1 ? n : 2))(Number(process.env.TUNVPN_MATRIX_BEDS_AT_ONCE));
 /** Per TCP transfer (four per cell: two each way). */
 const TRANSFER_BYTES = 2 * 1024 * 1024;
 /** Generous on a loaded machine (~1 s when it works), and far below what fragmentation costs. */
@@ -52,6 +57,8 @@ interface Underlay {
   family: UnderlayFamily;
   linkMtu: number;
   tunnelMtu: number;
+  /** Host B behind a NAT (masquerade): only B's side can open the tunnel. */
+  nat?: boolean;
 }
 
 const UNDERLAYS: Underlay[] = [];
@@ -60,10 +67,12 @@ for (const family of ['v4', 'v6'] as const) {
     for (const linkMtu of new Set([1500, exactUnderlayMtu(tunnelMtu, family)])) UNDERLAYS.push({ family, linkMtu, tunnelMtu });
   }
 }
+// The one a home user meets most: IPv4 through a NAT, on a PPPoE-like link that leaves no byte spare.
+UNDERLAYS.push({ family: 'v4', linkMtu: exactUnderlayMtu(1420, 'v4'), tunnelMtu: 1420, nat: true });
 
 function underlayName(u: Underlay): string {
   const exact = u.linkMtu === exactUnderlayMtu(u.tunnelMtu, u.family) ? ` = ${u.tunnelMtu}+${u.linkMtu - u.tunnelMtu}` : '';
-  return `IP${u.family} underlay, ${u.linkMtu}-byte links${exact}, tunnel MTU ${u.tunnelMtu}`;
+  return `IP${u.family} underlay${u.nat ? ' through a NAT in front of host B' : ''}, ${u.linkMtu}-byte links${exact}, tunnel MTU ${u.tunnelMtu}`;
 }
 
 type Kind = 'tunvpn' | 'wireguard-go';
@@ -74,8 +83,10 @@ interface WgVariant {
   psk: boolean;
 }
 
-function wgVariant(index: number): WgVariant {
-  return { initiator: index % 2 === 0 ? 'tunvpn' : 'wireguard-go', psk: Math.floor(index / 2) % 2 === 1 };
+function wgVariant(index: number, u: Underlay): WgVariant {
+  const psk = Math.floor(index / 2) % 2 === 1;
+  // Behind the NAT only host B's side can start.
+  return { initiator: u.nat || index % 2 === 1 ? 'wireguard-go' : 'tunvpn', psk };
 }
 
 /** One cell's figures, printed as a table when the file ends. */
@@ -174,7 +185,7 @@ function nonZero(c: FragmentCounters): string {
     .join(', ');
 }
 
-describeIntegration('underlay matrix: tunvpn to tunvpn and to wireguard-go', ['ping', 'nstat', 'wireguard-go', 'wg'], () => {
+describeIntegration('underlay matrix: tunvpn to tunvpn and to wireguard-go', ['ping', 'nstat', 'nft', 'wireguard-go', 'wg'], () => {
   afterAll(() => {
     if (reports.length === 0) return;
     const rows = [...reports].sort((x, y) => x.order - y.order).map((r) => `| ${r.underlay} | ${r.kind} | ${r.pings} | ${r.tcp} | ${r.fragments} | ${r.setup} | ${r.cell} |`);
@@ -183,27 +194,39 @@ describeIntegration('underlay matrix: tunvpn to tunvpn and to wireguard-go', ['p
   });
 
   for (const [index, u] of UNDERLAYS.entries()) {
-    const variant = wgVariant(index);
+    const variant = wgVariant(index, u);
     describe.concurrent(underlayName(u), () => {
       let bed: SiteToSite | undefined;
       let dir: ConfigDir | undefined;
       let wg: WireguardGo | undefined;
       const daemons: DaemonProcess[] = [];
+      const named = new Map<'A' | 'B', DaemonProcess>();
+      const started = (host: 'A' | 'B', d: DaemonProcess): void => {
+        daemons.push(d);
+        named.set(host, d);
+      };
       let aPublicKey = '';
+      let aInterface = '';
+      const bKeys: Record<Kind, string> = { tunvpn: '', 'wireguard-go': '' };
       let setupSeconds = NaN;
 
       beforeAll(async () => {
         await beds.acquire();
-        const started = performance.now();
-        bed = await SiteToSite.create('mx', { underlayFamily: u.family, underlayMtu: u.linkMtu, secondLan: true });
+        const setupStarted = performance.now();
+        bed = await SiteToSite.create('mx', { underlayFamily: u.family, underlayMtu: u.linkMtu, secondLan: true, natInFrontOfB: u.nat });
         dir = await ConfigDir.create();
         const [a, b, w] = await Promise.all([makeKeyPair(), makeKeyPair(), makeKeyPair()]);
         aPublicKey = a.publicKey;
+        bKeys.tunvpn = b.publicKey;
+        bKeys['wireguard-go'] = w.publicKey;
+        // Through the NAT: host A knows no endpoint for B's side (it learns the NAT's), B's side keeps its mapping open.
+        const keepalive = u.nat ? 25 : undefined;
         const presharedKey = variant.psk ? randomBytes(32).toString('base64') : undefined;
         const suffix = uniqueSuffix();
         // Unique names: the control sockets of all of them share /var/run/wireguard.
+        aInterface = `mx${suffix}a`;
         const cfgA = await dir.writeHost('a', {
-          interfaceName: `mx${suffix}a`,
+          interfaceName: aInterface,
           privateKey: a.privateKey,
           listenPort: 51820,
           mtu: u.tunnelMtu,
@@ -212,7 +235,7 @@ describeIntegration('underlay matrix: tunvpn to tunvpn and to wireguard-go', ['p
             {
               name: 'b-tunvpn',
               publicKey: b.publicKey,
-              endpoint: bed.endpoint('b', 51820),
+              endpoint: u.nat ? undefined : bed.endpoint('b', 51820),
               allowedIPs: [`${ADDR.tbTun.v4}/32`, `${ADDR.tbTun.v6}/128`, ADDR.lanB.v4, ADDR.lanB.v6],
             },
             {
@@ -231,11 +254,19 @@ describeIntegration('underlay matrix: tunvpn to tunvpn and to wireguard-go', ['p
           listenPort: 51820,
           mtu: u.tunnelMtu,
           addresses: [`${ADDR.tbTun.v4}/24`, `${ADDR.tbTun.v6}/64`],
-          peers: [{ name: 'a', publicKey: a.publicKey, endpoint: bed.endpoint('a', 51820), allowedIPs: [`${ADDR.taTun.v4}/32`, `${ADDR.taTun.v6}/128`, ADDR.lanA.v4, ADDR.lanA.v6] }],
+          peers: [{
+            name: 'a',
+            publicKey: a.publicKey,
+            endpoint: bed.endpoint('a', 51820),
+            allowedIPs: [`${ADDR.taTun.v4}/32`, `${ADDR.taTun.v6}/128`, ADDR.lanA.v4, ADDR.lanA.v6],
+            persistentKeepalive: keepalive,
+          }],
         });
-        // Host B's two first, so host A's start-up handshakes find them listening.
-        const [tunB, wgo] = await Promise.all([
-          startDaemon(bed.tb, cfgB),
+        // The side that initiates starts last, so its start-up handshake finds the other listening.
+        if (u.nat) started('A', await startDaemon(bed.ta, cfgA));
+        // Settled, not Promise.all: what did start is registered for afterAll even if the other fails.
+        const settled = await Promise.allSettled([
+          startDaemon(bed.tb, cfgB).then((d) => started('B', d)),
           WireguardGo.start(bed.tb, dir, {
             namePrefix: 'mxw',
             privateKey: w.privateKey,
@@ -247,14 +278,16 @@ describeIntegration('underlay matrix: tunvpn to tunvpn and to wireguard-go', ['p
               endpoint: variant.initiator === 'wireguard-go' ? bed.endpoint('a', 51820) : undefined,
               allowedIPs: ['10.62.1.1/32', 'fd62:1::1/128', ADDR_LAN2.lanA.v4, ADDR_LAN2.lanA.v6],
               presharedKey,
+              persistentKeepalive: keepalive,
             }],
             routes: [ADDR_LAN2.lanA.v4, ADDR_LAN2.lanA.v6],
+          }).then((go) => {
+            wg = go;
           }),
         ]);
-        daemons.push(tunB);
-        wg = wgo;
-        daemons.push(await startDaemon(bed.ta, cfgA));
-        setupSeconds = (performance.now() - started) / 1000;
+        for (const r of settled) if (r.status === 'rejected') throw r.reason;
+        if (!u.nat) started('A', await startDaemon(bed.ta, cfgA));
+        setupSeconds = (performance.now() - setupStarted) / 1000;
       }, 240_000);
 
       afterAll(async () => {
@@ -273,22 +306,28 @@ describeIntegration('underlay matrix: tunvpn to tunvpn and to wireguard-go', ['p
         ['wireguard-go', `tunvpn <-> wireguard-go (${variant.initiator} initiates, ${variant.psk ? 'with' : 'without'} a preshared key)`],
       ];
       for (const [kind, title] of cells) {
-        it.sequential(`${title}: largest DF pings both ways, TCP both ways intact, nothing fragmented`, async ({ expect }) => {
+        it.sequential(`${title}: largest DF pings both ways, TCP both ways intact, nothing fragmented`, async ({ expect, onTestFailed }) => {
           // The test's own expect: cells of other beds run at the same time, and the global one would
           // file their soft failures under whichever test ran last.
           if (!bed) throw new Error('no bed');
+          onTestFailed(() => {
+            const tails = [...named].map(([host, d]) => `tunvpn on host ${host}:\n${d.lines.slice(-15).join('\n')}`);
+            console.log(`${underlayName(u)}, ${kind}: last log lines\n${tails.join('\n')}\nwireguard-go:\n${wg?.log.slice(-2000) ?? ''}`);
+          });
           const cellStarted = performance.now();
-          const { la, lb, ta, tb } = bed;
+          const { la, lb } = bed;
+          const hosts = bed.underlayHosts;
+          const hostLabel = (i: number): string => (i === 0 ? 'A' : i === hosts.length - 1 ? 'B' : 'NAT');
           const addrs = kind === 'tunvpn' ? { a: ADDR.la, b: ADDR.lb } : { a: ADDR_LAN2.la, b: ADDR_LAN2.lb };
           const mtu = u.tunnelMtu;
 
           // The tunnel is up; for wireguard-go, the side the variant names sends first.
-          const bFirst = kind === 'wireguard-go' && variant.initiator === 'wireguard-go';
+          const bFirst = u.nat === true || (kind === 'wireguard-go' && variant.initiator === 'wireguard-go');
           const [first, firstDst, second, secondDst] = bFirst ? [lb, addrs.a.v4, la, addrs.b.v4] : [la, addrs.b.v4, lb, addrs.a.v4];
           expect(await pingUntil(first, firstDst, 15_000)).toMatch(/1 received/);
           expect(await pingUntil(second, secondDst, 5_000)).toMatch(/1 received/);
 
-          const before = await Promise.all([fragmentCounters(ta), fragmentCounters(tb)]);
+          const before = await Promise.all(hosts.map((h) => fragmentCounters(h)));
 
           const pings = await Promise.all([
             dfPing(la, addrs.b.v4, mtu - 28, DF_PINGS),
@@ -309,10 +348,12 @@ describeIntegration('underlay matrix: tunvpn to tunvpn and to wireguard-go', ['p
             transfer(lb, la, addrs.a.v6, 5104, 'B->A v6'),
           ]);
 
-          const after = await Promise.all([fragmentCounters(ta), fragmentCounters(tb)]);
-          const growth = { hostA: counterGrowth(before[0], after[0]), hostB: counterGrowth(before[1], after[1]) };
-
-          const fragText = [nonZero(growth.hostA) && `A: ${nonZero(growth.hostA)}`, nonZero(growth.hostB) && `B: ${nonZero(growth.hostB)}`].filter(Boolean).join('; ');
+          const after = await Promise.all(hosts.map((h) => fragmentCounters(h)));
+          const growth = Object.fromEntries(hosts.map((_, i) => [hostLabel(i), counterGrowth(before[i], after[i])]));
+          const fragText = Object.entries(growth)
+            .filter(([, g]) => nonZero(g))
+            .map(([host, g]) => `${host}: ${nonZero(g)}`)
+            .join('; ');
           reports.push({
             order: index * 2 + (kind === 'tunvpn' ? 0 : 1),
             underlay: underlayName(u),
@@ -335,7 +376,14 @@ describeIntegration('underlay matrix: tunvpn to tunvpn and to wireguard-go', ['p
             }
           }
           const zero: FragmentCounters = { IpReasmReqds: 0, IpFragCreates: 0, Ip6ReasmReqds: 0, Ip6FragCreates: 0 };
-          expect.soft(growth, `underlay fragmentation (${fragText})`).toEqual({ hostA: zero, hostB: zero });
+          expect.soft(growth, `underlay fragmentation (${fragText})`).toEqual(Object.fromEntries(hosts.map((_, i) => [hostLabel(i), zero])));
+
+          if (u.nat) {
+            // Host A learned B's side at the NAT's public address: the tunnel really crossed it.
+            const { stdout } = await bed.ta.exec('wg', ['show', aInterface, 'endpoints']);
+            const seen = new Map(stdout.trim().split('\n').map((l) => l.trim().split(/\s+/) as [string, string]));
+            expect(seen.get(bKeys[kind]) ?? '').toMatch(new RegExp(`^${ADDR.tbUnder.v4.replace(/\./g, '\\.')}:\\d+$`));
+          }
 
           if (kind === 'wireguard-go') {
             if (!wg) throw new Error('no wireguard-go');
