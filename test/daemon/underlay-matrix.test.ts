@@ -301,6 +301,25 @@ describeIntegration('underlay matrix: tunvpn to tunvpn and to wireguard-go', ['p
         }
       }, 60_000);
 
+      // The bed is what the cells claim: were the MTU or the family not applied, an "exact"
+      // cell would quietly test a roomy 1500-byte dual-stack link instead.
+      it.sequential(`the underlay is IP${u.family} only, ${u.linkMtu} bytes on every link`, async ({ expect }) => {
+        if (!bed) throw new Error('no bed');
+        const ends: [Netns, string][] = [[bed.ta, bed.underA], [bed.tb, bed.underB]];
+        if (bed.nat) {
+          const { stdout } = await bed.nat.exec('ip', ['-o', 'link', 'show', 'type', 'veth']);
+          for (const line of stdout.trim().split('\n')) expect(line).toMatch(new RegExp(`\\bmtu ${u.linkMtu}\\b`));
+          expect(stdout.trim().split('\n')).toHaveLength(2);
+        }
+        for (const [ns, ifname] of ends) {
+          const link = await ns.exec('ip', ['-o', 'link', 'show', ifname]);
+          expect(link.stdout).toMatch(new RegExp(`\\bmtu ${u.linkMtu}\\b`));
+          const { stdout } = await ns.exec('ip', ['-o', 'addr', 'show', 'dev', ifname, 'scope', 'global']);
+          expect(/\binet /.test(stdout), `${ifname}: ${stdout}`).toBe(u.family === 'v4');
+          expect(/\binet6 /.test(stdout), `${ifname}: ${stdout}`).toBe(u.family === 'v6');
+        }
+      });
+
       const cells: [Kind, string][] = [
         ['tunvpn', 'tunvpn <-> tunvpn'],
         ['wireguard-go', `tunvpn <-> wireguard-go (${variant.initiator} initiates, ${variant.psk ? 'with' : 'without'} a preshared key)`],
