@@ -108,6 +108,8 @@ export class Pipeline {
     this.log = opts.log;
     this.rxSlotSize = Math.max(opts.mtu, 1500) + 256;
     this.txSlotSize = Math.max(opts.mtu, 1500) + 256;
+    // Padding is capped by the tunnel MTU (never past it on the wire).
+    this.device.setMtu(opts.mtu);
   }
 
   registerPeer(peer: DaemonPeer): void {
@@ -118,7 +120,9 @@ export class Pipeline {
     this.byProto.delete(peer.proto);
   }
 
+  /** A new tunnel MTU (reload): the protocol pads by it from the next packet on. */
   setMtu(mtu: number): void {
+    this.device.setMtu(mtu);
     if (this.rxSlotSize < mtu + 256) {
       this.rxSlotSize = mtu + 256;
       this.rxBufs = [];

@@ -73,6 +73,8 @@ export interface ProtocolOptions {
   constants?: Partial<ProtocolConstants>;
   /** Packets queued per peer while waiting for a session; the oldest is dropped. Default 128. */
   maxQueuedPackets?: number;
+  /** Tunnel MTU: padding never goes past it (see setMtu). Default 0 = no cap. */
+  mtu?: number;
 }
 
 /** Why a datagram was dropped: stable strings the daemon counts by. */
@@ -184,6 +186,7 @@ export class WireGuardDevice {
       indices: new IndexTable<IndexEntry>(random32),
       maxQueuedPackets: opts.maxQueuedPackets ?? 128,
       scratch: new Uint8Array(65536 + 16),
+      mtu: checkMtu(opts.mtu ?? 0),
       now: opts.now,
       wallClock: opts.wallClock,
       random32,
@@ -199,6 +202,18 @@ export class WireGuardDevice {
 
   get constants(): Readonly<ProtocolConstants> {
     return this.ctx.constants;
+  }
+
+  /**
+   * The tunnel MTU the padding is capped by, from the next packet on (a
+   * reload may change it while sessions run). 0 = no cap.
+   */
+  setMtu(mtu: number): void {
+    this.ctx.mtu = checkMtu(mtu);
+  }
+
+  get mtu(): number {
+    return this.ctx.mtu;
   }
 
   /** Number of receiver indices in use (handshakes and sessions), for tests and status. */
@@ -365,6 +380,11 @@ export class WireGuardDevice {
     if (!peer.consumeCookie(d, this.ctx.now())) return drop('bad-cookie', peer);
     return { kind: 'cookie', peer };
   }
+}
+
+function checkMtu(mtu: number): number {
+  if (!Number.isInteger(mtu) || mtu < 0 || mtu > 65535) throw new ProtocolError('PROTOCOL_BAD_MTU', `MTU must be an integer from 0 to 65535, got ${mtu}`);
+  return mtu;
 }
 
 function failure(f: HandshakeFailure, peer: ProtocolPeer | undefined): ErrorResult {

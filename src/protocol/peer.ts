@@ -35,6 +35,11 @@ export interface DeviceContext {
   readonly maxQueuedPackets: number;
   /** Padding buffer shared by all peers (the core is single-threaded). */
   readonly scratch: Uint8Array;
+  /**
+   * The tunnel MTU: padding never goes past it. Read per packet, so a
+   * reload's new MTU applies from the next packet on. 0 = no cap.
+   */
+  mtu: number;
   now(): number;
   wallClock(): number;
   /** Cryptographically random (session indices). */
@@ -154,7 +159,7 @@ export class ProtocolPeer {
 
   /**
    * Encrypts one IP packet into `out` (>= transportSize(packet.length), i.e.
-   * packet.length + 32 + 15 is always enough) and returns the datagram
+   * packet.length + 32 + 15 is always enough, whatever the MTU) and returns the datagram
    * length. Returns 0 when there is no usable session (or older packets are
    * still queued): the packet is copied into the bounded queue and a
    * handshake is started; fetch what to send with takeOutbound().
@@ -409,7 +414,7 @@ export class ProtocolPeer {
         this.staged.push(p);
         continue;
       }
-      const buf = new Uint8Array(transportSize(p.length));
+      const buf = new Uint8Array(transportSize(p.length, this.ctx.mtu));
       this.seal(s, p, buf, now);
       this.outbound.push(buf);
     }
@@ -421,7 +426,7 @@ export class ProtocolPeer {
   }
 
   private seal(s: Session<ProtocolPeer>, packet: Uint8Array, out: Uint8Array, now: number): number {
-    const n = s.encrypt(packet, out, this.ctx.scratch);
+    const n = s.encrypt(packet, out, this.ctx.scratch, this.ctx.mtu);
     this.stats.txBytes += n;
     if (packet.length > 0) this.onDataSent(now);
     this.onAnyAuthenticatedSent();
