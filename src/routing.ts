@@ -1,4 +1,7 @@
+import { TunvpnError } from './errors.js';
 import { parseCidr, formatCidr, type Cidr } from './peers/cidr.js';
+import * as ip from './tun/iproute.js';
+import type { KernelRoute } from './tun/iproute.js';
 
 /** True when every address of `inner` lies inside `outer`. */
 export function cidrCovers(outer: Cidr, inner: Cidr): boolean {
@@ -29,4 +32,170 @@ export function planRoutes(interfaceAddresses: readonly string[], allowedIPs: re
     routes.push(canonical);
   }
   return routes;
+}
+
+/** A wanted route that another device (or a route without one) already has. */
+export class RouteConflictError extends TunvpnError {
+  readonly prefix: string;
+  /** "dev eth0", or the route's type ("blackhole") when it has no device. */
+  readonly via: string;
+
+  constructor(prefix: string, via: string) {
+    super('ROUTE_EXISTS', `route ${prefix} exists via ${via}`);
+    this.prefix = prefix;
+    this.via = via;
+  }
+}
+
+/** `ip` refused a route for another reason (or a race made it exist after we looked). */
+export class RouteApplyError extends TunvpnError {
+  readonly prefix: string | undefined;
+  /** True when the kernel said the route exists (EEXIST). */
+  readonly exists: boolean;
+
+  constructor(prefix: string | undefined, reason: string) {
+    super('ROUTE_FAILED', prefix === undefined ? `routes could not be added: ${reason}` : `route ${prefix} could not be added: ${reason}`);
+    this.prefix = prefix;
+    this.exists = /File exists/i.test(reason);
+  }
+}
+
+export interface RoutePlan {
+  /** Wanted, not ours, and no route for the prefix anywhere: to add (and then own). */
+  add: string[];
+  /** Ours and no longer wanted: to delete. */
+  remove: string[];
+  /** Wanted, not ours, already routed through our device (the kernel's fe80::/64, an operator's): left alone, never deleted. */
+  satisfied: string[];
+  /** Wanted, not ours, routed some other way: the change must fail. */
+  conflicts: { prefix: string; via: string }[];
+}
+
+function kernelPrefix(r: KernelRoute): string {
+  // ip prints IPv6 as inet_ntop does (RFC 5952 like formatCidr) except
+  // IPv4-mapped tails; only those need parsing.
+  return r.family === 6 && r.dst.includes('.') ? formatCidr(parseCidr(r.dst)) : r.dst;
+}
+
+/**
+ * Pure: what to add and delete so that the routes through `ifname` cover
+ * `wanted`, given the routes we own and the main table as it is.
+ */
+export function planRouteChanges(wanted: readonly string[], owned: ReadonlySet<string>, kernel: readonly KernelRoute[], ifname: string): RoutePlan {
+  const wantedSet = new Set(wanted);
+  const candidates = new Set<string>();
+  for (const r of wantedSet) if (!owned.has(r)) candidates.add(r);
+  const onOurs = new Set<string>();
+  const elsewhere = new Map<string, string>();
+  for (const r of kernel) {
+    if (candidates.size === 0) break;
+    const prefix = kernelPrefix(r);
+    if (!candidates.has(prefix)) continue;
+    if (r.dev === ifname) onOurs.add(prefix);
+    else if (!elsewhere.has(prefix)) elsewhere.set(prefix, r.dev === undefined ? r.type : `dev ${r.dev}`);
+  }
+  const plan: RoutePlan = { add: [], remove: [], satisfied: [], conflicts: [] };
+  for (const r of candidates) {
+    if (onOurs.has(r)) plan.satisfied.push(r);
+    else {
+      const via = elsewhere.get(r);
+      if (via === undefined) plan.add.push(r);
+      else plan.conflicts.push({ prefix: r, via });
+    }
+  }
+  for (const r of owned) if (!wantedSet.has(r)) plan.remove.push(r);
+  return plan;
+}
+
+/** Routes added by prepare(), waiting for commit() or undo(). */
+export interface PendingRoutes {
+  readonly added: readonly string[];
+  readonly remove: readonly string[];
+  readonly satisfied: readonly string[];
+}
+
+/**
+ * The routes through our interface that the daemon added, and only those:
+ * it never deletes a route it did not add. Changes are two-phase so a
+ * configuration change can be all or nothing: prepare() adds what is
+ * missing (in one `ip -batch` process) or fails having added nothing;
+ * commit() takes them as ours and deletes what is no longer wanted; undo()
+ * deletes what prepare() added.
+ */
+export class OwnedRoutes {
+  private readonly ours = new Set<string>();
+
+  constructor(
+    private readonly ifname: string,
+    private readonly opts: ip.IpOptions = {},
+  ) {}
+
+  get owned(): ReadonlySet<string> {
+    return this.ours;
+  }
+
+  /**
+   * Adds the wanted routes that are missing. Throws RouteConflictError for
+   * a prefix another device routes, RouteApplyError when `ip` refuses a
+   * line; either way nothing stays added.
+   */
+  async prepare(wanted: readonly string[]): Promise<PendingRoutes> {
+    let missing = false;
+    const families = new Set<4 | 6>();
+    for (const r of wanted) {
+      if (!this.ours.has(r)) {
+        missing = true;
+        families.add(r.includes(':') ? 6 : 4);
+      }
+    }
+    const kernel = missing ? await ip.listMainRoutes(this.opts, [...families].sort()) : [];
+    const plan = planRouteChanges(wanted, this.ours, kernel, this.ifname);
+    if (plan.conflicts.length > 0) throw new RouteConflictError(plan.conflicts[0].prefix, plan.conflicts[0].via);
+    const lines = plan.add.map((r) => ip.routeLine('add', this.ifname, r));
+    const result = await ip.runIpBatch(lines, this.opts);
+    if (result.failed.size > 0 || result.aborted !== undefined) {
+      const ok = plan.add.filter((_, i) => !result.failed.has(i));
+      // An aborted batch: which lines ran is unknown, so delete all of them
+      // (none of these prefixes had a route on our device before).
+      await this.deleteRoutes(result.aborted !== undefined ? plan.add : ok);
+      const [first] = result.failed;
+      if (first === undefined) throw new RouteApplyError(undefined, result.aborted ?? 'ip failed');
+      throw new RouteApplyError(plan.add[first[0]], first[1]);
+    }
+    return { added: plan.add, remove: plan.remove, satisfied: plan.satisfied };
+  }
+
+  async undo(p: PendingRoutes): Promise<void> {
+    await this.deleteRoutes(p.added);
+  }
+
+  /** Never throws: returns what could not be deleted (already gone, usually). */
+  async commit(p: PendingRoutes): Promise<string[]> {
+    for (const r of p.added) this.ours.add(r);
+    for (const r of p.remove) this.ours.delete(r);
+    return this.deleteRoutes(p.remove);
+  }
+
+  /** Deletes every route we own (at stop). Never throws. */
+  async removeAll(): Promise<string[]> {
+    const all = [...this.ours];
+    this.ours.clear();
+    return this.deleteRoutes(all);
+  }
+
+  /** Deletes routes through our interface; returns "prefix: reason" for the ones that failed. */
+  private async deleteRoutes(routes: readonly string[]): Promise<string[]> {
+    if (routes.length === 0) return [];
+    try {
+      const result = await ip.runIpBatch(
+        routes.map((r) => ip.routeLine('del', this.ifname, r)),
+        this.opts,
+      );
+      const failures = [...result.failed].map(([i, why]) => `${routes[i]}: ${why}`);
+      if (result.aborted !== undefined) failures.push(result.aborted);
+      return failures;
+    } catch (err) {
+      return [(err as Error).message];
+    }
+  }
 }

@@ -1,6 +1,7 @@
 /**
- * What a reload changes. Peers are matched by public key: a peer whose key
- * changed is a different peer (removed + added), whatever its name.
+ * What a reload or a control-socket `set` changes. Peers are matched by
+ * public key: a peer whose key changed is a different peer (removed +
+ * added), whatever its name. Linear in the two configurations.
  */
 import { keysEqual } from './keys.js';
 import type { InterfaceConfig, PeerConfig, TunvpnConfig } from './types.js';
@@ -10,6 +11,12 @@ export interface ConfigDiff {
   removed: PeerConfig[];
   changed: { before: PeerConfig; after: PeerConfig; fields: string[] }[];
   unchanged: PeerConfig[];
+  /**
+   * Peers removed and created again by one `set` (remove or replace_peers,
+   * then the same key): listed in both `removed` and `added` too, because
+   * the new peer starts afresh (no endpoint learnt, no sessions).
+   */
+  recreated: PeerConfig[];
   /** Names of InterfaceConfig fields that differ, e.g. ["listenPort", "privateKey"]. */
   interfaceChanged: string[];
 }
@@ -41,17 +48,26 @@ function interfaceFields(a: InterfaceConfig, b: InterfaceConfig): string[] {
   return fields;
 }
 
-export function diffConfig(before: TunvpnConfig, after: TunvpnConfig): ConfigDiff {
+/** `recreated`: public keys to treat as removed + added even though both configs have them. */
+export function diffConfig(before: TunvpnConfig, after: TunvpnConfig, recreated: ReadonlySet<string> = new Set()): ConfigDiff {
   const old = new Map(before.peers.map((p) => [p.publicKey, p]));
-  const diff: ConfigDiff = { added: [], removed: [], changed: [], unchanged: [], interfaceChanged: interfaceFields(before.interface, after.interface) };
+  const diff: ConfigDiff = {
+    added: [],
+    removed: [],
+    changed: [],
+    unchanged: [],
+    recreated: [],
+    interfaceChanged: interfaceFields(before.interface, after.interface),
+  };
   const seen = new Set<string>();
   for (const peer of after.peers) {
-    seen.add(peer.publicKey);
     const prev = old.get(peer.publicKey);
-    if (prev === undefined) {
+    if (prev === undefined || recreated.has(peer.publicKey)) {
       diff.added.push(peer);
+      if (prev !== undefined) diff.recreated.push(peer);
       continue;
     }
+    seen.add(peer.publicKey);
     const fields = peerFields(prev, peer);
     if (fields.length) diff.changed.push({ before: prev, after: peer, fields });
     else diff.unchanged.push(peer);
