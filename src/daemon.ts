@@ -17,7 +17,8 @@
  * reconfigures and tears down.
  */
 import { isIP } from 'node:net';
-import { loadConfig, diffConfig, summarizeConfig, type PeerConfig, type TunvpnConfig, type ConfigDiff } from './config/index.js';
+import { loadConfig, summarizeConfig, type PeerConfig, type TunvpnConfig, type ConfigDiff } from './config/index.js';
+import { diffConfigSliced } from './config/diff.js';
 import { mergeUapiRequest, wipeConfigSecrets, wipeRequestSecrets } from './control/uapi-apply.js';
 import { UapiServer } from './control/uapi-server.js';
 import {
@@ -537,8 +538,7 @@ export class Daemon implements UapiDevice {
     if (this.stopped) throw new ApplyError(UAPI_ENODEV, 'the daemon is stopping');
     const cur = this.config.interface;
     const nxt = next.interface;
-    const diff = diffConfig(this.config, next, recreated);
-    if (y.due()) await y.pause();
+    const diff = await diffConfigSliced(this.config, next, recreated, y);
     if (diff.interfaceChanged.includes('name')) {
       throw new ApplyError(UAPI_EINVAL, 'the interface name cannot change without a restart', 'interface.name');
     }
@@ -826,9 +826,10 @@ function routeField(config: TunvpnConfig, prefix: string | undefined): string {
 
 /** A failed bind as the errno `wg` shows: EADDRINUSE for a port in use, EACCES for a privileged one. */
 function portError(err: unknown, port: number): ApplyError {
-  const code = (err as { code?: unknown }).code;
+  const e = err as { code?: unknown; cause?: { code?: unknown } };
+  const code = e.code === 'PORT_IN_USE' ? 'EADDRINUSE' : (e.cause?.code ?? e.code);
   const message = `cannot bind UDP port ${port}: ${(err as Error).message}`;
-  if (code === 'EADDRINUSE' || /EADDRINUSE|address already in use/i.test(message)) return new ApplyError(UAPI_EADDRINUSE, message, 'interface.listenPort', { cause: err });
+  if (code === 'EADDRINUSE') return new ApplyError(UAPI_EADDRINUSE, message, 'interface.listenPort', { cause: err });
   if (code === 'EACCES' || code === 'EPERM') return new ApplyError(EACCES, message, 'interface.listenPort', { cause: err });
   return new ApplyError(UAPI_EINVAL, message, 'interface.listenPort', { cause: err });
 }
