@@ -267,11 +267,11 @@ describeIntegration('apply: all or nothing, owned routes, wireguard-go semantics
     const rtts = [...pingOut.matchAll(/time=([\d.]+) ms/g)].map((m) => Number(m[1]));
     expect(rtts.length).toBeGreaterThan(20);
     const worst = Math.max(...rtts);
+    console.info(`20,000-peer set: ${Math.round(applyMs)} ms, worst tunnel RTT ${worst} ms over ${rtts.length} pings`);
     // Measured alone: ~1 s and a worst ping of a few ms to tens of ms. Before: 13 s, seconds of RTT.
-    expect({ applyMs: applyMs < 8_000, worstRttMs: worst < 250 }).toEqual({ applyMs: true, worstRttMs: true });
+    expect({ applyMs: Math.round(applyMs), worstRttMs: worst, ok: applyMs < 8_000 && worst < 250 }).toMatchObject({ ok: true });
     const routes = (await bed.ta.exec('ip', ['-4', 'route', 'show', 'dev', IF])).stdout;
     expect(routes.split('\n').filter((l) => l.startsWith('10.10')).length).toBe(20_000);
-    console.info(`20,000-peer set: ${Math.round(applyMs)} ms, worst tunnel RTT ${worst} ms over ${rtts.length} pings`);
     const back = await reloadWith(hostA);
     expect(back).toMatchObject({ msg: 'configuration reloaded', removed: 20_000 });
     const after = (await bed.ta.exec('ip', ['-4', 'route', 'show', 'dev', IF])).stdout;
