@@ -5,6 +5,7 @@
  * errno codes and what counts as invalid follow wireguard-go, because the
  * `wg` tool is written against it.
  */
+import { readFileSync } from 'node:fs';
 import { formatCidr } from '../peers/cidr.js';
 import { formatAddr, formatAddrPort, NetipSyntaxError, parseAddr, parseAddrPort, parseDecimal, parsePrefix } from './uapi-netip.js';
 import {
@@ -131,13 +132,35 @@ function parseTrue(key: string, value: string): void {
 }
 
 /**
- * A scope we could ever send through: a Linux interface name (1 to 15
- * bytes, no '/', ':' or white space, not "." or "..") or an interface
- * index. wireguard-go refuses a zone that is neither a name nor a number.
+ * Whether a network interface of this name exists in our network namespace
+ * (/proc/self/net/dev lists every one, with or without addresses). Where
+ * that cannot be read, yes: the transport is then the one to refuse it.
  */
-function validZone(zone: string): boolean {
+export function interfaceExists(name: string): boolean {
+  let text: string;
+  try {
+    text = readFileSync('/proc/self/net/dev', 'latin1');
+  } catch {
+    return true;
+  }
+  for (const line of text.split('\n')) {
+    const colon = line.indexOf(':');
+    if (colon > 0 && line.slice(0, colon).trim() === name) return true;
+  }
+  return false;
+}
+
+/**
+ * A zone we can send through, as wireguard-go's Linux bind accepts it: an
+ * interface index (any 32-bit number), or the name of an interface that
+ * exists (1 to 15 bytes, no '/', ':' or white space). wireguard-go looks
+ * the name up when it parses the line, so a typo is EINVAL at once rather
+ * than a peer that silently cannot be reached.
+ */
+function validZone(zone: string, exists: (name: string) => boolean): boolean {
   if (/^[0-9]+$/.test(zone)) return parseDecimal(zone, 0xffffffff) !== undefined;
-  return /^[\x21-\x7e]{1,15}$/.test(zone) && !/[/:]/.test(zone) && zone !== '.' && zone !== '..';
+  if (!/^[\x21-\x7e]{1,15}$/.test(zone) || /[/:]/.test(zone) || zone === '.' || zone === '..') return false;
+  return exists(zone);
 }
 
 /**
@@ -146,14 +169,14 @@ function validZone(zone: string): boolean {
  * The host comes back in canonical form (`[FD00::A]:9` is fd00::a, port 9),
  * a zone kept as typed (`fe80::1%eth0`).
  */
-export function parseUapiEndpoint(value: string): UapiEndpoint {
+export function parseUapiEndpoint(value: string, zoneExists: (name: string) => boolean = interfaceExists): UapiEndpoint {
   let ap;
   try {
     ap = parseAddrPort(value);
   } catch (err) {
     throw invalid(`endpoint: ${err instanceof NetipSyntaxError ? err.message : 'not an IP address and port'}`);
   }
-  if (ap.addr.zone !== '' && !validZone(ap.addr.zone)) throw invalid('endpoint: the zone is neither an interface name nor an index');
+  if (ap.addr.zone !== '' && !validZone(ap.addr.zone, zoneExists)) throw invalid('endpoint: the zone is neither an interface of this host nor an interface index');
   return { host: formatAddr(ap.addr), port: ap.port };
 }
 
@@ -182,8 +205,8 @@ export function parseUapiAllowedIp(value: string): string {
  * answer with. Nothing is applied on error: the request is all or nothing
  * (wireguard-go applies line by line and leaves a prefix applied).
  */
-export function parseSet(lines: readonly string[]): UapiSetRequest | UapiError {
-  const parser = new SetRequestParser();
+export function parseSet(lines: readonly string[], opts: SetParserOptions = {}): UapiSetRequest | UapiError {
+  const parser = new SetRequestParser(opts);
   for (const line of lines) {
     if (!parser.feed(line)) break;
   }
@@ -214,8 +237,19 @@ export function wipeSetRequest(req: UapiSetRequest): void {
  * another peer) is for the merge to decide. After the first error the
  * remaining lines are ignored and the key buffers parsed so far are zeroed.
  */
+export interface SetParserOptions {
+  /** Whether an endpoint's `%zone` names an interface; default: one of this namespace's (interfaceExists). */
+  zoneExists?: (name: string) => boolean;
+}
+
 export class SetRequestParser {
   private readonly req: UapiSetRequest = { device: [], peers: [] };
+  private readonly zoneExists: (name: string) => boolean;
+
+  constructor(opts: SetParserOptions = {}) {
+    this.zoneExists = opts.zoneExists ?? interfaceExists;
+  }
+
   private section: UapiPeerSection | undefined;
   private lineNo = 0;
   private error: UapiError | undefined;
@@ -296,7 +330,7 @@ export class SetRequestParser {
         return { kind: 'preshared-key', key: isZeroKey(k) ? null : k };
       }
       case 'endpoint':
-        return { kind: 'endpoint', endpoint: parseUapiEndpoint(value) };
+        return { kind: 'endpoint', endpoint: parseUapiEndpoint(value, this.zoneExists) };
       case 'persistent_keepalive_interval':
         return { kind: 'persistent-keepalive', seconds: parseUint(key, value, 0xffff) };
       case 'replace_allowed_ips':
