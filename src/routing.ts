@@ -14,16 +14,25 @@ export function cidrCovers(outer: Cidr, inner: Cidr): boolean {
   return true;
 }
 
+/** Something that lets long loops give the event loop a turn (a Yielder). */
+export interface Slicer {
+  due(): boolean;
+  pause(): Promise<void>;
+}
+
+const NO_SLICES: Slicer = { due: () => false, pause: () => Promise.resolve() };
+
 /**
  * The routes the daemon adds through its interface: every peer's allowed
  * IPs, except those already covered by the interface's own addresses (the
  * kernel's connected route reaches them), deduplicated, in canonical form.
  */
-export function planRoutes(interfaceAddresses: readonly string[], allowedIPs: readonly string[]): string[] {
+export async function planRoutes(interfaceAddresses: readonly string[], allowedIPs: readonly string[], y: Slicer = NO_SLICES): Promise<string[]> {
   const connected = interfaceAddresses.map((a) => parseCidr(a));
   const seen = new Set<string>();
   const routes: string[] = [];
   for (const text of allowedIPs) {
+    if (y.due()) await y.pause();
     const cidr = parseCidr(text);
     if (connected.some((c) => cidrCovers(c, cidr))) continue;
     const canonical = formatCidr(cidr);
@@ -81,14 +90,22 @@ function kernelPrefix(r: KernelRoute): string {
  * Pure: what to add and delete so that the routes through `ifname` cover
  * `wanted`, given the routes we own and the main table as it is.
  */
-export function planRouteChanges(wanted: readonly string[], owned: ReadonlySet<string>, kernel: readonly KernelRoute[], ifname: string): RoutePlan {
+export async function planRouteChanges(
+  wanted: readonly string[],
+  owned: ReadonlySet<string>,
+  kernel: readonly KernelRoute[],
+  ifname: string,
+  y: Slicer = NO_SLICES,
+): Promise<RoutePlan> {
   const wantedSet = new Set(wanted);
   const candidates = new Set<string>();
   for (const r of wantedSet) if (!owned.has(r)) candidates.add(r);
+  if (y.due()) await y.pause();
   const onOurs = new Set<string>();
   const elsewhere = new Map<string, string>();
   for (const r of kernel) {
     if (candidates.size === 0) break;
+    if (y.due()) await y.pause();
     const prefix = kernelPrefix(r);
     if (!candidates.has(prefix)) continue;
     if (r.dev === ifname) onOurs.add(prefix);
@@ -103,7 +120,10 @@ export function planRouteChanges(wanted: readonly string[], owned: ReadonlySet<s
       else plan.conflicts.push({ prefix: r, via });
     }
   }
-  for (const r of owned) if (!wantedSet.has(r)) plan.remove.push(r);
+  for (const r of owned) {
+    if (!wantedSet.has(r)) plan.remove.push(r);
+    if (y.due()) await y.pause();
+  }
   return plan;
 }
 
@@ -130,6 +150,16 @@ export class OwnedRoutes {
     private readonly opts: ip.IpOptions = {},
   ) {}
 
+  /** Batch lines for `routes`, built in slices. */
+  private async lines(op: 'add' | 'del', routes: readonly string[], y: Slicer): Promise<string[]> {
+    const out: string[] = [];
+    for (const r of routes) {
+      out.push(ip.routeLine(op, this.ifname, r));
+      if (y.due()) await y.pause();
+    }
+    return out;
+  }
+
   get owned(): ReadonlySet<string> {
     return this.ours;
   }
@@ -139,7 +169,7 @@ export class OwnedRoutes {
    * a prefix another device routes, RouteApplyError when `ip` refuses a
    * line; either way nothing stays added.
    */
-  async prepare(wanted: readonly string[]): Promise<PendingRoutes> {
+  async prepare(wanted: readonly string[], y: Slicer = NO_SLICES): Promise<PendingRoutes> {
     let missing = false;
     const families = new Set<4 | 6>();
     for (const r of wanted) {
@@ -149,15 +179,14 @@ export class OwnedRoutes {
       }
     }
     const kernel = missing ? await ip.listMainRoutes(this.opts, [...families].sort()) : [];
-    const plan = planRouteChanges(wanted, this.ours, kernel, this.ifname);
+    const plan = await planRouteChanges(wanted, this.ours, kernel, this.ifname, y);
     if (plan.conflicts.length > 0) throw new RouteConflictError(plan.conflicts[0].prefix, plan.conflicts[0].via);
-    const lines = plan.add.map((r) => ip.routeLine('add', this.ifname, r));
-    const result = await ip.runIpBatch(lines, this.opts);
+    const result = await ip.runIpBatch(await this.lines('add', plan.add, y), this.opts);
     if (result.failed.size > 0 || result.aborted !== undefined) {
       const ok = plan.add.filter((_, i) => !result.failed.has(i));
       // An aborted batch: which lines ran is unknown, so delete all of them
       // (none of these prefixes had a route on our device before).
-      await this.deleteRoutes(result.aborted !== undefined ? plan.add : ok);
+      await this.deleteRoutes(result.aborted !== undefined ? plan.add : ok, y);
       const [first] = result.failed;
       if (first === undefined) throw new RouteApplyError(undefined, result.aborted ?? 'ip failed');
       throw new RouteApplyError(plan.add[first[0]], first[1]);
@@ -165,32 +194,29 @@ export class OwnedRoutes {
     return { added: plan.add, remove: plan.remove, satisfied: plan.satisfied };
   }
 
-  async undo(p: PendingRoutes): Promise<void> {
-    await this.deleteRoutes(p.added);
+  async undo(p: PendingRoutes, y: Slicer = NO_SLICES): Promise<void> {
+    await this.deleteRoutes(p.added, y);
   }
 
   /** Never throws: returns what could not be deleted (already gone, usually). */
-  async commit(p: PendingRoutes): Promise<string[]> {
+  async commit(p: PendingRoutes, y: Slicer = NO_SLICES): Promise<string[]> {
     for (const r of p.added) this.ours.add(r);
     for (const r of p.remove) this.ours.delete(r);
-    return this.deleteRoutes(p.remove);
+    return this.deleteRoutes(p.remove, y);
   }
 
   /** Deletes every route we own (at stop). Never throws. */
-  async removeAll(): Promise<string[]> {
+  async removeAll(y: Slicer = NO_SLICES): Promise<string[]> {
     const all = [...this.ours];
     this.ours.clear();
-    return this.deleteRoutes(all);
+    return this.deleteRoutes(all, y);
   }
 
   /** Deletes routes through our interface; returns "prefix: reason" for the ones that failed. */
-  private async deleteRoutes(routes: readonly string[]): Promise<string[]> {
+  private async deleteRoutes(routes: readonly string[], y: Slicer): Promise<string[]> {
     if (routes.length === 0) return [];
     try {
-      const result = await ip.runIpBatch(
-        routes.map((r) => ip.routeLine('del', this.ifname, r)),
-        this.opts,
-      );
+      const result = await ip.runIpBatch(await this.lines('del', routes, y), this.opts);
       const failures = [...result.failed].map(([i, why]) => `${routes[i]}: ${why}`);
       if (result.aborted !== undefined) failures.push(result.aborted);
       return failures;

@@ -18,8 +18,8 @@ describe('planRouteChanges (pure)', () => {
     { dst: '10.7.0.0/16', family: 4, dev: 'tv0', type: 'unicast' },
   ];
 
-  it('adds what is missing, keeps what we own, takes routes on our device as satisfied, and names conflicts', () => {
-    const plan = planRouteChanges(['10.1.0.0/16', '10.2.0.0/16', 'fe80::/64', '10.9.0.0/16', '10.8.0.0/16', '10.7.0.0/16'], new Set(['10.2.0.0/16', '10.3.0.0/16']), kernel, 'tv0');
+  it('adds what is missing, keeps what we own, takes routes on our device as satisfied, and names conflicts', async () => {
+    const plan = await planRouteChanges(['10.1.0.0/16', '10.2.0.0/16', 'fe80::/64', '10.9.0.0/16', '10.8.0.0/16', '10.7.0.0/16'], new Set(['10.2.0.0/16', '10.3.0.0/16']), kernel, 'tv0');
     expect(plan.add).toEqual(['10.1.0.0/16']);
     expect(plan.remove).toEqual(['10.3.0.0/16']);
     // fe80::/64 is on our device (the kernel's) and on eth0: ours wins, it is satisfied.
@@ -30,13 +30,13 @@ describe('planRouteChanges (pure)', () => {
     ]);
   });
 
-  it('never deletes a satisfied route: a prefix we do not own is never in remove', () => {
-    const plan = planRouteChanges([], new Set(), kernel, 'tv0');
+  it('never deletes a satisfied route: a prefix we do not own is never in remove', async () => {
+    const plan = await planRouteChanges([], new Set(), kernel, 'tv0');
     expect(plan).toEqual({ add: [], remove: [], satisfied: [], conflicts: [] });
   });
 
-  it('planRoutes leaves out what the interface addresses cover, and duplicates', () => {
-    expect(planRoutes(['10.62.0.1/24'], ['10.62.0.2/32', '10.61.0.0/24', '10.61.0.0/24', 'fd00::/64'])).toEqual(['10.61.0.0/24', 'fd00::/64']);
+  it('planRoutes leaves out what the interface addresses cover, and duplicates', async () => {
+    expect(await planRoutes(['10.62.0.1/24'], ['10.62.0.2/32', '10.61.0.0/24', '10.61.0.0/24', 'fd00::/64'])).toEqual(['10.61.0.0/24', 'fd00::/64']);
   });
 });
 

@@ -539,7 +539,7 @@ export class DifferentialBed {
   /** Routes on tunvpn's interface minus what planRoutes wants of its allowed IPs, and the other way round. */
   async routeMismatch(tv: UapiInterfaceState): Promise<{ missing: string[]; extra: string[] } | undefined> {
     const allowed = tv.peers.flatMap((p) => p.allowedIPs.map(ourCidr));
-    const want = new Set([...planRoutes(TV_ADDRESSES, allowed), ...this.baseline]);
+    const want = new Set([...(await planRoutes(TV_ADDRESSES, allowed)), ...this.baseline]);
     const have = new Set(await routesOf(this.daemonPid, this.tvIf));
     const missing = [...want].filter((r) => !have.has(r)).sort();
     const extra = [...have].filter((r) => !want.has(r)).sort();

@@ -50,7 +50,34 @@ function interfaceFields(a: InterfaceConfig, b: InterfaceConfig): string[] {
 
 /** `recreated`: public keys to treat as removed + added even though both configs have them. */
 export function diffConfig(before: TunvpnConfig, after: TunvpnConfig, recreated: ReadonlySet<string> = new Set()): ConfigDiff {
-  const old = new Map(before.peers.map((p) => [p.publicKey, p]));
+  const steps = diffSteps(before, after, recreated);
+  for (let r = steps.next(); ; r = steps.next()) if (r.done === true) return r.value;
+}
+
+/**
+ * diffConfig in slices: gives the event loop a turn whenever `y.due()`
+ * says so (20,000 peers are tens of milliseconds of Map and Set work).
+ */
+export async function diffConfigSliced(
+  before: TunvpnConfig,
+  after: TunvpnConfig,
+  recreated: ReadonlySet<string>,
+  y: { due(): boolean; pause(): Promise<void> },
+): Promise<ConfigDiff> {
+  const steps = diffSteps(before, after, recreated);
+  for (let r = steps.next(); ; r = steps.next()) {
+    if (r.done === true) return r.value;
+    if (y.due()) await y.pause();
+  }
+}
+
+/** The diff, yielding after every peer so a caller can slice the work. */
+function* diffSteps(before: TunvpnConfig, after: TunvpnConfig, recreated: ReadonlySet<string>): Generator<void, ConfigDiff> {
+  const old = new Map<string, PeerConfig>();
+  for (const p of before.peers) {
+    old.set(p.publicKey, p);
+    yield;
+  }
   const diff: ConfigDiff = {
     added: [],
     removed: [],
@@ -61,6 +88,7 @@ export function diffConfig(before: TunvpnConfig, after: TunvpnConfig, recreated:
   };
   const seen = new Set<string>();
   for (const peer of after.peers) {
+    yield;
     const prev = old.get(peer.publicKey);
     if (prev === undefined || recreated.has(peer.publicKey)) {
       diff.added.push(peer);
@@ -74,6 +102,7 @@ export function diffConfig(before: TunvpnConfig, after: TunvpnConfig, recreated:
   }
   for (const peer of before.peers) {
     if (!seen.has(peer.publicKey)) diff.removed.push(peer);
+    yield;
   }
   return diff;
 }
