@@ -126,6 +126,8 @@ const ENDPOINTS = [
   '[fd00:0:0:0:0:0:0:a]:9',
   '[fe80::1%lo]:51820',
   '[fe80::1%1]:7',
+  '[fe80::2%nosuch0]:7',
+  '[fe80::3%99]:7',
   '[::ffff:127.0.0.1]:9',
   '[::FFFF:7F00:1]:10',
 ];
@@ -566,6 +568,7 @@ export interface NamedDivergence {
 
 const EINVAL = -22;
 const EEXIST = -17;
+const EADDRINUSE = -98;
 
 function deviceOps(c: StepContext): UapiSetRequest['device'] {
   return c.parsed instanceof UapiError ? [] : c.parsed.device;
@@ -615,6 +618,14 @@ export const DIVERGENCES: NamedDivergence[] = [
     applies: (c) =>
       c.tvErrno === EINVAL &&
       c.text.split('\n').some((l) => l.startsWith('allowed_ip=') && go119OnlyPrefix(l.slice('allowed_ip='.length))),
+  },
+  {
+    name: 'only the final port is bound',
+    why: 'tunvpn applies a request as a whole and binds only the last listen_port in it; wireguard-go binds each in turn and fails on one in use (EADDRINUSE) even when a later line moves on',
+    applies: (c) => {
+      const ports = deviceOps(c).filter((op) => op.kind === 'listen-port');
+      return c.tvErrno === 0 && c.wgErrno === EADDRINUSE && ports.length > 1 && ports.slice(0, -1).some((op) => op.kind === 'listen-port' && op.port === PORTS.blocked);
+    },
   },
   {
     name: 'syntax checked first',
@@ -670,7 +681,10 @@ export async function step(bed: DifferentialBed, template: string, before?: { tv
   const nBefore = normalise(tvBefore);
   const nTv = normalise(tvAfter);
   const nWg = normalise(wgAfter);
-  const parsed = parseSet(tvText.split('\n').slice(0, -1));
+  // As the server splits it: one \r before each \n dropped, the request ends at the first empty line.
+  const lines = tvText.split('\n').slice(0, -1).map((l) => (l.endsWith('\r') ? l.slice(0, -1) : l));
+  const end = lines.indexOf('');
+  const parsed = parseSet(end < 0 ? lines : lines.slice(0, end));
   const ctx: StepContext = { parsed, text: tvText, tvErrno, wgErrno, before: tvBefore, keys: bed.keys };
   const report = (kind: Divergence['kind'], detail: string) => divergences.push({ kind, request: template, tvErrno, wgErrno, detail });
 

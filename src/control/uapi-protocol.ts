@@ -5,6 +5,7 @@
  * errno codes and what counts as invalid follow wireguard-go, because the
  * `wg` tool is written against it.
  */
+import { readFileSync } from 'node:fs';
 import { formatCidr } from '../peers/cidr.js';
 import { formatAddr, formatAddrPort, NetipSyntaxError, parseAddr, parseAddrPort, parseDecimal, parsePrefix } from './uapi-netip.js';
 import {
@@ -21,16 +22,37 @@ import {
 } from './uapi-types.js';
 
 const KEY_LEN = 32;
-const HEX_KEY = /^[0-9a-fA-F]{64}$/;
 
 export function keyToHex(key: Uint8Array): string {
   return Buffer.from(key.buffer, key.byteOffset, key.byteLength).toString('hex');
 }
 
-/** 64 hex digits to 32 bytes, or undefined. */
+function hexNibble(c: number): number {
+  if (c >= 0x30 && c <= 0x39) return c - 0x30;
+  if (c >= 0x61 && c <= 0x66) return c - 0x57;
+  if (c >= 0x41 && c <= 0x46) return c - 0x37;
+  return -1;
+}
+
+/**
+ * 64 hex digits to 32 bytes, or undefined. Decoded by hand into a buffer of
+ * its own: a large set has a key on every other line, and a slice of
+ * Buffer's shared pool would keep 8 KiB alive per key (and could not be
+ * wiped on its own).
+ */
 export function keyFromHex(text: string): Uint8Array | undefined {
-  if (!HEX_KEY.test(text)) return undefined;
-  return new Uint8Array(Buffer.from(text, 'hex'));
+  if (text.length !== KEY_LEN * 2) return undefined;
+  const out = new Uint8Array(KEY_LEN);
+  for (let i = 0; i < KEY_LEN; i++) {
+    const hi = hexNibble(text.charCodeAt(2 * i));
+    const lo = hexNibble(text.charCodeAt(2 * i + 1));
+    if (hi < 0 || lo < 0) {
+      out.fill(0);
+      return undefined;
+    }
+    out[i] = (hi << 4) | lo;
+  }
+  return out;
 }
 
 export function isZeroKey(key: Uint8Array): boolean {
@@ -131,13 +153,35 @@ function parseTrue(key: string, value: string): void {
 }
 
 /**
- * A scope we could ever send through: a Linux interface name (1 to 15
- * bytes, no '/', ':' or white space, not "." or "..") or an interface
- * index. wireguard-go refuses a zone that is neither a name nor a number.
+ * Whether a network interface of this name exists in our network namespace
+ * (/proc/self/net/dev lists every one, with or without addresses). Where
+ * that cannot be read, yes: the transport is then the one to refuse it.
  */
-function validZone(zone: string): boolean {
+export function interfaceExists(name: string): boolean {
+  let text: string;
+  try {
+    text = readFileSync('/proc/self/net/dev', 'latin1');
+  } catch {
+    return true;
+  }
+  for (const line of text.split('\n')) {
+    const colon = line.indexOf(':');
+    if (colon > 0 && line.slice(0, colon).trim() === name) return true;
+  }
+  return false;
+}
+
+/**
+ * A zone we can send through, as wireguard-go's Linux bind accepts it: an
+ * interface index (any 32-bit number), or the name of an interface that
+ * exists (1 to 15 bytes, no '/', ':' or white space). wireguard-go looks
+ * the name up when it parses the line, so a typo is EINVAL at once rather
+ * than a peer that silently cannot be reached.
+ */
+function validZone(zone: string, exists: (name: string) => boolean): boolean {
   if (/^[0-9]+$/.test(zone)) return parseDecimal(zone, 0xffffffff) !== undefined;
-  return /^[\x21-\x7e]{1,15}$/.test(zone) && !/[/:]/.test(zone) && zone !== '.' && zone !== '..';
+  if (!/^[\x21-\x7e]{1,15}$/.test(zone) || /[/:]/.test(zone) || zone === '.' || zone === '..') return false;
+  return exists(zone);
 }
 
 /**
@@ -146,14 +190,14 @@ function validZone(zone: string): boolean {
  * The host comes back in canonical form (`[FD00::A]:9` is fd00::a, port 9),
  * a zone kept as typed (`fe80::1%eth0`).
  */
-export function parseUapiEndpoint(value: string): UapiEndpoint {
+export function parseUapiEndpoint(value: string, zoneExists: (name: string) => boolean = interfaceExists): UapiEndpoint {
   let ap;
   try {
     ap = parseAddrPort(value);
   } catch (err) {
     throw invalid(`endpoint: ${err instanceof NetipSyntaxError ? err.message : 'not an IP address and port'}`);
   }
-  if (ap.addr.zone !== '' && !validZone(ap.addr.zone)) throw invalid('endpoint: the zone is neither an interface name nor an index');
+  if (ap.addr.zone !== '' && !validZone(ap.addr.zone, zoneExists)) throw invalid('endpoint: the zone is neither an interface of this host nor an interface index');
   return { host: formatAddr(ap.addr), port: ap.port };
 }
 
@@ -173,7 +217,9 @@ export function parseUapiAllowedIp(value: string): string {
     const keep = Math.max(0, Math.min(8, prefix.bits - i * 8));
     bytes[i] &= (0xff << (8 - keep)) & 0xff;
   }
-  return formatCidr({ family: prefix.addr.family, bytes, bits: prefix.bits });
+  // IPv4 (most lines of a large request) directly; the same text formatCidr makes.
+  if (prefix.addr.family === 4) return `${bytes[0]}.${bytes[1]}.${bytes[2]}.${bytes[3]}/${prefix.bits}`;
+  return formatCidr({ family: 6, bytes, bits: prefix.bits });
 }
 
 /**
@@ -182,8 +228,8 @@ export function parseUapiAllowedIp(value: string): string {
  * answer with. Nothing is applied on error: the request is all or nothing
  * (wireguard-go applies line by line and leaves a prefix applied).
  */
-export function parseSet(lines: readonly string[]): UapiSetRequest | UapiError {
-  const parser = new SetRequestParser();
+export function parseSet(lines: readonly string[], opts: SetParserOptions = {}): UapiSetRequest | UapiError {
+  const parser = new SetRequestParser(opts);
   for (const line of lines) {
     if (!parser.feed(line)) break;
   }
@@ -214,8 +260,19 @@ export function wipeSetRequest(req: UapiSetRequest): void {
  * another peer) is for the merge to decide. After the first error the
  * remaining lines are ignored and the key buffers parsed so far are zeroed.
  */
+export interface SetParserOptions {
+  /** Whether an endpoint's `%zone` names an interface; default: one of this namespace's (interfaceExists). */
+  zoneExists?: (name: string) => boolean;
+}
+
 export class SetRequestParser {
   private readonly req: UapiSetRequest = { device: [], peers: [] };
+  private readonly zoneExists: (name: string) => boolean;
+
+  constructor(opts: SetParserOptions = {}) {
+    this.zoneExists = opts.zoneExists ?? interfaceExists;
+  }
+
   private section: UapiPeerSection | undefined;
   private lineNo = 0;
   private error: UapiError | undefined;
@@ -296,7 +353,7 @@ export class SetRequestParser {
         return { kind: 'preshared-key', key: isZeroKey(k) ? null : k };
       }
       case 'endpoint':
-        return { kind: 'endpoint', endpoint: parseUapiEndpoint(value) };
+        return { kind: 'endpoint', endpoint: parseUapiEndpoint(value, this.zoneExists) };
       case 'persistent_keepalive_interval':
         return { kind: 'persistent-keepalive', seconds: parseUint(key, value, 0xffff) };
       case 'replace_allowed_ips':

@@ -327,6 +327,9 @@ class Connection {
       case 'set': {
         const parser = this.setParser;
         if (parser === undefined) return;
+        // wireguard-go reads a set body with Go's line scanner, which drops one \r before each \n
+        // (so "\r\n" also ends the request); the operation lines it reads raw.
+        if (line.endsWith('\r')) line = line.slice(0, -1);
         if (line === '') {
           this.phase = 'op';
           this.setParser = undefined;

@@ -1,19 +1,22 @@
 import { describe, expect, it } from 'vitest';
 import { formatAddr, NetipSyntaxError, parseAddr, parseAddrPort, parseDecimal, parsePrefix } from '../../src/control/uapi-netip.js';
-import { isZeroKey, keyFromHex, keyToHex, parseSet, SetRequestParser, serializeGet, wipeSetRequest } from '../../src/control/uapi-protocol.js';
+import { interfaceExists, isZeroKey, keyFromHex, keyToHex, parseSet, SetRequestParser, serializeGet, wipeSetRequest } from '../../src/control/uapi-protocol.js';
 import { UapiError, type UapiSetRequest } from '../../src/control/uapi-types.js';
 
 const key = (fill: number) => new Uint8Array(32).fill(fill);
 const hex = (fill: number) => keyToHex(key(fill));
 
+/** eth0 stands for an interface that exists, whatever this machine's are called. */
+const zoneExists = (name: string) => name === 'eth0' || name === 'lo';
+
 function ok(lines: string[]): UapiSetRequest {
-  const r = parseSet(lines);
+  const r = parseSet(lines, { zoneExists });
   if (r instanceof UapiError) throw new Error(`unexpected error ${r.errno}: ${r.message}`);
   return r;
 }
 
 function errno(lines: string[]): number {
-  const r = parseSet(lines);
+  const r = parseSet(lines, { zoneExists });
   if (!(r instanceof UapiError)) throw new Error('expected an error');
   return r.errno;
 }
@@ -308,6 +311,7 @@ describe('parseSet', () => {
     ['a zone that cannot be an interface name', [`public_key=${hex(1)}`, 'endpoint=[fe80::1%a/b]:1'], -22],
     ['a zone too long for an interface name', [`public_key=${hex(1)}`, 'endpoint=[fe80::1%abcdefghijklmnop]:1'], -22],
     ['a zone index over 32 bits', [`public_key=${hex(1)}`, 'endpoint=[fe80::1%4294967296]:1'], -22],
+    ['a zone naming no interface', [`public_key=${hex(1)}`, 'endpoint=[fe80::1%nosuch0]:1'], -22],
     ['keepalive over 65535', [`public_key=${hex(1)}`, 'persistent_keepalive_interval=65536'], -22],
     ['an allowed IP without length', [`public_key=${hex(1)}`, 'allowed_ip=10.0.0.1'], -22],
     ['an allowed IP with /33', [`public_key=${hex(1)}`, 'allowed_ip=10.0.0.1/33'], -22],
@@ -322,6 +326,16 @@ describe('parseSet', () => {
     ['protocol_version=01', [`public_key=${hex(1)}`, 'protocol_version=01'], -22],
   ])('rejects %s', (_name, lines, code) => {
     expect(errno(lines)).toBe(code);
+  });
+
+  it('looks a zone name up among the interfaces of our namespace, as wireguard-go does', () => {
+    expect(interfaceExists('lo')).toBe(true);
+    expect(interfaceExists('tvnosuch0')).toBe(false);
+    const peer = `public_key=${hex(1)}`;
+    expect(parseSet([peer, 'endpoint=[fe80::1%lo]:5'])).not.toBeInstanceOf(UapiError);
+    expect((parseSet([peer, 'endpoint=[fe80::1%tvnosuch0]:5']) as UapiError).errno).toBe(-22);
+    // An index is taken as it is, as wireguard-go takes it.
+    expect(parseSet([peer, 'endpoint=[fe80::1%4000]:5'])).not.toBeInstanceOf(UapiError);
   });
 
   it('keeps control characters out of error messages', () => {

@@ -173,6 +173,17 @@ describe('UapiServer protocol', () => {
     expect((await exchange(server.path, 'set=1\nlisten_port=1\n\n', replies(1))).text).toBe('errno=-55\n\n');
   });
 
+  it('drops one \\r before each \\n of a set body, as Go\'s line scanner does (CRLF requests work; \\r\\n ends one)', async () => {
+    const { server, device } = await start();
+    const r = await exchange(server.path, 'set=1\r\n', undefined);
+    expect(r.text).toBe('errno=-71\n\n');
+    const ok = await exchange(server.path, 'set=1\nlisten_port=5\r\nfwmark=0\r\n\r\nget=1\n\n', replies(2));
+    expect(ok.text).toBe('errno=0\n\nlisten_port=5\nerrno=0\n\n');
+    expect(device.state.listenPort).toBe(5);
+    // Only one: a second \r is part of the value.
+    expect((await exchange(server.path, 'set=1\nlisten_port=6\r\r\n\n', replies(1))).text).toBe('errno=-22\n\n');
+  });
+
   it('answers garbage with errno -71 and hangs up, then keeps serving', async () => {
     const { server } = await start();
     const r = await exchange(server.path, 'hello there\n');
