@@ -137,9 +137,11 @@ describeIntegration('apply: all or nothing, owned routes, wireguard-go semantics
     await new Promise<void>((resolve) => holder.stdout?.once('data', () => resolve()));
     try {
       const before = await state();
+      const from = da.records().length;
       const r = await wg(bed, ['set', IF, 'listen-port', '51830']);
       expect(r.code).not.toBe(0);
       expect(r.out).toMatch(/Address already in use/);
+      expect(await da.waitForLog(/^control socket change rejected/, 5_000, from)).toMatchObject({ errno: -98, field: 'interface.listenPort' });
       expect(await state()).toEqual(before);
       const rejected = await reloadWith({ ...hostA, listenPort: 51830 });
       expect(rejected.msg).toMatch(/^reload rejected: cannot bind UDP port 51830/);
@@ -156,9 +158,14 @@ describeIntegration('apply: all or nothing, owned routes, wireguard-go semantics
     const before = await state();
     const keyFile = join(dir.path, 'b-private.key');
     await writeFile(keyFile, b.privateKey + '\n', { mode: 0o600 });
+    const from = da.records().length;
     const r = await wg(bed, ['set', IF, 'private-key', keyFile]);
     expect(r.code).not.toBe(0);
     expect(r.out).toMatch(/Invalid argument/);
+    const rec = await da.waitForLog(/^control socket change rejected/, 5_000, from);
+    expect(rec).toMatchObject({ errno: -22 });
+    expect(String(rec.reason)).toContain(b.publicKey);
+    expect(JSON.stringify(rec)).not.toContain(b.privateKey);
     expect(await state()).toEqual(before);
     expect((await bed.ta.exec('wg', ['show', IF, 'public-key'])).stdout.trim()).toBe(a.publicKey);
 
