@@ -94,7 +94,9 @@ export async function runCommand(args: string[], io: CliIo): Promise<number> {
     process.on('SIGINT', () => stop('SIGINT'));
     process.on('SIGHUP', () => {
       log.info('SIGHUP: reloading configuration');
-      void daemon.reload();
+      // reload() logs its own outcome ("configuration reloaded" or "reload
+      // rejected: ..."); anything it could not log must not vanish either.
+      daemon.reload().catch((err: unknown) => log.error({ err: err instanceof Error ? err.message : String(err) }, 'reload failed'));
     });
     process.on('SIGUSR1', () => {
       log.info({ status: daemon.status() }, 'status');

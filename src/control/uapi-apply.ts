@@ -4,68 +4,291 @@
  * which the daemon applies exactly as it applies a reload. So `wg set`
  * changes last until the next reload or restart, as with WireGuard: a reload
  * diffs the file against the effective configuration and undoes them.
+ *
+ * The request's operations are replayed in order against a draft, as
+ * wireguard-go's device/uapi.go applies lines one by one (docs/apply.md
+ * section 1). The draft keeps a Map from public key to peer and a Map from
+ * prefix to its owner, so every operation is O(1) amortised and the merge is
+ * linear in the request plus the configuration.
  */
 import type { PeerConfig, TunvpnConfig } from '../config/index.js';
-import { UAPI_EINVAL, UapiError, type UapiPeerChange, type UapiSetRequest } from './uapi-types.js';
+import type { Yielder } from '../cooperative.js';
+import { UAPI_EINVAL, UapiError, type UapiPeerOp, type UapiSetRequest } from './uapi-types.js';
 
 function keyText(key: Uint8Array): string {
-  return Buffer.from(key).toString('base64');
+  return Buffer.from(key.buffer, key.byteOffset, key.byteLength).toString('base64');
 }
 
-function sameKey(a: Uint8Array, b: Uint8Array): boolean {
-  return a.length === b.length && Buffer.compare(Buffer.from(a.buffer, a.byteOffset, a.length), Buffer.from(b.buffer, b.byteOffset, b.length)) === 0;
+function sameKey(a: Uint8Array | undefined, b: Uint8Array | undefined): boolean {
+  if (a === undefined || b === undefined) return a === b;
+  if (a.length !== b.length) return false;
+  let diff = 0;
+  for (let i = 0; i < a.length; i++) diff |= a[i] ^ b[i];
+  return diff === 0;
+}
+
+/** A peer being merged. Its secret buffers are its own (copied), so the caller can wipe either side. */
+interface DraftPeer {
+  name?: string;
+  publicKey: string;
+  publicKeyBytes: Uint8Array;
+  presharedKey?: Uint8Array;
+  endpoint?: { host: string; port: number };
+  persistentKeepalive: number;
+  /** Insertion-ordered: the order of the config, then of the request. */
+  allowed: Set<string>;
+}
+
+export interface MergeContext {
+  /** X25519 public key of a private key (the crypto backend's). */
+  publicKeyOf(privateKey: Uint8Array): Uint8Array;
+  /** Gives the event loop a turn on large requests; optional for pure callers. */
+  yielder?: Pick<Yielder, 'due' | 'pause'>;
+}
+
+export interface MergeResult {
+  /** The next configuration. Every key buffer in it is a fresh copy owned by it. */
+  config: TunvpnConfig;
+  /**
+   * Public keys of peers that were in `current`, were removed (remove,
+   * replace_peers) and created again by the same request: wireguard-go
+   * drops the old peer and makes a new one, so the diff must treat them as
+   * removed + added (no old endpoint, no sessions).
+   */
+  recreated: Set<string>;
+}
+
+/** Zeroes every secret a configuration holds: the private key and the preshared keys. */
+export function wipeConfigSecrets(config: TunvpnConfig): void {
+  config.interface.privateKey.fill(0);
+  for (const p of config.peers) p.presharedKey?.fill(0);
+}
+
+/** Zeroes the key buffers of a parsed request (once it is applied or refused). */
+export function wipeRequestSecrets(req: UapiSetRequest): void {
+  for (const op of req.device) if (op.kind === 'private-key') op.key?.fill(0);
+  for (const section of req.peers) for (const op of section.ops) if (op.kind === 'preshared-key') op.key?.fill(0);
+}
+
+class Draft {
+  readonly peers = new Map<string, DraftPeer>();
+  private readonly owners = new Map<string, DraftPeer>();
+  /** Keys of `current`'s peers removed at some point of the request. */
+  private readonly removedOriginals = new Set<string>();
+  private readonly originals: ReadonlySet<string>;
+
+  private constructor(originals: ReadonlySet<string>) {
+    this.originals = originals;
+  }
+
+  /** A draft of `current`'s peers, built in slices (20,000 peers are tens of milliseconds). */
+  static async of(current: readonly PeerConfig[], y: Pick<Yielder, 'due' | 'pause'> | undefined): Promise<Draft> {
+    const originals = new Set<string>();
+    const draft = new Draft(originals);
+    for (const p of current) {
+      if (y?.due()) await y.pause();
+      const d: DraftPeer = {
+        name: p.name,
+        publicKey: p.publicKey,
+        publicKeyBytes: p.publicKeyBytes,
+        presharedKey: p.presharedKey === undefined ? undefined : Uint8Array.from(p.presharedKey),
+        endpoint: p.endpoint === undefined ? undefined : { ...p.endpoint },
+        persistentKeepalive: p.persistentKeepalive,
+        allowed: new Set(),
+      };
+      draft.peers.set(p.publicKey, d);
+      originals.add(p.publicKey);
+      for (const cidr of p.allowedIPs) draft.allow(d, cidr);
+    }
+    return draft;
+  }
+
+  /** Cryptokey routing: a prefix has one owner; giving it to `peer` takes it from any other. */
+  allow(peer: DraftPeer, cidr: string): void {
+    const owner = this.owners.get(cidr);
+    if (owner === peer) return;
+    if (owner !== undefined) owner.allowed.delete(cidr);
+    this.owners.set(cidr, peer);
+    peer.allowed.add(cidr);
+  }
+
+  clearAllowed(peer: DraftPeer): void {
+    for (const cidr of peer.allowed) if (this.owners.get(cidr) === peer) this.owners.delete(cidr);
+    peer.allowed.clear();
+  }
+
+  create(publicKey: Uint8Array, key: string): DraftPeer {
+    const d: DraftPeer = { publicKey: key, publicKeyBytes: Uint8Array.from(publicKey), persistentKeepalive: 0, allowed: new Set() };
+    this.peers.set(key, d);
+    return d;
+  }
+
+  remove(peer: DraftPeer): void {
+    this.clearAllowed(peer);
+    peer.presharedKey?.fill(0);
+    this.peers.delete(peer.publicKey);
+    if (this.originals.has(peer.publicKey)) this.removedOriginals.add(peer.publicKey);
+  }
+
+  removeAll(): void {
+    for (const p of this.peers.values()) {
+      p.presharedKey?.fill(0);
+      if (this.originals.has(p.publicKey)) this.removedOriginals.add(p.publicKey);
+    }
+    this.peers.clear();
+    this.owners.clear();
+  }
+
+  recreated(): Set<string> {
+    const out = new Set<string>();
+    for (const key of this.removedOriginals) if (this.peers.has(key)) out.add(key);
+    return out;
+  }
+
+  wipe(): void {
+    for (const p of this.peers.values()) p.presharedKey?.fill(0);
+  }
 }
 
 /**
- * The configuration after `req`. Does not modify `current`. Throws
- * UapiError(EINVAL) for what tunvpn cannot do (no private key, fwmark).
+ * The configuration after `req`. Does not modify `current` or `req` (the
+ * caller wipes the request's keys). Throws UapiError(EINVAL) for what tunvpn
+ * refuses: no private key, a private key whose public key is one of the
+ * peers', a fwmark.
  */
-export function mergeUapiRequest(current: TunvpnConfig, req: UapiSetRequest, ownPublicKey: Uint8Array): TunvpnConfig {
-  const iface = { ...current.interface, addresses: [...current.interface.addresses] };
-  if (req.privateKey === null) {
-    throw new UapiError(UAPI_EINVAL, 'tunvpn cannot run without a private key; set another one instead of clearing it');
-  }
-  if (req.privateKey !== undefined) iface.privateKey = new Uint8Array(req.privateKey);
-  if (req.listenPort !== undefined) iface.listenPort = req.listenPort;
-  if (req.fwmark !== undefined && req.fwmark !== 0) {
-    throw new UapiError(UAPI_EINVAL, 'tunvpn does not support fwmark');
-  }
+export async function mergeUapiRequest(current: TunvpnConfig, req: UapiSetRequest, ctx: MergeContext): Promise<MergeResult> {
+  const y = ctx.yielder;
+  const draft = await Draft.of(current.peers, y);
+  let privateKey = Uint8Array.from(current.interface.privateKey);
+  try {
+    let ownPublic = keyText(ctx.publicKeyOf(privateKey));
+    let listenPort = current.interface.listenPort;
 
-  // Peers by public key, in their configured order; copies, never the originals.
-  const peers = new Map<string, PeerConfig>();
-  if (!req.replacePeers) {
-    for (const p of current.peers) peers.set(p.publicKey, { ...p, allowedIPs: [...p.allowedIPs] });
+    // Public keys our new private key gave us while a peer had them. A
+    // replace_peers later in the request removes that peer (wireguard-go
+    // removes it at once), so only the clashes left at the end are refused.
+    const clashes = new Set<string>();
+    for (const op of req.device) {
+      switch (op.kind) {
+        case 'private-key': {
+          if (op.key === null) {
+            throw new UapiError(UAPI_EINVAL, 'private_key: tunvpn cannot run without a private key; set another one instead of clearing it');
+          }
+          // The same key is no change (wireguard-go's SetPrivateKey returns early).
+          if (sameKey(op.key, privateKey)) break;
+          privateKey.fill(0);
+          privateKey = Uint8Array.from(op.key);
+          ownPublic = keyText(ctx.publicKeyOf(privateKey));
+          if (draft.peers.has(ownPublic)) clashes.add(ownPublic);
+          break;
+        }
+        case 'listen-port':
+          listenPort = op.port;
+          break;
+        case 'fwmark':
+          if (op.mark !== 0) throw new UapiError(UAPI_EINVAL, 'fwmark: tunvpn does not support fwmark');
+          break;
+        case 'replace-peers':
+          draft.removeAll();
+          clashes.clear();
+          break;
+        default: {
+          const never: never = op;
+          throw new UapiError(UAPI_EINVAL, `unknown device operation ${JSON.stringify(never)}`);
+        }
+      }
+    }
+    if (clashes.size > 0) {
+      const [clash] = clashes;
+      throw new UapiError(
+        UAPI_EINVAL,
+        `private_key: its public key ${clash} belongs to a peer; remove that peer first (tunvpn refuses what wireguard-go would silently drop)`,
+      );
+    }
+
+    for (const section of req.peers) {
+      if (y?.due()) await y.pause();
+      await applySection(draft, section.publicKey, section.ops, ownPublic, y);
+    }
+
+    const peers: PeerConfig[] = [];
+    for (const d of draft.peers.values()) {
+      const p: PeerConfig = {
+        publicKey: d.publicKey,
+        publicKeyBytes: d.publicKeyBytes,
+        allowedIPs: [...d.allowed],
+        persistentKeepalive: d.persistentKeepalive,
+      };
+      if (d.name !== undefined) p.name = d.name;
+      if (d.presharedKey !== undefined) p.presharedKey = d.presharedKey;
+      if (d.endpoint !== undefined) p.endpoint = d.endpoint;
+      peers.push(p);
+      if (y?.due()) await y.pause();
+    }
+    const iface = { ...current.interface, addresses: [...current.interface.addresses], privateKey, listenPort };
+    return { config: { ...current, interface: iface, peers, warnings: [] }, recreated: draft.recreated() };
+  } catch (err) {
+    draft.wipe();
+    privateKey.fill(0);
+    throw err;
   }
-  for (const change of req.peers) {
-    // A peer with our own key makes no sense; wireguard-go ignores it too.
-    if (sameKey(change.publicKey, ownPublicKey)) continue;
-    applyPeerChange(peers, change);
-  }
-  return { ...current, interface: iface, peers: [...peers.values()], warnings: [] };
 }
 
-function applyPeerChange(peers: Map<string, PeerConfig>, change: UapiPeerChange): void {
-  const key = keyText(change.publicKey);
-  if (change.remove) {
-    peers.delete(key);
-    return;
-  }
-  let peer = peers.get(key);
+/**
+ * One `public_key=` section. A section for our own public key is a dummy:
+ * every line is ignored. `remove`, and `update_only` on a peer this section
+ * created, drop the peer and make the rest of the section a dummy. Lines
+ * take effect in order: an `allowed_ip` before `remove` still took the
+ * prefix from its previous owner.
+ */
+async function applySection(
+  draft: Draft,
+  publicKey: Uint8Array,
+  ops: readonly UapiPeerOp[],
+  ownKey: string,
+  y: Pick<Yielder, 'due' | 'pause'> | undefined,
+): Promise<void> {
+  const key = keyText(publicKey);
+  if (key === ownKey) return;
+  let peer = draft.peers.get(key);
+  let created = false;
   if (peer === undefined) {
-    if (change.updateOnly) return;
-    peer = { publicKey: key, publicKeyBytes: new Uint8Array(change.publicKey), allowedIPs: [], persistentKeepalive: 0 };
-    peers.set(key, peer);
+    peer = draft.create(publicKey, key);
+    created = true;
   }
-  if (change.presharedKey === null) delete peer.presharedKey;
-  else if (change.presharedKey !== undefined) peer.presharedKey = new Uint8Array(change.presharedKey);
-  if (change.endpoint !== undefined) peer.endpoint = { ...change.endpoint };
-  if (change.persistentKeepalive !== undefined) peer.persistentKeepalive = change.persistentKeepalive;
-  if (change.replaceAllowedIPs) peer.allowedIPs = [];
-  for (const cidr of change.allowedIPs) {
-    // Cryptokey routing: a prefix belongs to one peer; giving it to this one takes it from any other.
-    for (const other of peers.values()) {
-      if (other !== peer) other.allowedIPs = other.allowedIPs.filter((c) => c !== cidr);
+  for (const op of ops) {
+    switch (op.kind) {
+      case 'remove':
+        draft.remove(peer);
+        return;
+      case 'update-only':
+        if (created) {
+          draft.remove(peer);
+          return;
+        }
+        break;
+      case 'preshared-key':
+        peer.presharedKey?.fill(0);
+        if (op.key === null) delete peer.presharedKey;
+        else peer.presharedKey = Uint8Array.from(op.key);
+        break;
+      case 'endpoint':
+        peer.endpoint = { host: op.endpoint.host, port: op.endpoint.port };
+        break;
+      case 'persistent-keepalive':
+        peer.persistentKeepalive = op.seconds;
+        break;
+      case 'replace-allowed-ips':
+        draft.clearAllowed(peer);
+        break;
+      case 'allowed-ip':
+        draft.allow(peer, op.cidr);
+        break;
+      default: {
+        const never: never = op;
+        throw new UapiError(UAPI_EINVAL, `unknown peer operation ${JSON.stringify(never)}`);
+      }
     }
-    if (!peer.allowedIPs.includes(cidr)) peer.allowedIPs.push(cidr);
+    if (y?.due()) await y.pause();
   }
 }

@@ -12,10 +12,17 @@
  * and link() fails instead of replacing the socket of another live daemon.
  *
  * A connection carries requests one after the other; each is read whole
- * (bounded in line length and line count) before it is acted on, and the
- * socket is paused until its reply is written, so a client that pipelines
- * or never reads costs at most one chunk of buffer. Requests from all
- * connections run one at a time, in arrival order.
+ * (bounded in line length, line count and bytes, and in time from its first
+ * byte) before it is acted on, and the socket is paused until its reply is
+ * written, so a client that pipelines or never reads costs at most one
+ * chunk of buffer. Requests from all connections run one at a time, in
+ * arrival order. No timer runs while a request waits or is applied: the
+ * client always gets its errno line.
+ *
+ * Nobody holding connections can lock the operator out: a full table makes
+ * room for a newcomer by closing the least recently active connection that
+ * has no request in progress, and a connection trickling a request a byte
+ * at a time loses it at the request deadline.
  */
 import { randomBytes } from 'node:crypto';
 import { chmodSync, linkSync, lstatSync, mkdirSync, mkdtempSync, rmdirSync, statSync, unlinkSync, watch, type FSWatcher } from 'node:fs';
@@ -23,7 +30,7 @@ import { connect, createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { TunvpnError } from '../errors.js';
 import type { Logger } from '../log.js';
-import { serializeErrno, serializeGet, SetRequestParser } from './uapi-protocol.js';
+import { serializeErrno, serializeGet, SetRequestParser, wipeSetRequest } from './uapi-protocol.js';
 import {
   DEFAULT_UAPI_DIR,
   UAPI_EBUSY,
@@ -43,10 +50,20 @@ export interface UapiServerOptions {
   /** Socket directory; default /var/run/wireguard (where `wg` looks). */
   dir?: string;
   logger?: Logger;
-  /** Concurrent connections; more are answered errno=-16 (EBUSY) and closed. Default 256. */
+  /**
+   * Concurrent connections. A new one past this closes the least recently
+   * active connection that has no request in progress (that one is told
+   * errno=-16, EBUSY); only if all have one is the new one refused. Default 256.
+   */
   maxConnections?: number;
-  /** A connection silent this long is closed. Default 10 s. */
+  /** A connection with no request in progress, silent this long, is closed. Default 10 s. */
   idleTimeoutMs?: number;
+  /**
+   * A request must arrive whole within this long from its first byte, or it
+   * is answered errno=-110 (ETIMEDOUT) and the connection closed. Applying
+   * it does not count. Default 30 s.
+   */
+  requestTimeoutMs?: number;
   /** Longest accepted line in bytes (real ones are under 200). Default 4096. */
   maxLineBytes?: number;
   /** Most lines in one set request. Default 262144. */
@@ -153,6 +170,7 @@ interface Limits {
   maxRequestLines: number;
   maxRequestBytes: number;
   idleTimeoutMs: number;
+  requestTimeoutMs: number;
 }
 
 /** Unread input beyond this, while a request is being answered, means a client is misbehaving. */
@@ -161,29 +179,44 @@ const MAX_BUFFERED_INPUT = 1 << 20;
 const MAX_BUFFERED_OUTPUT = 16 << 20;
 /** After a fatal protocol error, how long the client gets to read the errno before the socket goes. */
 const LINGER_MS = 2000;
+/** Linux ETIMEDOUT, as wireguard-go would put it on the wire: `wg` prints "Connection timed out". */
+const UAPI_ETIMEDOUT = -110;
 
 export type UapiOp = { kind: 'get' } | { kind: 'set'; parsed: UapiSetRequest | UapiError };
 
+/**
+ * One client connection. Its states: waiting for a request (the idle
+ * timeout runs), reading one (the request deadline runs too, from its first
+ * byte, so a client trickling a byte at a time cannot hold the connection),
+ * and busy (its request is queued or being applied: no timer runs, so the
+ * client always gets its errno line, however long the apply takes).
+ */
 class Connection {
   private input = '';
   private pos = 0;
   private phase: 'op' | 'get' | 'set' = 'op';
-  private setParser = new SetRequestParser();
+  private setParser: SetRequestParser | undefined;
   private setLines = 0;
   private setBytes = 0;
-  private busy = false;
+  private deadline: NodeJS.Timeout | undefined;
+  /** Queued or being applied; a busy connection is never shed. */
+  busy = false;
   private finished = false;
+  /** The client shut down its side: answer what is complete, then close. */
+  private clientEnded = false;
 
   constructor(
     private readonly socket: Socket,
     private readonly server: UapiServer,
     private readonly limits: Limits,
   ) {
-    socket.setTimeout(limits.idleTimeoutMs, () => socket.destroy());
+    socket.setTimeout(limits.idleTimeoutMs, () => this.destroy());
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    socket.on('end', () => this.onEnd());
     socket.on('error', () => {
       /* a client that vanished; 'close' follows */
     });
+    socket.once('close', () => this.teardown());
   }
 
   destroy(): void {
@@ -191,8 +224,28 @@ class Connection {
     this.socket.destroy();
   }
 
+  /** Shed to make room for a new client: told why, then cut off. */
+  shed(): void {
+    this.server.logDebug('control socket: connection table full, closing the least recently active idle connection');
+    this.finished = true;
+    this.stopDeadline();
+    this.socket.end(serializeErrno(UAPI_EBUSY));
+    this.socket.destroySoon();
+    setTimeout(() => this.socket.destroy(), LINGER_MS).unref();
+  }
+
+  private teardown(): void {
+    this.finished = true;
+    this.stopDeadline();
+    // A request cut short is never applied: its keys go now.
+    this.setParser?.discard();
+    this.setParser = undefined;
+    this.server.forget(this);
+  }
+
   private onData(chunk: Buffer): void {
     if (this.finished) return;
+    this.server.touch(this);
     // The protocol is ASCII; latin1 maps bytes 1:1 so chunk boundaries never split a character.
     this.input = this.pos === this.input.length ? chunk.toString('latin1') : this.input.slice(this.pos) + chunk.toString('latin1');
     this.pos = 0;
@@ -203,11 +256,34 @@ class Connection {
     this.pump();
   }
 
+  private onEnd(): void {
+    if (this.finished) return;
+    this.clientEnded = true;
+    if (!this.busy) this.pump();
+  }
+
+  private startDeadline(): void {
+    if (this.deadline !== undefined) return;
+    this.deadline = setTimeout(() => {
+      this.deadline = undefined;
+      this.fail(UAPI_ETIMEDOUT, `request not complete within ${this.limits.requestTimeoutMs} ms`);
+    }, this.limits.requestTimeoutMs);
+    this.deadline.unref();
+  }
+
+  private stopDeadline(): void {
+    if (this.deadline !== undefined) clearTimeout(this.deadline);
+    this.deadline = undefined;
+  }
+
   private pump(): void {
     while (!this.busy && !this.finished) {
+      // A request starts with its first byte: from then on it has requestTimeoutMs to arrive whole.
+      if (this.pos < this.input.length || this.phase !== 'op') this.startDeadline();
       const nl = this.input.indexOf('\n', this.pos);
       if (nl < 0) {
         if (this.input.length - this.pos > this.limits.maxLineBytes) this.fail(UAPI_EMSGSIZE, 'line too long');
+        else if (this.clientEnded) this.endAfterInput();
         return;
       }
       if (nl - this.pos > this.limits.maxLineBytes) {
@@ -218,6 +294,22 @@ class Connection {
       this.pos = nl + 1;
       this.onLine(line);
     }
+  }
+
+  /**
+   * The client sent all it will send. A request it did not finish is not
+   * applied (a truncated `set` could drop allowed IPs it meant to replace);
+   * wireguard-go would apply it up to the cut.
+   */
+  private endAfterInput(): void {
+    if (this.phase !== 'op' || this.pos < this.input.length) {
+      this.server.logDebug('control socket: client closed in the middle of a request; nothing applied');
+      this.destroy();
+      return;
+    }
+    this.finished = true;
+    this.stopDeadline();
+    this.socket.end();
   }
 
   private onLine(line: string): void {
@@ -239,10 +331,16 @@ class Connection {
         this.phase = 'op';
         this.run({ kind: 'get' });
         return;
-      case 'set':
+      case 'set': {
+        const parser = this.setParser;
+        if (parser === undefined) return;
+        // wireguard-go reads a set body with Go's line scanner, which drops one \r before each \n
+        // (so "\r\n" also ends the request); the operation lines it reads raw.
+        if (line.endsWith('\r')) line = line.slice(0, -1);
         if (line === '') {
           this.phase = 'op';
-          this.run({ kind: 'set', parsed: this.setParser.finish() });
+          this.setParser = undefined;
+          this.run({ kind: 'set', parsed: parser.finish() });
           return;
         }
         this.setLines++;
@@ -252,13 +350,17 @@ class Connection {
           return;
         }
         // Parsed as it arrives: a large request costs a little per chunk, not one long block at the end.
-        this.setParser.feed(line);
+        parser.feed(line);
         return;
+      }
     }
   }
 
   private run(op: UapiOp): void {
     this.busy = true;
+    this.stopDeadline();
+    // No timer while the request waits and runs: the client gets its answer however long that takes.
+    this.socket.setTimeout(0);
     this.socket.pause();
     this.server.enqueue(op).then(
       (reply) => {
@@ -270,6 +372,8 @@ class Connection {
         }
         this.socket.write(reply);
         this.busy = false;
+        this.server.touch(this);
+        this.socket.setTimeout(this.limits.idleTimeoutMs);
         this.pump();
         if (!this.busy && !this.finished) this.socket.resume();
       },
@@ -280,6 +384,9 @@ class Connection {
   /** A request we cannot parse leaves the stream out of step: answer, then hang up. */
   private fail(errno: number, why: string): void {
     this.finished = true;
+    this.stopDeadline();
+    this.setParser?.discard();
+    this.setParser = undefined;
     this.server.logDebug(`control socket: closing connection: ${why}`);
     this.input = '';
     this.pos = 0;
@@ -292,20 +399,35 @@ class Connection {
 
 export class UapiServer {
   readonly path: string;
-  private readonly connections = new Set<Connection>();
+  private ino = -1;
+  /** Open connections, least recently active first (a Map keeps insertion order; touch() moves one to the end). */
+  private readonly connections = new Map<Connection, true>();
   private queue: Promise<unknown> = Promise.resolve();
   private closing: Promise<void> | undefined;
   private watcher: FSWatcher | undefined;
+  private readonly limits: Limits;
+  private readonly maxConnections: number;
+  private readonly logger: Logger | undefined;
 
   private constructor(
     private readonly server: Server,
     path: string,
-    private readonly ino: number,
     private readonly device: UapiDevice,
-    private readonly logger: Logger | undefined,
-    private readonly ownsFile = true,
+    opts: UapiServerOptions,
+    /** False for a socket systemd made (socket activation): close() leaves its file to systemd. */
+    private readonly ownsFile: boolean,
   ) {
     this.path = path;
+    this.logger = opts.logger;
+    this.limits = {
+      maxLineBytes: opts.maxLineBytes ?? 4096,
+      maxRequestLines: opts.maxRequestLines ?? 262144,
+      maxRequestBytes: opts.maxRequestBytes ?? 16 << 20,
+      idleTimeoutMs: opts.idleTimeoutMs ?? 10_000,
+      requestTimeoutMs: opts.requestTimeoutMs ?? 30_000,
+    };
+    this.maxConnections = opts.maxConnections ?? 256;
+    server.on('connection', (socket: Socket) => this.accept(socket));
   }
 
   /**
@@ -324,35 +446,13 @@ export class UapiServer {
       await removeIfStale(path);
     }
 
-    const limits: Limits = {
-      maxLineBytes: opts.maxLineBytes ?? 4096,
-      maxRequestLines: opts.maxRequestLines ?? 262144,
-      maxRequestBytes: opts.maxRequestBytes ?? 16 << 20,
-      idleTimeoutMs: opts.idleTimeoutMs ?? 10_000,
-    };
-    const maxConnections = opts.maxConnections ?? 256;
-    const server = createServer({ allowHalfOpen: false, pauseOnConnect: false });
-    const holder: { uapi?: UapiServer } = {};
-    server.on('connection', (socket: Socket) => {
-      const uapi = holder.uapi;
-      if (uapi === undefined || uapi.closing !== undefined || uapi.connections.size >= maxConnections) {
-        socket.on('error', () => undefined);
-        socket.end(serializeErrno(UAPI_EBUSY));
-        // Read (and drop) so the client's close reaches us and frees the slot at once.
-        socket.resume();
-        setTimeout(() => socket.destroy(), LINGER_MS).unref();
-        return;
-      }
-      const conn = new Connection(socket, uapi, limits);
-      uapi.connections.add(conn);
-      socket.once('close', () => uapi.connections.delete(conn));
-    });
-
-    if (inherited !== undefined) return UapiServer.adopt(server, holder, path, inherited, ifname, dir, device, opts);
+    // Half-open allowed: a client that shuts down its side after a request still gets the answer.
+    const server = createServer({ allowHalfOpen: true, pauseOnConnect: false });
+    const uapi = new UapiServer(server, path, device, opts, inherited === undefined);
+    if (inherited !== undefined) return uapi.adopt(inherited, ifname, dir, opts);
 
     const tmpDir = mkdtempSync(join(dir, `.${ifname}-`));
     const tmpPath = join(tmpDir, randomBytes(4).toString('hex'));
-    let ino: number;
     try {
       await listenOn(server, tmpPath);
       chmodSync(tmpPath, 0o600);
@@ -365,7 +465,7 @@ export class UapiServer {
           await removeIfStale(path);
         }
       }
-      ino = statSync(path).ino;
+      uapi.ino = statSync(path).ino;
     } catch (err) {
       await new Promise<void>((resolve) => server.close(() => resolve()));
       throw err instanceof TunvpnError ? err : new UapiSocketError(`cannot create control socket ${path}: ${(err as Error).message}`, { cause: err });
@@ -382,32 +482,63 @@ export class UapiServer {
       }
     }
     server.on('error', (err) => opts.logger?.warn({ err: err.message }, 'control socket error'));
-    const uapi = new UapiServer(server, path, ino, device, opts.logger);
-    holder.uapi = uapi;
     if (opts.onSocketRemoved) uapi.watchRemoval(dir, `${ifname}.sock`, opts.onSocketRemoved);
     opts.logger?.info({ path }, 'control socket listening');
     return uapi;
   }
 
   /** listen() with an inherited socket: serve it, watch its file, never touch DIR. */
-  private static async adopt(server: Server, holder: { uapi?: UapiServer }, path: string, fd: number, ifname: string, dir: string, device: UapiDevice, opts: UapiServerOptions): Promise<UapiServer> {
-    let ino: number;
+  private async adopt(fd: number, ifname: string, dir: string, opts: UapiServerOptions): Promise<UapiServer> {
     try {
-      await listenOn(server, path, fd);
+      await listenOn(this.server, this.path, fd);
       // The file's inode (not the socket's): the removal watch compares it.
-      ino = statSync(path).ino;
+      this.ino = statSync(this.path).ino;
     } catch (err) {
-      await new Promise<void>((resolve) => server.close(() => resolve()));
-      throw err instanceof TunvpnError ? err : new UapiSocketError(`cannot use the inherited control socket ${path}: ${(err as Error).message}`, { cause: err });
+      await new Promise<void>((resolve) => this.server.close(() => resolve()));
+      throw err instanceof TunvpnError ? err : new UapiSocketError(`cannot use the inherited control socket ${this.path}: ${(err as Error).message}`, { cause: err });
     }
-    server.on('error', (err) => opts.logger?.warn({ err: err.message }, 'control socket error'));
-    const uapi = new UapiServer(server, path, ino, device, opts.logger, false);
-    // Connections systemd queued before we started come from the event
-    // loop, after this continuation of 'listening': none sees EBUSY.
-    holder.uapi = uapi;
-    if (opts.onSocketRemoved) uapi.watchRemoval(dir, `${ifname}.sock`, opts.onSocketRemoved);
-    opts.logger?.info({ path, inherited: true }, 'control socket listening');
-    return uapi;
+    this.server.on('error', (err) => opts.logger?.warn({ err: err.message }, 'control socket error'));
+    if (opts.onSocketRemoved) this.watchRemoval(dir, `${ifname}.sock`, opts.onSocketRemoved);
+    opts.logger?.info({ path: this.path, inherited: true }, 'control socket listening');
+    return this;
+  }
+
+  /**
+   * A new client. A full table does not lock it out: the least recently
+   * active connection that is not waiting for its answer makes room (an
+   * idle or trickling client cannot keep root's `wg` away). Only when every
+   * slot holds a request in progress is the newcomer refused with EBUSY.
+   */
+  private accept(socket: Socket): void {
+    if (this.closing === undefined && this.connections.size >= this.maxConnections) {
+      for (const conn of this.connections.keys()) {
+        if (conn.busy) continue;
+        this.connections.delete(conn);
+        conn.shed();
+        break;
+      }
+    }
+    if (this.closing !== undefined || this.connections.size >= this.maxConnections) {
+      socket.on('error', () => undefined);
+      socket.end(serializeErrno(UAPI_EBUSY));
+      // Read (and drop) so the client's close reaches us and frees its resources at once.
+      socket.resume();
+      setTimeout(() => socket.destroy(), LINGER_MS).unref();
+      return;
+    }
+    const conn = new Connection(socket, this, this.limits);
+    this.connections.set(conn, true);
+  }
+
+  /** @internal The connection did something: it becomes the most recently active. */
+  touch(conn: Connection): void {
+    if (!this.connections.delete(conn)) return;
+    this.connections.set(conn, true);
+  }
+
+  /** @internal The connection is closed. */
+  forget(conn: Connection): void {
+    this.connections.delete(conn);
   }
 
   private watchRemoval(dir: string, name: string, onRemoved: () => void): void {
@@ -477,6 +608,9 @@ export class UapiServer {
       }
       this.logger?.error({ err: (err as Error).message }, 'control socket: set request failed');
       return serializeErrno(UAPI_ENOANO);
+    } finally {
+      // The device copied what it keeps; the request's key buffers are wiped, applied or refused.
+      wipeSetRequest(req);
     }
   }
 
@@ -486,7 +620,7 @@ export class UapiServer {
     this.closing = (async () => {
       this.watcher?.close();
       const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
-      for (const conn of this.connections) conn.destroy();
+      for (const conn of [...this.connections.keys()]) conn.destroy();
       await closed;
       try {
         if (this.ownsFile && statSync(this.path).ino === this.ino) unlinkSync(this.path);

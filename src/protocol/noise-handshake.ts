@@ -80,9 +80,11 @@ export class Handshake {
   remoteIndex = 0;
   readonly remoteStatic: Uint8Array;
   readonly presharedKey = new Uint8Array(KEY_LEN);
-  readonly precomputedStaticStatic = new Uint8Array(KEY_LEN);
-  /** False when DH(our static, their static) is all zero: no handshake is possible. */
-  staticStaticValid = false;
+  /** DH(our static, their static), computed at the first handshake that needs it (see precompute). */
+  private readonly staticStatic = new Uint8Array(KEY_LEN);
+  private staticStaticOk = false;
+  /** The identity to compute it from; undefined once computed for it, or after wipe(). */
+  private staticStaticFrom: NoiseIdentity | undefined;
   /** Greatest TAI64N timestamp accepted from this peer; survives clear(). */
   readonly lastTimestamp = new Uint8Array(TIMESTAMP_LEN);
   lastInitiationConsumedAt = -Infinity;
@@ -91,8 +93,41 @@ export class Handshake {
     this.remoteStatic = Uint8Array.from(remoteStatic);
   }
 
+  /**
+   * Schedules DH(our static, their static) for `id`'s current key. Lazy: an
+   * X25519 costs about 36 us, so computing it for every peer a 20,000-peer
+   * set adds (or every peer, on a private key change) took most of a second
+   * on the packet thread; now the first initiation made or consumed pays.
+   */
   precompute(id: NoiseIdentity): void {
-    this.staticStaticValid = id.crypto.x25519(this.precomputedStaticStatic, id.staticPrivate, this.remoteStatic);
+    this.staticStaticFrom = id;
+    this.staticStaticOk = false;
+  }
+
+  /** False when DH(our static, their static) is all zero (no handshake is possible) or the peer was wiped. */
+  get staticStaticValid(): boolean {
+    this.computeStaticStatic();
+    return this.staticStaticOk;
+  }
+
+  get precomputedStaticStatic(): Uint8Array {
+    this.computeStaticStatic();
+    return this.staticStatic;
+  }
+
+  /** Zeroes the static-static DH and the preshared key (the peer is being removed): no handshake after this. */
+  wipe(crypto: CryptoBackend): void {
+    crypto.memzero(this.staticStatic);
+    crypto.memzero(this.presharedKey);
+    this.staticStaticOk = false;
+    this.staticStaticFrom = undefined;
+  }
+
+  private computeStaticStatic(): void {
+    const id = this.staticStaticFrom;
+    if (id === undefined) return;
+    this.staticStaticFrom = undefined;
+    this.staticStaticOk = id.crypto.x25519(this.staticStatic, id.staticPrivate, this.remoteStatic);
   }
 
   /** Forgets the in-progress handshake (not the timestamp, which guards against replays). */

@@ -343,7 +343,8 @@ export class ProtocolPeer {
     this.staged = [];
     this.outbound = [];
     this.retransmitAt = this.keepaliveAt = this.newHandshakeAt = this.zeroKeysAt = this.persistentKeepaliveAt = NEVER;
-    this.ctx.crypto.memzero(this.handshake.presharedKey);
+    // The preshared key and the static-static DH are this peer's copies.
+    this.handshake.wipe(this.ctx.crypto);
   }
 
   /** @internal Our static key changed: recompute and forget everything keyed by the old one. */

@@ -4,7 +4,7 @@
  * or address can be interpreted by a shell. Arguments are validated before
  * `ip` runs so that a value can never be taken for an option.
  */
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { isIP } from 'node:net';
 import { TunvpnError } from '../errors.js';
 
@@ -56,11 +56,19 @@ function cidrFamily(cidr: string): 4 | 6 {
   return family === 4 ? 4 : 6;
 }
 
+function checkNetns(opts: IpOptions): void {
+  if (opts.netns !== undefined && !/^[A-Za-z0-9_.-]{1,64}$/.test(opts.netns)) {
+    throw new IpArgumentError(`invalid namespace name ${JSON.stringify(opts.netns)}`);
+  }
+}
+
 /** Runs `ip ARGS...`; resolves with stdout, rejects with IpCommandError. */
 export function runIp(args: readonly string[], opts: IpOptions = {}): Promise<string> {
   const argv = opts.netns === undefined ? [...args] : ['-n', opts.netns, ...args];
-  if (opts.netns !== undefined && !/^[A-Za-z0-9_.-]{1,64}$/.test(opts.netns)) {
-    return Promise.reject(new IpArgumentError(`invalid namespace name ${JSON.stringify(opts.netns)}`));
+  try {
+    checkNetns(opts);
+  } catch (err) {
+    return Promise.reject(err);
   }
   return new Promise((resolve, reject) => {
     execFile('ip', argv, { timeout: opts.timeoutMs ?? 10_000, encoding: 'utf8', maxBuffer: 16 * 1024 * 1024 }, (err, stdout, stderr) => {
@@ -145,6 +153,132 @@ export async function listRoutes(ifname: string, opts?: IpOptions): Promise<stri
       const dst = normalizeDst(r.dst, family);
       if (family === 6 && (dst.startsWith('fe80:') || dst.startsWith('ff00:'))) continue;
       out.push(dst);
+    }
+  }
+  return out;
+}
+
+/** What `ip -force -batch -` did with each line. */
+export interface IpBatchResult {
+  /** 0-based line index to `ip`'s explanation ("RTNETLINK answers: File exists"). */
+  failed: Map<number, string>;
+  /**
+   * Set when `ip` stopped before the end (an argument it could not parse
+   * exits the batch even with -force): which lines ran is then unknown.
+   */
+  aborted?: string;
+}
+
+/**
+ * Runs many `ip` commands in one process: `ip -force -batch -`, one command
+ * per line on stdin. With -force, ip goes on after a failed line, printing
+ * its error and then `Command failed -:N` (N 1-based) on stderr; the exit
+ * status is non-zero if any line failed. One process for 20,000 routes
+ * instead of 20,000 (about 0.6 s of kernel work instead of minutes).
+ * Lines must have been built from validated values (see routeLine).
+ */
+export function runIpBatch(lines: readonly string[], opts: IpOptions = {}): Promise<IpBatchResult> {
+  if (lines.length === 0) return Promise.resolve({ failed: new Map() });
+  try {
+    checkNetns(opts);
+  } catch (err) {
+    return Promise.reject(err);
+  }
+  for (const line of lines) {
+    if (line.includes('\n')) return Promise.reject(new IpArgumentError('a batch line holds a newline'));
+  }
+  const argv = [...(opts.netns === undefined ? [] : ['-n', opts.netns]), '-force', '-batch', '-'];
+  const timeoutMs = opts.timeoutMs ?? 10_000 + lines.length;
+  return new Promise((resolve, reject) => {
+    const child = spawn('ip', argv, { stdio: ['pipe', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr.setEncoding('utf8');
+    child.stderr.on('data', (d: string) => {
+      if (stderr.length < 16 * 1024 * 1024) stderr += d;
+    });
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    child.once('error', (err) => {
+      clearTimeout(timer);
+      reject(new IpCommandError(['ip', ...argv], stderr, undefined, err));
+    });
+    child.once('close', (code, signal) => {
+      clearTimeout(timer);
+      if (signal !== null) {
+        reject(new IpCommandError(['ip', ...argv], stderr, undefined, new Error(`killed by ${signal}`)));
+        return;
+      }
+      resolve(parseBatchErrors(stderr, code ?? 0));
+    });
+    // EPIPE if ip exits early (an aborted batch): the close handler reports it.
+    child.stdin.on('error', () => undefined);
+    child.stdin.end(lines.join('\n') + '\n');
+  });
+}
+
+/** Splits ip's stderr into per-line errors. Exported for tests. */
+export function parseBatchErrors(stderr: string, exitCode: number): IpBatchResult {
+  const failed = new Map<number, string>();
+  let pending: string[] = [];
+  for (const raw of stderr.split('\n')) {
+    const line = raw.trim();
+    if (line === '') continue;
+    const m = /^Command failed -:(\d+)$/.exec(line);
+    if (m) {
+      failed.set(Number(m[1]) - 1, pending.join('; ') || 'failed');
+      pending = [];
+    } else {
+      pending.push(line);
+    }
+  }
+  const result: IpBatchResult = { failed };
+  // Text after the last "Command failed", or a failure exit with nothing
+  // attributed to a line: ip gave up part-way.
+  if (pending.length > 0 || (exitCode !== 0 && failed.size === 0)) result.aborted = pending.join('; ') || `ip exited ${exitCode}`;
+  return result;
+}
+
+/**
+ * One batch line adding or deleting a route through `ifname`. No -4/-6: ip
+ * infers the family from the prefix. An IPv6 delete names the metric our
+ * add got (1024, the kernel's default for user routes), so it never takes
+ * the kernel's own route for the same prefix (fe80::/64 has metric 256).
+ */
+export function routeLine(op: 'add' | 'del', ifname: string, cidr: string): string {
+  checkIfname(ifname);
+  const family = cidrFamily(cidr);
+  if (!cidr.includes('/')) throw new IpArgumentError(`route ${JSON.stringify(cidr)} needs a prefix length`);
+  return op === 'del' && family === 6 ? `route del ${cidr} dev ${ifname} metric 1024` : `route ${op} ${cidr} dev ${ifname}`;
+}
+
+/** A main-table route as `ip -j route show` reports it. */
+export interface KernelRoute {
+  /** As ip prints it ("default" and bare addresses made into prefixes). */
+  dst: string;
+  family: 4 | 6;
+  /** Absent for routes without one (blackhole, unreachable, multipath). */
+  dev?: string;
+  /** "unicast" unless ip says otherwise. */
+  type: string;
+}
+
+interface IpJsonMainRoute {
+  dst?: unknown;
+  dev?: unknown;
+  type?: unknown;
+}
+
+/** Every route of the main table, IPv4 then IPv6 (one `ip -j route show` run per family asked for). */
+export async function listMainRoutes(opts?: IpOptions, families: readonly (4 | 6)[] = [4, 6]): Promise<KernelRoute[]> {
+  const out: KernelRoute[] = [];
+  for (const family of families) {
+    const text = await runIp(['-j', `-${family}`, 'route', 'show', 'table', 'main'], opts);
+    const parsed: unknown = text.trim() ? JSON.parse(text) : [];
+    if (!Array.isArray(parsed)) continue;
+    for (const r of parsed as IpJsonMainRoute[]) {
+      if (typeof r.dst !== 'string') continue;
+      const route: KernelRoute = { dst: normalizeDst(r.dst, family), family, type: typeof r.type === 'string' ? r.type : 'unicast' };
+      if (typeof r.dev === 'string') route.dev = r.dev;
+      out.push(route);
     }
   }
   return out;

@@ -173,6 +173,17 @@ describe('UapiServer protocol', () => {
     expect((await exchange(server.path, 'set=1\nlisten_port=1\n\n', replies(1))).text).toBe('errno=-55\n\n');
   });
 
+  it('drops one \\r before each \\n of a set body, as Go\'s line scanner does (CRLF requests work; \\r\\n ends one)', async () => {
+    const { server, device } = await start();
+    const r = await exchange(server.path, 'set=1\r\n', undefined);
+    expect(r.text).toBe('errno=-71\n\n');
+    const ok = await exchange(server.path, 'set=1\nlisten_port=5\r\nfwmark=0\r\n\r\nget=1\n\n', replies(2));
+    expect(ok.text).toBe('errno=0\n\nlisten_port=5\nerrno=0\n\n');
+    expect(device.state.listenPort).toBe(5);
+    // Only one: a second \r is part of the value.
+    expect((await exchange(server.path, 'set=1\nlisten_port=6\r\r\n\n', replies(1))).text).toBe('errno=-22\n\n');
+  });
+
   it('answers garbage with errno -71 and hangs up, then keeps serving', async () => {
     const { server } = await start();
     const r = await exchange(server.path, 'hello there\n');
@@ -235,15 +246,149 @@ describe('UapiServer protocol', () => {
     for (const r of results) expect(r.text).toBe('listen_port=5\nerrno=0\n\n');
   });
 
-  it('answers connections over the cap with errno -16 and keeps serving the others', async () => {
-    const { server } = await start(undefined, { maxConnections: 3 });
-    const held = await Promise.all(Array.from({ length: 3 }, () => exchange(server.path, 'get=1\n\n', replies(1), true)));
-    await new Promise((r) => setTimeout(r, 20));
-    const over = await exchange(server.path, 'get=1\n\n');
-    expect(over.text).toBe('errno=-16\n\n');
+  it('makes room in a full table by closing the least recently active idle connection (EBUSY to it), and serves the newcomer', async () => {
+    const { server } = await start(new MemoryDevice({ listenPort: 3, fwmark: 0, peers: [] }), { maxConnections: 3 });
+    const held: { text: string; closed: boolean; socket: Socket }[] = [];
+    for (let i = 0; i < 3; i++) {
+      held.push(await exchange(server.path, 'get=1\n\n', replies(1), true));
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    // The first becomes the most recently active again: the second is now the oldest.
+    const again = new Promise<string>((resolve) => {
+      let t = '';
+      held[0].socket.on('data', (c: Buffer) => {
+        t += c.toString();
+        if (t.endsWith('\n\n')) resolve(t);
+      });
+    });
+    held[0].socket.write('get=1\n\n');
+    expect(await again).toBe('listen_port=3\nerrno=0\n\n');
+    const closedSecond = new Promise<string>((resolve) => {
+      let t = '';
+      held[1].socket.on('data', (c: Buffer) => (t += c.toString()));
+      held[1].socket.on('close', () => resolve(t));
+    });
+    expect((await exchange(server.path, 'get=1\n\n', replies(1))).text).toBe('listen_port=3\nerrno=0\n\n');
+    expect(await closedSecond).toBe('errno=-16\n\n');
+    expect(held[0].socket.destroyed).toBe(false);
+    expect(held[2].socket.destroyed).toBe(false);
     for (const h of held) h.socket.destroy();
-    await new Promise((r) => setTimeout(r, 50));
-    expect((await exchange(server.path, 'get=1\n\n', replies(1))).text).toBe('errno=0\n\n');
+  });
+
+  it('never sheds a connection whose request is being applied; refuses the newcomer only when every slot has one', async () => {
+    const device = new MemoryDevice();
+    device.delayMs = 300;
+    const { server } = await start(device, { maxConnections: 2 });
+    const busy = [exchange(server.path, 'set=1\nlisten_port=1\n\n', replies(1)), exchange(server.path, 'set=1\nlisten_port=2\n\n', replies(1))];
+    await new Promise((r) => setTimeout(r, 100));
+    const refused = await exchange(server.path, 'get=1\n\n');
+    expect(refused.text).toBe('errno=-16\n\n');
+    for (const r of await Promise.all(busy)) expect(r.text).toBe('errno=0\n\n');
+    expect(device.state.listenPort).toBe(2);
+  });
+
+  it('lets a client through against 300 idle and trickling connections (issue 17 item 8)', async () => {
+    const { server } = await start(new MemoryDevice({ listenPort: 9, fwmark: 0, peers: [] }));
+    const hogs: Socket[] = [];
+    const open = (first: string) =>
+      new Promise<Socket>((resolve) => {
+        const sock = connect(server.path, () => {
+          if (first) sock.write(first);
+          resolve(sock);
+        });
+        sock.on('error', () => undefined);
+        hogs.push(sock);
+      });
+    // Half of them idle after connecting, half keep a request open one byte at a time.
+    for (let i = 0; i < 300; i++) await open(i % 2 === 0 ? '' : 'set=1\nlisten_port=');
+    const trickle = setInterval(() => {
+      for (const [i, h] of hogs.entries()) if (i % 2 === 1 && !h.destroyed) h.write('1');
+    }, 50);
+    try {
+      for (let round = 0; round < 10; round++) {
+        // New hogs keep arriving between the operator's requests.
+        for (let i = 0; i < 20; i++) await open(i % 2 === 0 ? '' : 'get=');
+        expect((await exchange(server.path, 'get=1\n\n', replies(1))).text).toBe('listen_port=9\nerrno=0\n\n');
+      }
+      expect(server.connectionCount).toBeLessThanOrEqual(256);
+    } finally {
+      clearInterval(trickle);
+      for (const h of hogs) h.destroy();
+    }
+  });
+
+  it('answers a request still arriving when its deadline passes with errno -110 and closes, though bytes keep coming', async () => {
+    const { server, device } = await start(undefined, { requestTimeoutMs: 400, idleTimeoutMs: 300 });
+    const started = Date.now();
+    const result = await new Promise<{ text: string; ms: number }>((resolve) => {
+      const sock = connect(server.path);
+      let text = '';
+      const body = 'set=1\nlisten_port=1' + '1'.repeat(100);
+      let i = 0;
+      const timer = setInterval(() => {
+        if (i < body.length && !sock.destroyed) sock.write(body[i++]);
+      }, 40);
+      sock.on('data', (c: Buffer) => (text += c.toString()));
+      sock.on('error', () => undefined);
+      sock.on('close', () => {
+        clearInterval(timer);
+        resolve({ text, ms: Date.now() - started });
+      });
+    });
+    expect(result.text).toBe('errno=-110\n\n');
+    // The idle timeout alone (300 ms) never fires: a byte comes every 40 ms.
+    expect(result.ms).toBeGreaterThanOrEqual(380);
+    expect(result.ms).toBeLessThan(3000);
+    expect(device.applied).toHaveLength(0);
+  });
+
+  it('answers a set whose apply outlasts the idle timeout and the request deadline (issue 13 item 2)', async () => {
+    const device = new MemoryDevice();
+    device.delayMs = 700;
+    const { server } = await start(device, { idleTimeoutMs: 150, requestTimeoutMs: 200 });
+    const r = await exchange(server.path, 'set=1\nlisten_port=7\n\nget=1\n\n', replies(2));
+    expect(r.text).toBe('errno=0\n\nlisten_port=7\nerrno=0\n\n');
+  });
+
+  it('answers a client that shuts down its side right after its request', async () => {
+    const device = new MemoryDevice();
+    device.delayMs = 100;
+    const { server } = await start(device);
+    const text = await new Promise<string>((resolve) => {
+      const sock = connect(server.path, () => sock.end('set=1\nlisten_port=8\n\n'));
+      let t = '';
+      sock.on('data', (c: Buffer) => (t += c.toString()));
+      sock.on('close', () => resolve(t));
+    });
+    expect(text).toBe('errno=0\n\n');
+    expect(device.state.listenPort).toBe(8);
+    // A request cut short by the shutdown is not applied.
+    const cut = await new Promise<string>((resolve) => {
+      const sock = connect(server.path, () => sock.end('set=1\nlisten_port=9\n'));
+      let t = '';
+      sock.on('data', (c: Buffer) => (t += c.toString()));
+      sock.on('close', () => resolve(t));
+    });
+    expect(cut).toBe('');
+    expect(device.state.listenPort).toBe(8);
+  });
+
+  it('zeroes the key buffers of a set request once it is answered; the device keeps its own copies', async () => {
+    const { server, device } = await start();
+    const psk = keyToHex(new Uint8Array(32).fill(5));
+    const priv = '48'.repeat(32);
+    expect((await exchange(server.path, `set=1\nprivate_key=${priv}\npublic_key=${keyToHex(new Uint8Array(32).fill(4))}\npreshared_key=${psk}\n\n`, replies(1))).text).toBe('errno=0\n\n');
+    const req = device.applied[0];
+    const [p, k] = [req.device[0], req.peers[0].ops[0]];
+    expect(p.kind === 'private-key' && p.key !== null && p.key.every((b) => b === 0)).toBe(true);
+    expect(k.kind === 'preshared-key' && k.key !== null && k.key.every((b) => b === 0)).toBe(true);
+    expect(keyToHex(device.state.privateKey ?? new Uint8Array())).toBe(priv);
+    expect(device.state.peers[0].presharedKey).toEqual(new Uint8Array(32).fill(5));
+    // Refused ones too.
+    device.failWith = new UapiError(-22, 'no');
+    await exchange(server.path, `set=1\nprivate_key=${priv}\n\n`, replies(1));
+    const refused = device.applied[1].device[0];
+    expect(refused.kind === 'private-key' && refused.key !== null && refused.key.every((b) => b === 0)).toBe(true);
   });
 
   it('parses a huge set request as it arrives, without blocking the event loop for long', async () => {

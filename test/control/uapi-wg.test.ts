@@ -6,6 +6,7 @@
 import { execFile } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, afterEach, beforeAll, expect, it } from 'vitest';
@@ -177,6 +178,53 @@ describeIntegration('control socket driven by the real wg tool', ['wg'], () => {
     const { UapiError } = await import('../../src/control/uapi-types.js');
     f.device.failWith = new UapiError(-98, 'in use');
     await expect(wg('set', name, 'listen-port', '1')).rejects.toMatchObject({ stderr: expect.stringMatching(/Address already in use/) });
+  });
+
+  it('wg gets through while 300 other connections sit idle or trickle a request (issue 17 item 8)', async () => {
+    const f = fixture();
+    const name = await serve(f.device);
+    const path = `/var/run/wireguard/${name}.sock`;
+    const hogs: Socket[] = [];
+    for (let i = 0; i < 300; i++) {
+      await new Promise<void>((resolve) => {
+        const sock = connect(path, () => {
+          if (i % 2 === 1) sock.write('set=1\nlisten_port=');
+          resolve();
+        });
+        sock.on('error', () => undefined);
+        hogs.push(sock);
+      });
+    }
+    const trickle = setInterval(() => {
+      for (const [i, h] of hogs.entries()) if (i % 2 === 1 && !h.destroyed) h.write('1');
+    }, 100);
+    try {
+      for (let round = 0; round < 5; round++) {
+        expect(await wg('show', name, 'listen-port')).toBe('51999\n');
+        await wg('set', name, 'peer', b64(f.peerB), 'persistent-keepalive', String(10 + round));
+      }
+      expect(f.device.state.peers.find((p) => b64(p.publicKey) === b64(f.peerB))?.persistentKeepalive).toBe(14);
+    } finally {
+      clearInterval(trickle);
+      for (const h of hogs) h.destroy();
+    }
+  });
+
+  it('wg set gets its answer when applying takes longer than the idle timeout (issue 13 item 2)', async () => {
+    const f = fixture();
+    f.device.delayMs = 1500;
+    const name = ifname();
+    server = await UapiServer.listen(name, f.device, { idleTimeoutMs: 200, requestTimeoutMs: 300 });
+    await wg('set', name, 'listen-port', '40002');
+    expect(f.device.state.listenPort).toBe(40002);
+  });
+
+  it('wg set endpoint with a scoped link-local address reaches the device with its zone, and wg show prints it back', async () => {
+    const f = fixture();
+    const name = await serve(f.device);
+    await wg('set', name, 'peer', b64(f.peerB), 'endpoint', '[fe80::1%lo]:51820');
+    expect(f.device.state.peers.find((p) => b64(p.publicKey) === b64(f.peerB))?.endpoint).toEqual({ address: 'fe80::1%lo', port: 51820, family: 6 });
+    expect(await wg('show', name, 'endpoints')).toContain(`${b64(f.peerB)}\t[fe80::1%lo]:51820\n`);
   });
 
   it('the socket lives in /var/run/wireguard and is removed on close', async () => {
