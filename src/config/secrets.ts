@@ -5,63 +5,65 @@
  * message.
  */
 import { createPrivateKey, createPublicKey } from 'node:crypto';
-import { readFile, stat } from 'node:fs/promises';
 import { resolve } from 'node:path';
-import type { ConfigIssue } from './errors.js';
+import type { IssueSink } from './errors.js';
+import { FileReadError, readRegularFile } from './file.js';
 import { decodeKey, keyTextProblem } from './keys.js';
+import { couldBeKeyMaterial } from './redact.js';
 
-export function errnoText(err: unknown): string {
-  const code = (err as NodeJS.ErrnoException | undefined)?.code;
-  switch (code) {
-    case 'ENOENT':
-      return 'no such file (ENOENT)';
-    case 'EACCES':
-      return 'permission denied (EACCES)';
-    case 'EISDIR':
-      return 'is a directory (EISDIR)';
-    case 'ENOTDIR':
-      return 'a parent is not a directory (ENOTDIR)';
-    default:
-      return code ?? (err instanceof Error ? err.message : String(err));
-  }
-}
+export { errnoText } from './file.js';
+
+/**
+ * Largest key file read. A key file is one line of 44 characters (45 with
+ * the newline); 4 KiB is generous for stray whitespace while a huge or
+ * endless "key file" is refused before a byte is read.
+ */
+export const MAX_KEY_FILE_BYTES = 4096;
 
 export function formatMode(mode: number): string {
   return (mode & 0o7777).toString(8).padStart(4, '0');
 }
 
-/** Reads a key file; on any problem records an issue at `path` and returns undefined. */
-export async function readKeyFile(file: string, baseDir: string, path: string, issues: ConfigIssue[]): Promise<Uint8Array | undefined> {
+/** Refused by the mode check (a thrown value, not an fs error). */
+class ModeError extends Error {
+  constructor(readonly mode: number) {
+    super('mode');
+  }
+}
+
+/**
+ * Reads a key file; on any problem records an issue at `path` and returns
+ * undefined. The file is named by its absolute path, unless the path as
+ * written could be key material (a key pasted into privateKeyFile): then
+ * by the field alone, which the issue's path already names.
+ */
+export async function readKeyFile(file: string, baseDir: string, path: string, issues: IssueSink): Promise<Uint8Array | undefined> {
   const abs = resolve(baseDir, file);
-  let mode: number;
+  const shown = couldBeKeyMaterial(file);
+  const name = shown ? 'key file (path not shown: it looks like a key, not a file name)' : `key file ${abs}`;
+  let data: Buffer;
   try {
-    const st = await stat(abs);
-    if (!st.isFile()) {
-      issues.push({ path, message: `key file ${abs} is not a regular file` });
-      return undefined;
+    ({ data } = await readRegularFile(abs, MAX_KEY_FILE_BYTES, (st) => {
+      if ((st.mode & 0o077) !== 0) throw new ModeError(st.mode);
+    }));
+  } catch (err) {
+    if (err instanceof ModeError) {
+      const fix = shown ? 'chmod 600 it' : `chmod 600 ${abs}`;
+      issues.push({ path, message: `${name} has mode ${formatMode(err.mode)}: it must not be readable or writable by group or others (${fix})` });
+    } else if (err instanceof FileReadError && err.errno === undefined) {
+      issues.push({ path, message: `${name} ${err.reason}` });
+    } else if (err instanceof FileReadError) {
+      issues.push({ path, message: `cannot read ${name}: ${err.reason}` });
+    } else {
+      throw err;
     }
-    mode = st.mode;
-  } catch (err) {
-    issues.push({ path, message: `cannot read key file ${abs}: ${errnoText(err)}` });
     return undefined;
   }
-  if ((mode & 0o077) !== 0) {
-    issues.push({
-      path,
-      message: `key file ${abs} has mode ${formatMode(mode)}: it must not be readable or writable by group or others (chmod 600 ${abs})`,
-    });
-    return undefined;
-  }
-  let text: string;
-  try {
-    text = (await readFile(abs, 'utf8')).trim();
-  } catch (err) {
-    issues.push({ path, message: `cannot read key file ${abs}: ${errnoText(err)}` });
-    return undefined;
-  }
+  const text = data.toString('utf8').trim();
+  data.fill(0);
   const problem = keyTextProblem(text);
   if (problem !== undefined) {
-    issues.push({ path, message: `key file ${abs}: its content ${problem}` });
+    issues.push({ path, message: `${name}: its content ${problem}` });
     return undefined;
   }
   return decodeKey(text);
