@@ -30,6 +30,8 @@ export interface CliRunOptions {
   heapMb: number;
   maxOutputBytes?: number;
   env?: NodeJS.ProcessEnv;
+  /** Another build of the CLI (e.g. main's, for before/after figures); default this checkout's dist/. */
+  bin?: string;
 }
 
 /** The repository root, from either bench/lib (vitest runs the sources) or dist/bench/lib. */
@@ -48,7 +50,9 @@ export function compiledPaths(root = repoRoot()): { bin: string; preload: string
 }
 
 export function runCli(args: readonly string[], opts: CliRunOptions): Promise<CliRun> {
-  const { bin, preload } = compiledPaths();
+  const paths = compiledPaths();
+  const bin = opts.bin ?? paths.bin;
+  const preload = paths.preload;
   for (const f of [bin, preload]) if (!existsSync(f)) throw new Error(`${f} is missing: run npx tsc -p tsconfig.json first`);
   const max = opts.maxOutputBytes ?? 4 << 20;
   const start = process.hrtime.bigint();

@@ -9,7 +9,7 @@ import { ConfigError, IssueList, WarningList, type ConfigIssue, type IssueSink }
 import { canonicalAddress, canonicalPrefix, MTU_MIN_IPV6, parseEndpoint, quote } from './formats.js';
 import { decodeKey, encodeKey } from './keys.js';
 import { configSchema } from './schema.js';
-import { derivePublicKey, readKeyFile } from './secrets.js';
+import { derivePublicKey, KeyFileReader } from './secrets.js';
 import type { CryptoBackendChoice, PeerConfig, TunvpnConfig } from './types.js';
 import { checkSection, isPlainObject, type Plain } from './validate.js';
 
@@ -42,6 +42,7 @@ async function resolveSecret(
   required: boolean,
   baseDir: string,
   issues: IssueSink,
+  keyFiles: KeyFileReader,
 ): Promise<Uint8Array | undefined> {
   const hasInline = present(raw[inlineKey]);
   const hasFile = present(raw[fileKey]);
@@ -57,7 +58,7 @@ async function resolveSecret(
   const inline = checked[inlineKey];
   if (typeof inline === 'string') return decodeKey(inline);
   const file = checked[fileKey];
-  if (typeof file === 'string') return readKeyFile(file, baseDir, `${where}${fileKey}`, issues);
+  if (typeof file === 'string') return keyFiles.read(file, baseDir, `${where}${fileKey}`, issues);
   return undefined;
 }
 
@@ -87,11 +88,12 @@ export async function parseConfig(raw: unknown, opts: ParseOptions): Promise<Tun
     throw new ConfigError([{ path: '', message: 'the configuration must be a JSON object' }], opts.path);
   }
   const checked = checkSection(configSchema, raw, '', issues);
+  const keyFiles = new KeyFileReader();
 
   // --- interface
   const rawIface = section(raw.interface);
   const iface = section(checked.interface);
-  const privateKeyP = resolveSecret(rawIface, iface, 'privateKey', 'privateKeyFile', 'interface', true, opts.baseDir, issues);
+  const privateKeyP = resolveSecret(rawIface, iface, 'privateKey', 'privateKeyFile', 'interface', true, opts.baseDir, issues, keyFiles);
 
   // Duplicates are found through Sets keyed by the canonical text, so the
   // checks stay linear: Array.includes made 30,000 addresses take 8 s and
@@ -179,7 +181,7 @@ export async function parseConfig(raw: unknown, opts: ParseOptions): Promise<Tun
     peers.push(peer);
 
     pending.push(
-      resolveSecret(rawPeer, checkedPeer, 'presharedKey', 'presharedKeyFile', path, false, opts.baseDir, issues).then((psk) => {
+      resolveSecret(rawPeer, checkedPeer, 'presharedKey', 'presharedKeyFile', path, false, opts.baseDir, issues, keyFiles).then((psk) => {
         if (psk && peer) peer.presharedKey = psk;
       }),
     );
@@ -187,6 +189,8 @@ export async function parseConfig(raw: unknown, opts: ParseOptions): Promise<Tun
 
   const privateKey = await privateKeyP;
   await Promise.all(pending);
+  // Every user holds its own copy; the reader's originals are not needed.
+  await keyFiles.wipe();
 
   if (privateKey) {
     const ours = derivePublicKey(privateKey);

@@ -47,6 +47,14 @@ function sparse(path: string, size: number): string {
   return path;
 }
 
+/** CPU seconds (user + system) this process spends in `fn`: steadier than wall time on a shared machine. */
+async function cpuSeconds(fn: () => Promise<unknown>): Promise<number> {
+  const before = process.cpuUsage();
+  await fn();
+  const d = process.cpuUsage(before);
+  return (d.user + d.system) / 1e6;
+}
+
 const goodBody = (extra = ''): string => `{"interface": {"privateKey": "${me.priv}"${extra}}, "peers": [{"publicKey": "${peer.pub}"}]}`;
 
 describe('nesting depth (MAX_JSON_DEPTH)', () => {
@@ -136,7 +144,7 @@ describe('size limits', () => {
     const before = process.memoryUsage().rss;
     const t0 = performance.now();
     const err = await loadError(huge);
-    expect(performance.now() - t0).toBeLessThan(1000);
+    expect(performance.now() - t0).toBeLessThan(3000);
     // Not read: a read would need 50 MB more (a 50 MB config took 580 MB before).
     expect(process.memoryUsage().rss - before).toBeLessThan(20 * 1024 * 1024);
     expect(err.issues[0].message).toBe(`config file ${huge} is 52428800 bytes, larger than the limit of 16 MiB (16777216 bytes)`);
@@ -161,9 +169,9 @@ describe('size limits', () => {
   it('refuses more than MAX_JSON_VALUES values with a line and column', async () => {
     const n = MAX_JSON_VALUES + 10;
     const path = writeFile(dir, 'many.json', `{"peers": [${Array(n).fill('{}').join(',')}]}`);
-    const t0 = performance.now();
-    const err = await loadError(path, 20_000);
-    expect(performance.now() - t0).toBeLessThan(10_000);
+    let err: ConfigError | undefined;
+    expect(await cpuSeconds(async () => (err = await loadError(path, 60_000)))).toBeLessThan(10);
+    if (!err) throw new Error('no error');
     expect(err.issues[0].message).toMatch(new RegExp(`^JSON syntax error at line 1, column \\d+: more than ${MAX_JSON_VALUES} values`));
   });
 
@@ -195,27 +203,39 @@ describe('size limits', () => {
 describe('duplicate checks are linear', () => {
   // Before: 100,000 allowed IPs on one peer took 10.6 s and 30,000 addresses
   // 8.2 s (Array.includes). Sizes here are chosen so that the quadratic
-  // version needs well over a minute while the linear one takes about a
-  // second even on a loaded 2-core machine; the bound sits between.
-  it('one peer with 200,000 allowed IPs, with duplicates, in under 15 s', async () => {
+  // version needs 40 to 90 s of CPU while the linear one needs 1 to 3 s;
+  // the bound (CPU time, not wall time: the machine is shared) sits between.
+  it('one peer with 200,000 allowed IPs, with duplicates, in under 15 s of CPU', async () => {
     const list = Array.from({ length: 200_000 }, (_, i) => `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}/32`);
     list.push(list[0], list[12345]);
     const raw = { interface: { privateKey: me.priv }, peers: [{ publicKey: peer.pub, allowedIPs: list }] };
-    const t0 = performance.now();
-    const cfg = await parseConfig(raw, { baseDir: dir });
-    expect(performance.now() - t0).toBeLessThan(15_000);
+    let cfg: Awaited<ReturnType<typeof parseConfig>> | undefined;
+    expect(await cpuSeconds(async () => (cfg = await parseConfig(raw, { baseDir: dir })))).toBeLessThan(15);
+    if (!cfg) throw new Error('no config');
     expect(cfg.peers[0].allowedIPs).toHaveLength(200_000);
     expect(cfg.warnings.filter((w) => / is listed twice for this peer/.test(w))).toHaveLength(2);
   }, 60_000);
 
-  it('100,000 interface addresses, with duplicates, in under 15 s', async () => {
+  it('100,000 interface addresses, with duplicates, in under 15 s of CPU', async () => {
     const list = Array.from({ length: 100_000 }, (_, i) => `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}/8`);
     list.push(list[7]);
     const raw = { interface: { privateKey: me.priv, addresses: list } };
-    const t0 = performance.now();
-    const cfg = await parseConfig(raw, { baseDir: dir });
-    expect(performance.now() - t0).toBeLessThan(15_000);
+    let cfg: Awaited<ReturnType<typeof parseConfig>> | undefined;
+    expect(await cpuSeconds(async () => (cfg = await parseConfig(raw, { baseDir: dir })))).toBeLessThan(15);
+    if (!cfg) throw new Error('no config');
     expect(cfg.interface.addresses).toHaveLength(100_000);
     expect(cfg.warnings).toEqual([`interface.addresses[100000]: ${list[7]} is listed twice; using it once`]);
   }, 60_000);
+});
+
+describe('key files', () => {
+  it('a file shared by many peers is read once, and each peer gets its own copy of the key', async () => {
+    const psk = Buffer.alloc(32, 5).toString('base64');
+    writeFile(dir, 'shared.psk', `${psk}\n`);
+    const peers = Array.from({ length: 2000 }, () => ({ publicKey: keyPair().pub, presharedKeyFile: 'shared.psk' }));
+    const cfg = await parseConfig({ interface: { privateKey: me.priv }, peers }, { baseDir: dir });
+    expect(cfg.peers.every((p) => Buffer.from(p.presharedKey ?? []).toString('base64') === psk)).toBe(true);
+    cfg.peers[0].presharedKey?.fill(0);
+    expect(Buffer.from(cfg.peers[1].presharedKey ?? []).toString('base64')).toBe(psk);
+  });
 });
