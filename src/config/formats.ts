@@ -41,7 +41,9 @@ function guarded<T>(text: string, expected: string, parse: () => T): T {
   try {
     return parse();
   } catch (err) {
-    if (text.length > QUOTE_MAX_CHARS || couldBeKeyMaterial(text)) fail(`is not ${expected}: ${quote(text)}`);
+    if (couldBeKeyMaterial(text)) fail(`is not ${expected}: ${quote(text)}`);
+    // A long value keeps the specific reason, quoted cut down.
+    if (text.length > QUOTE_MAX_CHARS && err instanceof Error) fail(err.message.split(`"${text}"`).join(quote(text)));
     throw err;
   }
 }

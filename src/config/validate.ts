@@ -72,7 +72,8 @@ export function checkSection(schema: SectionSchema, value: unknown, path: string
   const out: Plain = {};
   for (const key of known) {
     const node = schema[key];
-    const p = joinPath(path, key);
+    // A schema key is a plain identifier: no need to check or quote it.
+    const p = path ? `${path}.${key}` : key;
     const v = Object.prototype.hasOwnProperty.call(obj, key) ? obj[key] : undefined;
     out[key] = isField(node) ? checkField(node, v, p, issues) : checkSection(node, v, p, issues);
   }

@@ -182,6 +182,12 @@ describe('text from a config is shown on one line, without control characters', 
     expect(quote('x.'.repeat(100))).toBe(`"${'x.'.repeat(32)}..." (200 characters)`);
   });
 
+  it('a long bad value keeps its specific reason, quoted cut down', async () => {
+    const bad = `10.0.0.1/${'9.'.repeat(35)}`;
+    const err = await errorOf({ interface: { privateKey: me.priv, addresses: [bad] } });
+    expect(err.issues[0]).toEqual({ path: 'interface.addresses[0]', message: `"${bad.slice(0, 64)}..." (${bad.length} characters) has an invalid prefix length (0 to 32)` });
+  });
+
   it('joinPath keeps paths one token and unambiguous', () => {
     expect(joinPath('', 'interface')).toBe('interface');
     expect(joinPath('interface', 'name')).toBe('interface.name');
