@@ -1,4 +1,4 @@
-import { ConfigError, escapeControl, loadConfig, resolveConfigPath, sanitize, summarizeConfig } from '../config/index.js';
+import { ConfigError, escapeAll, escapeControl, loadConfig, resolveConfigPath, sanitize, summarizeConfig } from '../config/index.js';
 import { EXIT_CONFIG, EXIT_OK, parseCommandArgs, type CliCommand } from './command.js';
 
 export const CHECK_HELP = `Usage: tunvpn check [--config FILE]
@@ -30,7 +30,7 @@ export const checkCommand: CliCommand = {
       // The dispatcher's SafeOutput escapes control characters too; doing it
       // here (idempotent) keeps check safe when called with raw streams.
       // Warnings are redacted when made, sanitize() again covers any added later.
-      io.stdout.write(escapeControl(`${path}: OK\n${summarizeConfig(cfg)}\n`));
+      io.stdout.write(`${escapeAll(path)}: OK\n${escapeAll(summarizeConfig(cfg))}\n`);
       for (const w of cfg.warnings) io.stderr.write(`warning: ${sanitize(w)}\n`);
       cfg.interface.privateKey.fill(0);
       for (const p of cfg.peers) p.presharedKey?.fill(0);

@@ -9,4 +9,4 @@ export { parseEndpoint } from './formats.js';
 export { decodeKey, encodeKey, keyTextProblem, KEY_LENGTH } from './keys.js';
 export { MAX_JSON_DEPTH, MAX_JSON_VALUES } from './json.js';
 export { interfaceNameProblem, isValidInterfaceName, IFNAME_MAX_BYTES } from './ifname.js';
-export { couldBeKeyMaterial, escapeControl, redactKeyMaterial } from './redact.js';
+export { couldBeKeyMaterial, escapeAll, escapeControl, redactKeyMaterial } from './redact.js';
