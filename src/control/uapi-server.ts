@@ -28,6 +28,7 @@ import { randomBytes } from 'node:crypto';
 import { chmodSync, linkSync, lstatSync, mkdirSync, mkdtempSync, rmdirSync, statSync, unlinkSync, watch, type FSWatcher } from 'node:fs';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
+import { interfaceNameProblem } from '../config/ifname.js';
 import { TunvpnError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { serializeErrno, serializeGet, SetRequestParser, wipeSetRequest } from './uapi-protocol.js';
@@ -98,11 +99,10 @@ export class UapiSocketError extends TunvpnError {
   }
 }
 
-/** Linux: an interface name is 1 to 15 bytes; it becomes a file name here. */
+/** The one interface-name rule (src/config/ifname.ts); the name becomes a file name here. */
 function checkIfname(ifname: string): void {
-  if (!/^[^/\s\0]{1,15}$/.test(ifname) || ifname === '.' || ifname === '..' || Buffer.byteLength(ifname) > 15) {
-    throw new UapiSocketError(`invalid interface name for a control socket: ${JSON.stringify(ifname)}`);
-  }
+  const problem = interfaceNameProblem(ifname);
+  if (problem !== undefined) throw new UapiSocketError(`invalid interface name for a control socket: ${problem}`);
 }
 
 function errCode(err: unknown): string | undefined {
