@@ -5,8 +5,11 @@
  * B by interface index). The tunnel carries a ping both ways, with the native transport
  * and with node:dgram (TUNVPN_UDP=dgram); the status record and `wg show`
  * (the control socket's get) show the endpoint with its zone, both as
- * configured and as learned from the peer's packets (roaming).
+ * configured and as learned from the peer's packets (roaming). On this IPv6
+ * underlay full-size packets are not fragmented (padding stops at the
+ * MTU), also after a reload lowers the MTU.
  */
+import { readFile, writeFile } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { describeIntegration, Netns, pingUntil, run, uniqueSuffix, waitForLinkUp } from '../helpers/netns.js';
 import { ConfigDir, startDaemon, type DaemonProcess } from '../../src/testbed/site-to-site.js';
@@ -17,6 +20,12 @@ import { convertWgQuick } from '../../src/cli/wgquick-convert.js';
 
 interface Status {
   peers: { name?: string; endpoint?: string }[];
+}
+
+/** IPv6 datagrams the host had to reassemble (a fragmented underlay). */
+async function reassemblies(ns: Netns): Promise<number> {
+  const { stdout } = await ns.exec('nstat', ['-az', 'Ip6ReasmReqds']);
+  return Number(/Ip6ReasmReqds\s+(\d+)/.exec(stdout)?.[1] ?? 'NaN');
 }
 
 async function status(d: DaemonProcess): Promise<Status> {
@@ -60,7 +69,7 @@ describe('link-local endpoints: parsing', () => {
   });
 });
 
-describeIntegration('link-local endpoints: a tunnel over a link-local-only underlay', ['ping', 'wg'], () => {
+describeIntegration('link-local endpoints: a tunnel over a link-local-only underlay', ['ping', 'wg', 'nstat'], () => {
   let ta: Netns;
   let tb: Netns;
   let ifA: string;
@@ -136,6 +145,31 @@ describeIntegration('link-local endpoints: a tunnel over a link-local-only under
         expect(sb.peers[0].endpoint).toBe(`[fe80::a%${indexB}]:51820`);
         const { stdout } = await ta.exec('wg', ['show', 'lla0', 'endpoints']);
         expect(stdout).toContain(`[fe80::b%${ifA}]:51821`);
+
+        // Padding never past the MTU, on an IPv6 underlay: a full-size
+        // 1420-byte packet leaves as 1452 bytes of UDP payload, exactly a
+        // 1500-byte IPv6 datagram; nothing is fragmented.
+        const before = await Promise.all([reassemblies(ta), reassemblies(tb)]);
+        await ta.exec('ping', ['-n', '-c', '2', '-M', 'do', '-s', String(1420 - 28), '-W', '2', '10.62.9.2']);
+        await tb.exec('ping', ['-n', '-c', '2', '-M', 'do', '-s', String(1420 - 28), '-W', '2', '10.62.9.1']);
+        expect(await Promise.all([reassemblies(ta), reassemblies(tb)])).toEqual(before);
+
+        // A reload lowers the MTU to 1276 (not a multiple of 16) over a
+        // 1276 + 80 underlay: the running session pads by the new MTU, so a
+        // full-size packet still fits (by the old one it would take 4 bytes more).
+        for (const [ns, ifname] of [[ta, ifA], [tb, ifB]] as const) await ns.exec('ip', ['link', 'set', ifname, 'mtu', String(1276 + 80)]);
+        for (const [i, d] of daemons.entries()) {
+          const path = i === 0 ? cfgA : cfgB;
+          await writeFile(path, (await readFile(path, 'utf8')).replace('"mtu": 1420', '"mtu": 1276'));
+          const from = d.records().length;
+          d.signal('SIGHUP');
+          await d.waitForLog(/configuration reloaded/, 10_000, from);
+        }
+        const before2 = await Promise.all([reassemblies(ta), reassemblies(tb)]);
+        await ta.exec('ping', ['-n', '-c', '2', '-M', 'do', '-s', String(1276 - 28), '-W', '2', '10.62.9.2']);
+        await tb.exec('ping', ['-n', '-c', '2', '-M', 'do', '-s', String(1276 - 28), '-W', '2', '10.62.9.1']);
+        expect(await Promise.all([reassemblies(ta), reassemblies(tb)])).toEqual(before2);
+        for (const [ns, ifname] of [[ta, ifA], [tb, ifB]] as const) await ns.exec('ip', ['link', 'set', ifname, 'mtu', '1500']);
       } finally {
         await Promise.all(daemons.map((d) => d.stop()));
       }
