@@ -308,7 +308,7 @@ export class Daemon implements UapiDevice {
         lastHandshakeWallMs: p.proto.stats.lastHandshakeWallMs,
       };
     });
-    return { peers, drops: this.pipeline.drops, handshakesStarted, handshakesCompleted, tun: this.tun.stats };
+    return { peers, drops: this.pipeline.drops, handshakesStarted, handshakesCompleted, cookieRepliesSent: this.pipeline.cookieRepliesSent, tun: this.tun.stats };
   }
 
   /** UAPI `get`: the running state, as `wg show` reports it. */
@@ -767,6 +767,7 @@ export class Daemon implements UapiDevice {
       })),
       drops: { ...this.pipeline.drops },
       packets: { ...this.pipeline.counters },
+      cookieRepliesSent: this.pipeline.cookieRepliesSent,
       tun: { offload: this.tun.offload, ...this.tun.stats },
       routes: [...this.routes.owned],
     };
@@ -790,6 +791,8 @@ export interface DaemonStatus {
   drops: Record<string, number>;
   /** Packets moved: read from / written to the TUN device, received / sent on UDP. */
   packets: { tunRx: number; tunTx: number; udpRx: number; udpTx: number; keepalivesRx: number };
+  /** Cookie replies sent instead of handshake responses (under load): a handshake flood. */
+  cookieRepliesSent: number;
   /** The TUN device's offload state and counters (see TunDevice). */
   tun: { offload: boolean } & TunStats;
   routes: string[];

@@ -9,6 +9,7 @@ import type { EndpointConfig } from './types.js';
 import { interfaceNameProblem } from './ifname.js';
 import { keyTextProblem } from './keys.js';
 import { couldBeKeyMaterial, quote, QUOTE_MAX_CHARS } from './redact.js';
+import { ipv6EndpointProblem } from '../transport/endpoint.js';
 
 /** A problem with some elements of a list field; the walker reports each one at `path[i]`. */
 export class ListItemsError extends Error {
@@ -168,7 +169,11 @@ function isHostname(host: string): boolean {
   return labels.every((l) => HOST_LABEL.test(l));
 }
 
-/** "1.2.3.4:51820", "[fd00::1]:51820" or "host.example:51820". */
+/**
+ * "1.2.3.4:51820", "[fd00::1]:51820", "[fe80::1%eth0]:51820" (a link-local
+ * address with its zone: an interface name or index; required there, and
+ * refused on any other address) or "host.example:51820".
+ */
 export function parseEndpoint(text: string): EndpointConfig {
   return guarded(text, 'a "host:port" endpoint', () => parseEndpointUnguarded(text));
 }
@@ -184,7 +189,8 @@ function parseEndpointUnguarded(text: string): EndpointConfig {
   if (host.startsWith('[')) {
     if (!host.endsWith(']')) fail(`"${text}" has an unclosed '['`);
     host = host.slice(1, -1);
-    if (!isIPv6(host)) fail(`"${text}": "${host}" is not an IPv6 address`);
+    const problem = ipv6EndpointProblem(host);
+    if (problem !== undefined) fail(`"${text}": ${problem}`);
     return { host, port: Number(portText) };
   }
   if (host.includes(':')) fail(`"${text}": an IPv6 address must be in brackets, e.g. [fd00::1]:51820`);

@@ -364,9 +364,13 @@ export class WireGuardDevice {
     const now = this.ctx.now();
     const gate = this.loadGate(d, source, readU32LE(d, RESP_SENDER), now);
     if (gate !== undefined) return gate;
-    const entry = this.ctx.indices.get(readU32LE(d, RESP_RECEIVER));
+    const receiver = readU32LE(d, RESP_RECEIVER);
+    const entry = this.ctx.indices.get(receiver);
     if (!(entry instanceof PendingHandshake)) return DROPS['unknown-index'];
     const peer = entry.peer;
+    // Only the initiation in flight may be answered (not an index of ours
+    // that names a response we made and whose session is not installed yet).
+    if (peer.handshake.localIndex !== receiver) return drop('unknown-index', peer);
     const r = consumeResponse(this.ctx.identity, peer.handshake, d);
     if (r !== true) return failure(r, peer);
     if (!peer.completeAsInitiator(now)) return drop('unexpected-message', peer);

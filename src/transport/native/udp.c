@@ -612,13 +612,13 @@ static uint32_t send_prepared(udp_sock *s, uint32_t n, int *stopped) {
        * - ENOPROTOOPT / EOPNOTSUPP: no UDP GSO in this kernel. Every later
        *   GSO send would fail the same way: off for good.
        * - EMSGSIZE (what Linux 6.18 answers here) or EINVAL (older
-       *   kernels): a property
-       *   of this send, not of the socket: its segment does not fit the
-       *   route's MTU (a path MTU lower than the tunnel was sized for, or a
-       *   datagram past it), or too many segments. Sent without GSO the
-       *   same datagrams leave (fragmented by the kernel if they must), and
-       *   the next batch may be fine (other sizes, other peers, a fixed
-       *   route).
+       *   kernels): a property of this send, not of the socket: its
+       *   segment does not fit the route's MTU (a path MTU lower than the
+       *   tunnel was sized for, or a datagram past it), or too many
+       *   segments. Sent without GSO the same datagrams leave (fragmented
+       *   by the kernel if they must), and the next batch may be fine
+       *   (other sizes, other peers, a fixed route). Before, EMSGSIZE was
+       *   counted as an ordinary error: the whole batch was lost.
        * - EIO: this route cannot offload the checksum (xfrm, a device
        *   without it): also one route's, not every peer's.
        * For the last two GSO pauses for GSO_PAUSE_BATCHES sendBatch calls
