@@ -40,6 +40,8 @@ import type { Logger } from './log.js';
 import { PeerTable } from './peers/peer-table.js';
 import { Pipeline, setEndpoint, type DaemonPeer } from './pipeline/pipeline.js';
 import { WireGuardDevice, type ProtocolConstants } from './protocol/device.js';
+import { resolveConstants } from './protocol/constants.js';
+import { DEFAULT_RESOLVE_INTERVAL_S, EndpointRefresher, MAX_CONCURRENT_LOOKUPS } from './peers/reresolve.js';
 import { Yielder } from './cooperative.js';
 import { parseCidr, formatCidr } from './peers/cidr.js';
 import { OwnedRoutes, RouteApplyError, RouteConflictError, planRoutes, type PendingRoutes } from './routing.js';
@@ -174,6 +176,8 @@ export class Daemon implements UapiDevice {
   private control: UapiServer | undefined;
   private metrics: MetricsServer | undefined;
   private changeQueue: Promise<void> = Promise.resolve();
+  /** Looks endpoint host names up again while their peers have no live session (src/peers/reresolve.ts). */
+  private refresher: EndpointRefresher | undefined;
   private stopped = false;
 
   private constructor(parts: {
@@ -255,8 +259,13 @@ export class Daemon implements UapiDevice {
         const w = warmTransportPath(crypto, monotonicMs, Date.now);
         log.info({ packets: w.packets, ms: Math.round(w.ms) }, 'packet path warmed up');
       }
+      daemon.refresher = daemon.makeRefresher(constants);
       pipeline.start();
-      daemon.ticker = setInterval(() => pipeline.tick(), opts.tickMs ?? 100);
+      const refresher = daemon.refresher;
+      daemon.ticker = setInterval(() => {
+        pipeline.tick();
+        refresher.tick();
+      }, opts.tickMs ?? 100);
       // Every peer with a known endpoint gets a handshake at once (wg waits
       // for the first packet): after a restart the other side's stale
       // session is replaced within one round trip instead of after
@@ -400,6 +409,39 @@ export class Daemon implements UapiDevice {
     }
   }
 
+  /**
+   * Re-resolution of endpoint host names: "fresh" is wireguard-tools' 135 s,
+   * Rekey-After-Time plus three Rekey-Timeouts (a session that should have
+   * been rekeyed and was not after three tries), so shortened test timers
+   * shorten it too. A new address is used at once: the next initiation
+   * goes there, and one starts now (unless one went less than
+   * Rekey-Timeout ago; its retry goes there).
+   */
+  private makeRefresher(constants: Partial<ProtocolConstants> | undefined): EndpointRefresher {
+    const c = resolveConstants(constants);
+    const refresher = new EndpointRefresher({
+      resolve: resolveEndpoint,
+      now: monotonicMs,
+      intervalMs: resolveIntervalMs(this.config),
+      freshHandshakeMs: c.rekeyAfterTime + 3 * c.rekeyTimeout,
+      maxConcurrent: MAX_CONCURRENT_LOOKUPS,
+      log: this.log,
+      label: (p) => p.name ?? `${p.publicKey.slice(0, 8)}…`,
+      peer: (key) => {
+        const p = this.table.get(key);
+        return p === undefined ? undefined : { lastHandshakeAt: p.proto.lastHandshakeAt, endpoint: p.endpoint, configured: p.config.endpoint };
+      },
+      apply: (key, endpoint) => {
+        const p = this.table.get(key);
+        if (p === undefined) return;
+        setEndpoint(p, endpoint);
+        this.pipeline.initiate(p);
+      },
+    });
+    refresher.sync(this.config.peers);
+    return refresher;
+  }
+
   /** A new peer: protocol peer, peer table and pipeline as one. Allowed IPs go in slices (a peer can have 50,000). */
   private async addPeer(cfg: PeerConfig, endpoint: Endpoint | undefined, y: Yielder): Promise<void> {
     const proto = this.device.addPeer({
@@ -522,6 +564,7 @@ export class Daemon implements UapiDevice {
       throw err;
     }
     const summary = await this.commit(plan, prepared, opts.yielder);
+    this.refresher?.sync(this.config.peers, resolveIntervalMs(this.config));
     const t3 = performance.now();
     const d = plan.diff;
     this.log.info(
@@ -735,6 +778,7 @@ export class Daemon implements UapiDevice {
     if (this.stopped) return;
     this.stopped = true;
     if (this.ticker) clearInterval(this.ticker);
+    this.refresher?.stop();
     await this.control?.close();
     await this.metrics?.close();
     this.pipeline.stop();
@@ -796,6 +840,11 @@ export interface DaemonStatus {
   /** The TUN device's offload state and counters (see TunDevice). */
   tun: { offload: boolean } & TunStats;
   routes: string[];
+}
+
+/** dns.resolveInterval in ms (configs built in code may leave it out: the default). */
+function resolveIntervalMs(config: TunvpnConfig): number {
+  return (config.dns?.resolveInterval ?? DEFAULT_RESOLVE_INTERVAL_S) * 1000;
 }
 
 export function peerLabel(p: PeerConfig): string {

@@ -88,6 +88,11 @@ export function keepalive(v: unknown): void {
   requireInteger(v, 0, 65535);
 }
 
+/** dns.resolveInterval: seconds, 0 (off) to an hour. */
+export function resolveInterval(v: unknown): void {
+  requireInteger(v, 0, 3600);
+}
+
 export function peerName(v: unknown): void {
   if (typeof v !== 'string') fail(`must be a string, got ${describeType(v)}`);
   if (v.length === 0) fail('must not be empty');

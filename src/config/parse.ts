@@ -230,6 +230,7 @@ export async function parseConfig(raw: unknown, opts: ParseOptions): Promise<Tun
     log: { level: String(section(checked.log).level) },
     metrics: metricsSection(section(checked.metrics)),
     crypto: { backend: String(section(checked.crypto).backend) as CryptoBackendChoice },
+    dns: { resolveInterval: Number(section(checked.dns).resolveInterval) },
     warnings: warnings.lines(),
   };
   if (opts.path !== undefined) cfg.path = opts.path;

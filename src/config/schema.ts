@@ -137,6 +137,13 @@ export const configSchema = {
       format: f.listenAddress,
     },
   },
+  dns: {
+    resolveInterval: {
+      doc: 'Seconds between lookups of a peer endpoint\'s host name while that peer has no handshake younger than 135 s (a dynamic-DNS peer that moved: the same rule as wireguard-tools\' reresolve-dns script), plus up to a quarter of random jitter; at most 2 lookups run at once. An address change is logged and used at once; an endpoint learned from the peer\'s authenticated packets is never replaced while its session is alive. 1 to 3600; 0 turns it off (names are then resolved only at start and reload).',
+      default: 30,
+      format: f.resolveInterval,
+    },
+  },
   crypto: {
     backend: {
       doc: 'Crypto implementation: "sodium-native" (native libsodium, fastest), "libsodium-wrappers" (WebAssembly, portable) or "auto" (the first that loads, in that order).',

@@ -39,6 +39,12 @@ export interface TunvpnConfig {
   /** Prometheus endpoint; undefined = off. */
   metrics: { listen?: EndpointConfig };
   crypto: { backend: CryptoBackendChoice };
+  /**
+   * Re-resolution of endpoint host names (src/peers/reresolve.ts):
+   * seconds, 0 = off. Optional so configs built in code need not name it;
+   * the loader always fills it (default 30).
+   */
+  dns?: { resolveInterval: number };
   /** Legal but suspicious things, "path: message", e.g. an allowed IP claimed by two peers. */
   warnings: string[];
 }

@@ -105,6 +105,7 @@ export class ProtocolPeer {
   private needAnotherKeepalive = false;
   private sentLastMinuteHandshake = false;
   private lastSentHandshakeAt = -Infinity;
+  private lastHandshakeAtMs = -Infinity;
   // First contact (see initiateForData): whether the latest handshake
   // message we sent was for waiting data, the wait before data re-initiates
   // behind such an unanswered one, and when waiting data may initiate next.
@@ -147,6 +148,15 @@ export class ProtocolPeer {
 
   get persistentKeepalive(): number {
     return this.persistentKeepaliveMs / 1000;
+  }
+
+  /**
+   * Monotonic time (the device clock) of the last completed handshake,
+   * -Infinity if none: what endpoint re-resolution asks ("no handshake
+   * younger than 135 s"), immune to wall-clock steps.
+   */
+  get lastHandshakeAt(): number {
+    return this.lastHandshakeAtMs;
   }
 
   /** Whether takeOutbound() has datagrams (check after encapsulate/decapsulate). */
@@ -560,6 +570,7 @@ export class ProtocolPeer {
     this.handshakeAttempts = 0;
     this.stats.handshakesCompleted++;
     this.stats.lastHandshakeWallMs = this.ctx.wallClock();
+    this.lastHandshakeAtMs = this.ctx.now();
   }
 
   private onSessionDerived(now: number): void {
