@@ -197,6 +197,32 @@ describeIntegration('endpoints that follow DNS', ['ping', 'wg', 'unshare', 'moun
     expect(changes).toEqual([]);
   }, 60_000);
 
+  it('`wg set ... endpoint IP` replaces the name until the next reload, which brings it back', async () => {
+    // Quiet: no keepalives, so the client's handshake goes stale (7 s).
+    await run('wg', ['set', serverTun, 'peer', c.publicKey, 'persistent-keepalive', '0']);
+    await run('wg', ['set', clientIf, 'peer', s.publicKey, 'endpoint', '10.70.0.4:51820']);
+    const from = clientDaemon?.lines.length ?? 0;
+    // The name still says .3: were it still looked up, the stale session would move there.
+    await sleep(FRESH_MS + 3 * INTERVAL_MS);
+    const changes = () => (clientDaemon?.records() ?? []).slice(from).filter((r) => r.msg === 'endpoint address changed' && r.peer === 'server');
+    expect(changes()).toEqual([]);
+    expect((await endpoints(clientIf)).get(s.publicKey)).toBe('10.70.0.4:51820');
+    // A reload makes the config file's name the endpoint again (resolved: .4) ...
+    await serveName('10.70.0.4');
+    clientDaemon?.signal('SIGHUP');
+    await clientDaemon?.waitForLog(/^configuration reloaded$/, 10_000, from);
+    expect((await endpoints(clientIf)).get(s.publicKey)).toBe('10.70.0.4:51820');
+    // ... and it is looked up again: the (stale) session follows the name.
+    await serveName('10.70.0.3');
+    const change = await clientDaemon?.waitForLog(/^endpoint address changed$/, FRESH_MS + 5_000, from);
+    expect(change).toMatchObject({ peer: 'server', from: '10.70.0.4:51820', to: '10.70.0.3:51820' });
+    // The name back to the server's real address: the tunnel follows (the session never came back on .3).
+    const back = clientDaemon?.lines.length ?? 0;
+    await serveName('10.70.0.4');
+    await clientDaemon?.waitForLog(/^endpoint address changed$/, 5_000, back);
+    await msUntilPing(client, '10.72.0.2', 10_000);
+  }, 60_000);
+
   it('an unresolvable name is logged once per attempt, at most once per interval, and the daemon keeps running', async () => {
     const elapsed = Date.now() - clientStarted;
     const warnings = (clientDaemon?.records() ?? []).filter((r) => r.msg === 'endpoint not resolved: keeping the current one' && r.peer === 'ghost');
