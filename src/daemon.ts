@@ -47,6 +47,7 @@ import { resolveEndpoint, formatEndpoint, type Endpoint } from './transport/endp
 import { openTransport, type DatagramTransport, type TransportOptions } from './transport/datagram-transport.js';
 import { TunDevice, type TunStats } from './tun/tun-device.js';
 import { warmTransportPath } from './protocol/warmup.js';
+import { HookError, NO_HOOKS, runHookPhase } from './hooks.js';
 import * as ip from './tun/iproute.js';
 
 export class DaemonError extends TunvpnError {}
@@ -229,7 +230,11 @@ export class Daemon implements UapiDevice {
     let tun: TunDevice | undefined;
     let transport: DatagramTransport | undefined;
     let daemon: Daemon | undefined;
+    // Read once for this start; a reload's hooks apply at the next stop and start.
+    const hooks = config.interface.hooks ?? NO_HOOKS;
     try {
+      // wg-quick's PreUp: before the interface exists.
+      await runHookPhase({ phase: 'preUp', hooks: hooks.preUp, ifname: config.interface.name, log, stopOnFailure: true });
       tun = TunDevice.open({ name: config.interface.name, mtu: config.interface.mtu, offload: tunOffloadWanted() });
       transport = await openTransport(transportOptions(config.interface.listenPort, config.interface.mtu));
       log.info({ transport: transport.kind, tunOffload: tun.offload }, 'UDP transport open');
@@ -264,12 +269,17 @@ export class Daemon implements UapiDevice {
       for (const p of table.values()) {
         if (p.endpoint) pipeline.initiate(p);
       }
+      // wg-quick's PostUp: the interface, addresses, routes and control socket are up, packets move.
+      await runHookPhase({ phase: 'postUp', hooks: hooks.postUp, ifname: tun.name, log, stopOnFailure: true });
       log.info(
         { interface: tun.name, listenPort: transport.port, peers: config.peers.length },
         `tunvpn up: ${summarizeConfig({ ...config, interface: { ...config.interface, name: tun.name } })}`,
       );
       return daemon;
     } catch (err) {
+      if (daemon?.ticker) clearInterval(daemon.ticker);
+      daemon?.pipeline.stop();
+      if (err instanceof HookError) log.error({ hook: `interface.hooks.${err.phase}[${err.index}]` }, 'start abandoned: no further hooks run, the interface is removed');
       await daemon?.control?.close();
       await daemon?.metrics?.close();
       if (transport) await transport.close();
@@ -710,6 +720,7 @@ export class Daemon implements UapiDevice {
     }
     if (initiate.length > 0) setImmediate(() => void this.initiateInSlices(initiate));
     for (const w of next.warnings) this.log.warn({ warning: w }, 'config warning');
+    if (diff.interfaceChanged.includes('hooks')) this.log.info({ field: 'interface.hooks' }, 'interface.hooks changed: the new hooks run at the next stop and start; postUp is not run again');
     return {
       added: diff.added.length,
       removed: diff.removed.length,
@@ -734,6 +745,11 @@ export class Daemon implements UapiDevice {
   async stop(): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
+    // The effective config's hooks: a reload's changes apply here.
+    const hooks = this.config.interface.hooks ?? NO_HOOKS;
+    const ifname = this.tun.name;
+    // wg-quick's PreDown: the interface still up; a failure does not stop the teardown.
+    await runHookPhase({ phase: 'preDown', hooks: hooks.preDown, ifname, log: this.log, stopOnFailure: false });
     if (this.ticker) clearInterval(this.ticker);
     await this.control?.close();
     await this.metrics?.close();
@@ -746,6 +762,8 @@ export class Daemon implements UapiDevice {
     this.tun.close();
     for (const p of this.table.values()) this.device.removePeer(p.config.publicKeyBytes);
     wipeConfigSecrets(this.config);
+    // wg-quick's PostDown: the interface is gone.
+    await runHookPhase({ phase: 'postDown', hooks: hooks.postDown, ifname, log: this.log, stopOnFailure: false });
     this.log.info({ interface: this.tun.name }, 'tunvpn stopped');
   }
 

@@ -2,9 +2,11 @@
  * A wg-quick config, parsed, turned into a tunvpn config object (design.md
  * section 3). Every value is checked here, so that a mistake is reported
  * with its line number rather than as a JSON path of the output. What tunvpn
- * cannot carry over (hooks, DNS, routing table, fwmark...) is returned as
- * notes, never silently dropped.
+ * cannot carry over (DNS, routing table, fwmark...) is returned as notes,
+ * never silently dropped. PreUp/PostUp/PreDown/PostDown become
+ * interface.hooks, each line one ["/bin/sh", "-c", line] (with a note).
  */
+import type { HookPhase, HooksConfig } from '../config/types.js';
 import { canonicalAddress, canonicalPrefix, interfaceName, MTU_MAX, MTU_MIN, parseEndpoint } from '../config/formats.js';
 import { keyTextProblem } from '../config/keys.js';
 import { parseWgQuick, WgQuickError, type WgQuickEntry, type WgQuickSection } from './wgquick-parse.js';
@@ -25,6 +27,8 @@ export interface ImportedConfig {
     listenPort: number;
     addresses: string[];
     mtu?: number;
+    /** Present when the file has hook lines. */
+    hooks?: HooksConfig;
   };
   peers: ImportedPeer[];
 }
@@ -41,13 +45,36 @@ export interface Conversion {
 const UNSUPPORTED_INTERFACE = new Map<string, string>([
   ['dns', 'set DNS servers with your resolver configuration'],
   ['table', 'tunvpn adds no routes beyond the interface addresses'],
-  ['preup', 'hooks are not run; use systemd ExecStartPre='],
-  ['postup', 'hooks are not run; use systemd ExecStartPost='],
-  ['predown', 'hooks are not run; use systemd ExecStop='],
-  ['postdown', 'hooks are not run; use systemd ExecStopPost='],
   ['saveconfig', 'tunvpn never writes its config back'],
   ['fwmark', 'tunvpn does not mark its packets'],
 ]);
+
+/** wg-quick's hook keys and the interface.hooks list each goes to. */
+const HOOK_KEYS = new Map<string, HookPhase>([
+  ['preup', 'preUp'],
+  ['postup', 'postUp'],
+  ['predown', 'preDown'],
+  ['postdown', 'postDown'],
+]);
+
+/**
+ * wg-quick runs each hook line with bash (`eval`); tunvpn runs argument
+ * vectors without a shell, so a line becomes ["/bin/sh", "-c", line]. "%i"
+ * stays: tunvpn replaces it with the interface name when it runs the hook,
+ * as wg-quick does.
+ */
+function convertHook(e: WgQuickEntry, phase: HookPhase, hooks: HooksConfig, notes: string[]): void {
+  if (e.value === '') {
+    notes.push(`line ${e.line}: ${e.key} is empty; nothing to run, left out`);
+    return;
+  }
+  const index = hooks[phase].length;
+  hooks[phase].push(['/bin/sh', '-c', e.value]);
+  notes.push(
+    `line ${e.line}: ${e.key} imported as interface.hooks.${phase}[${index}] = ["/bin/sh", "-c", <the line>] ` +
+      '(wg-quick runs it with bash: if it uses bash syntax, make argv[0] "/bin/bash"; %i is kept and replaced by the interface name)',
+  );
+}
 
 function keyValue(e: WgQuickEntry, what: string): string {
   const problem = keyTextProblem(e.value);
@@ -92,8 +119,14 @@ function convertInterface(section: WgQuickSection, name: string, notes: string[]
   let listenPort: number | undefined;
   let mtu: number | undefined;
   const addresses: string[] = [];
+  const hooks: HooksConfig = { preUp: [], postUp: [], preDown: [], postDown: [] };
   const seen = new Seen(notes);
   for (const e of section.entries) {
+    const phase = HOOK_KEYS.get(e.lkey);
+    if (phase !== undefined) {
+      convertHook(e, phase, hooks, notes);
+      continue;
+    }
     switch (e.lkey) {
       case 'privatekey':
         seen.mark(e);
@@ -124,6 +157,7 @@ function convertInterface(section: WgQuickSection, name: string, notes: string[]
   }
   const iface: ImportedConfig['interface'] = { name, listenPort, addresses };
   if (mtu !== undefined) iface.mtu = mtu;
+  if (Object.values(hooks).some((list) => list.length > 0)) iface.hooks = hooks;
   return { iface, privateKey };
 }
 

@@ -32,6 +32,33 @@ export function isField(node: FieldSchema | SectionSchema): node is FieldSchema 
 export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
 export const CRYPTO_BACKENDS = ['auto', 'sodium-native', 'libsodium-wrappers'] as const;
 
+const HOOK_DOC =
+  'Each hook is an argument vector (["/usr/sbin/nft", "add", "rule", ...]) run without a shell, in order; "%i" in any argument becomes the interface name. For a shell command: ["/bin/sh", "-c", "..."]. argv[0] is an absolute path or a name looked up in PATH. Each hook may run 30 s, then it is killed; its command and exit status are logged at info, its output at debug. A changed list applies at the next start or stop (a reload never runs hooks).';
+
+/** wg-quick's PreUp, PostUp, PreDown, PostDown (src/hooks.ts). */
+export const hooksSchema = {
+  preUp: {
+    doc: `Run before the interface is created; one failing stops the start (exit 1; nothing more runs). ${HOOK_DOC}`,
+    default: [] as string[][],
+    format: f.hookList,
+  },
+  postUp: {
+    doc: `Run once the interface, its addresses and routes are up (e.g. NAT and firewall rules); one failing stops the start: the later hooks do not run and the interface is removed (exit 1). ${HOOK_DOC}`,
+    default: [] as string[][],
+    format: f.hookList,
+  },
+  preDown: {
+    doc: `Run at stop while the interface still exists; a failure is logged and the stop continues. ${HOOK_DOC}`,
+    default: [] as string[][],
+    format: f.hookList,
+  },
+  postDown: {
+    doc: `Run at stop after the interface is removed (e.g. delete what postUp added); a failure is logged and the stop continues. ${HOOK_DOC}`,
+    default: [] as string[][],
+    format: f.hookList,
+  },
+} satisfies SectionSchema;
+
 export const interfaceSchema = {
   name: {
     doc:
@@ -67,6 +94,7 @@ export const interfaceSchema = {
     default: 1420,
     format: f.mtu,
   },
+  hooks: hooksSchema,
 } satisfies SectionSchema;
 
 export const peerSchema = {

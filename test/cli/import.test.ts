@@ -75,7 +75,18 @@ describe('convertWgQuick', () => {
   it('converts the hub config: every carried key, accumulated lists, notes for the rest', () => {
     const { config, privateKey, notes } = convertWgQuick(readFileSync(fixture('wg0.conf'), 'utf8'), 'wg0');
     expect(privateKey).toBe(fixtureValue('wg0.conf', 'PrivateKey'));
-    expect(config.interface).toEqual({ name: 'wg0', listenPort: 51820, addresses: ['10.62.0.1/24', 'fd62::1/64', '10.63.0.1/24'], mtu: 1420 });
+    expect(config.interface).toEqual({
+      name: 'wg0',
+      listenPort: 51820,
+      addresses: ['10.62.0.1/24', 'fd62::1/64', '10.63.0.1/24'],
+      mtu: 1420,
+      hooks: {
+        preUp: [],
+        postUp: [['/bin/sh', '-c', 'iptables -A FORWARD -i %i -j ACCEPT']],
+        preDown: [],
+        postDown: [['/bin/sh', '-c', 'iptables -D FORWARD -i %i -j ACCEPT']],
+      },
+    });
     expect(config.peers).toEqual([
       {
         publicKey: fixtureValue('wg0.conf', 'PublicKey', 0),
@@ -89,8 +100,8 @@ describe('convertWgQuick', () => {
     ]);
     expect(notes).toEqual([
       expect.stringMatching(/^line 8: DNS is not supported/),
-      expect.stringMatching(/^line 9: PostUp is not supported/),
-      expect.stringMatching(/^line 10: PostDown is not supported/),
+      expect.stringMatching(/^line 9: PostUp imported as interface\.hooks\.postUp\[0\] = \["\/bin\/sh", "-c", <the line>\]/),
+      expect.stringMatching(/^line 10: PostDown imported as interface\.hooks\.postDown\[0\]/),
       expect.stringMatching(/^line 11: SaveConfig is not supported/),
     ]);
   });
@@ -158,6 +169,31 @@ describe('convertWgQuick', () => {
     }
   });
 
+  it('maps every hook line to ["/bin/sh", "-c", line] in order, %i kept, with a note each', () => {
+    const { config, notes } = convertWgQuick(readFileSync(fixture('nat-gw.conf'), 'utf8'), 'natgw');
+    expect(config.interface.hooks).toEqual({
+      preUp: [['/bin/sh', '-c', 'sysctl -w net.ipv4.ip_forward=1']],
+      postUp: [
+        ['/bin/sh', '-c', "nft add table ip tv_%i; nft add chain ip tv_%i post '{ type nat hook postrouting priority 100; }'"],
+        ['/bin/sh', '-c', 'nft add rule ip tv_%i post ip saddr 10.64.0.0/24 oifname != "%i" masquerade'],
+        ['/bin/sh', '-c', 'echo lower-case key, a = sign and %i%i twice'],
+      ],
+      preDown: [['/bin/sh', '-c', 'logger -t wg "going down: %i"']],
+      postDown: [['/bin/sh', '-c', 'nft delete table ip tv_%i']],
+    });
+    expect(notes).toEqual([
+      expect.stringMatching(/^line 6: PreUp imported as interface\.hooks\.preUp\[0\]/),
+      expect.stringMatching(/^line 7: PostUp imported as interface\.hooks\.postUp\[0\]/),
+      expect.stringMatching(/^line 8: PostUp imported as interface\.hooks\.postUp\[1\]/),
+      expect.stringMatching(/^line 9: PreDown imported as interface\.hooks\.preDown\[0\]/),
+      expect.stringMatching(/^line 10: PostDown imported as interface\.hooks\.postDown\[0\]/),
+      'line 11: PostDown is empty; nothing to run, left out',
+      expect.stringMatching(/^line 12: postup imported as interface\.hooks\.postUp\[2\]/),
+    ]);
+    // No hook line: no hooks field at all.
+    expect(convertWgQuick(readFileSync(fixture('crlf.conf'), 'utf8'), 'crlf').config.interface.hooks).toBeUndefined();
+  });
+
   it('takes the interface name from the file name', () => {
     expect(interfaceNameFromPath('/etc/wireguard/wg0.conf')).toBe('wg0');
     expect(interfaceNameFromPath('site-b')).toBe('site-b');
@@ -169,7 +205,7 @@ describe('tunvpn import', () => {
   it('prints a config that the config loader accepts with the same values (round trip)', async () => {
     const r = await tvImport([fixture('wg0.conf')]);
     expect(r.code).toBe(0);
-    expect(r.stderr).toMatch(/wg0\.conf: line 9: PostUp is not supported/);
+    expect(r.stderr).toMatch(/wg0\.conf: line 9: PostUp imported as interface\.hooks\.postUp\[0\].*bash.*%i is kept/);
     expect(r.stderr).toMatch(/output contains the private key/);
     const raw = JSON.parse(r.stdout) as unknown;
     const cfg = await parseConfig(raw, { baseDir: tmp });
@@ -178,6 +214,8 @@ describe('tunvpn import', () => {
     expect(cfg.interface.listenPort).toBe(51820);
     expect(cfg.interface.addresses).toEqual(['10.62.0.1/24', 'fd62::1/64', '10.63.0.1/24']);
     expect(cfg.interface.mtu).toBe(1420);
+    expect(cfg.interface.hooks?.postUp).toEqual([['/bin/sh', '-c', 'iptables -A FORWARD -i %i -j ACCEPT']]);
+    expect(cfg.interface.hooks?.postDown).toEqual([['/bin/sh', '-c', 'iptables -D FORWARD -i %i -j ACCEPT']]);
     expect(cfg.peers.map((p) => p.publicKey)).toEqual([0, 1, 2].map((i) => fixtureValue('wg0.conf', 'PublicKey', i)));
     expect(Buffer.from(cfg.peers[0].presharedKey ?? new Uint8Array()).toString('base64')).toBe(fixtureValue('wg0.conf', 'PresharedKey'));
     expect(cfg.peers[0].endpoint).toEqual({ host: '203.0.113.7', port: 51820 });
@@ -238,6 +276,16 @@ describe('tunvpn import', () => {
     expect(r.stderr).toMatch(/cannot read/);
     await expect(tvImport([])).rejects.toThrow(/missing FILE/);
     expect((await tvImport(['--help'])).stdout).toContain('Usage: tunvpn import');
+  });
+
+  it('imports hooks that the config loader accepts and `check` would pass, and says how it mapped them', async () => {
+    const r = await tvImport([fixture('nat-gw.conf')]);
+    expect(r.code).toBe(0);
+    expect(r.stderr).toMatch(/nat-gw\.conf: line 7: PostUp imported as interface\.hooks\.postUp\[0\] = \["\/bin\/sh", "-c", <the line>\]/);
+    const raw = JSON.parse(r.stdout) as { interface: { hooks: unknown } };
+    const cfg = await parseConfig(raw, { baseDir: tmp });
+    expect(cfg.interface.hooks?.postUp[1]).toEqual(['/bin/sh', '-c', 'nft add rule ip tv_%i post ip saddr 10.64.0.0/24 oifname != "%i" masquerade']);
+    expect(cfg.interface.hooks?.postDown).toEqual([['/bin/sh', '-c', 'nft delete table ip tv_%i']]);
   });
 
   it('agrees with wg-quick about what goes to wg', async () => {
