@@ -1,0 +1,193 @@
+/**
+ * Up/down hooks in a real daemon, in a namespace of the test's own: postUp
+ * adds a real nftables NAT table once the interface, its address and its
+ * routes exist, postDown deletes it after the interface is gone; preUp runs
+ * before the interface exists, preDown while it still does. A failing preUp
+ * or postUp ends the start: exit 1, one line naming the hook, no interface,
+ * no control socket, no later hook. A reload that changes the hooks never
+ * re-runs postUp; the stop runs the new postDown.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { describeIntegration, Netns } from '../helpers/netns.js';
+import { cliPath, ConfigDir, startDaemon, type DaemonProcess } from '../../src/testbed/site-to-site.js';
+import { makeKeyPair } from '../helpers/daemon.js';
+
+/** Unique across namespaces: wireguard-go's socket directory is shared. */
+function ifname(tag: string): string {
+  return `hk${tag}${randomBytes(3).toString('hex')}`;
+}
+
+async function runExpectingFailure(ns: Netns, argv: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const child = ns.spawn(argv[0], argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout?.on('data', (d: Buffer) => (stdout += d.toString()));
+  child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
+  const code = await new Promise<number | null>((resolve) => {
+    const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
+    child.once('exit', (c) => {
+      clearTimeout(timer);
+      resolve(c);
+    });
+  });
+  return { code, stdout, stderr };
+}
+
+function read(path: string): string {
+  return existsSync(path) ? readFileSync(path, 'utf8') : '<missing>';
+}
+
+describeIntegration('daemon hooks: preUp, postUp, preDown, postDown', ['nft'], () => {
+  let ns: Netns;
+  let dir: ConfigDir;
+  let keyFile: string;
+  let peerKey: string;
+  const running: DaemonProcess[] = [];
+
+  beforeAll(async () => {
+    ns = await Netns.create('hk');
+    dir = await ConfigDir.create();
+    const me = await makeKeyPair();
+    peerKey = (await makeKeyPair()).publicKey;
+    keyFile = join(dir.path, 'hk.key');
+    await writeFile(keyFile, `${me.privateKey}\n`, { mode: 0o600 });
+  });
+
+  afterAll(async () => {
+    await Promise.all(running.map((d) => d.stop()));
+    await ns?.destroy();
+    await dir?.destroy();
+  });
+
+  async function writeConfig(name: string, iface: string, port: number, hooks: Record<string, string[][]>): Promise<string> {
+    const path = join(dir.path, `${name}.json`);
+    const config = {
+      interface: { name: iface, privateKeyFile: keyFile, listenPort: port, addresses: ['10.97.0.1/24'], hooks },
+      peers: [{ name: 'p', publicKey: peerKey, allowedIPs: ['10.97.5.0/24'] }],
+      log: { level: 'debug' },
+    };
+    await writeFile(path, JSON.stringify(config, null, 2), { mode: 0o600 });
+    return path;
+  }
+
+  async function nftTable(table: string): Promise<string | undefined> {
+    return ns.exec('nft', ['list', 'table', 'ip', table]).then(
+      (r) => r.stdout,
+      () => undefined,
+    );
+  }
+
+  it('postUp adds a NAT rule once address and routes are up; postDown removes it after the interface is gone', async () => {
+    const iface = ifname('a');
+    const out = (f: string) => join(dir.path, `${iface}-${f}`);
+    const table = `tvhook_${iface}`;
+    const cfg = await writeConfig('updown', iface, 51911, {
+      preUp: [['/bin/sh', '-c', `ip link show %i > /dev/null 2>&1; echo $? > ${out('preup')}`]],
+      postUp: [
+        ['nft', 'add', 'table', 'ip', 'tvhook_%i'],
+        ['nft', 'add', 'chain', 'ip', 'tvhook_%i', 'post', '{ type nat hook postrouting priority 100 ; }'],
+        ['/usr/sbin/nft', 'add', 'rule', 'ip', 'tvhook_%i', 'post', 'ip', 'saddr', '10.97.0.0/24', 'oifname', '!=', '%i', 'masquerade'],
+        ['/bin/sh', '-c', `{ ip -o addr show dev %i; ip route show dev %i; } > ${out('postup')}`],
+      ],
+      preDown: [['/bin/sh', '-c', `ip link show %i > /dev/null 2>&1; echo $? > ${out('predown')}`]],
+      postDown: [
+        ['nft', 'delete', 'table', 'ip', 'tvhook_%i'],
+        ['/bin/sh', '-c', `ip link show %i > /dev/null 2>&1; echo $? > ${out('postdown')}`],
+      ],
+    });
+    const d = await startDaemon(ns, cfg);
+    running.push(d);
+    // preUp ran before the interface existed.
+    expect(read(out('preup')).trim()).not.toBe('0');
+    const rules = await nftTable(table);
+    expect(rules).toContain(`oifname != "${iface}"`);
+    expect(rules).toContain('masquerade');
+    // postUp saw the address and the allowed IPs' route.
+    expect(read(out('postup'))).toContain('10.97.0.1/24');
+    expect(read(out('postup'))).toContain('10.97.5.0/24');
+    // Every hook logged with its expanded command and status; postUp before "tunvpn up".
+    const recs = d.records();
+    const ran = recs.filter((r) => typeof r.msg === 'string' && /^postUp hook ran: exit status 0$/.test(r.msg));
+    expect(ran.map((r) => r.hook)).toEqual([0, 1, 2, 3].map((i) => `interface.hooks.postUp[${i}]`));
+    expect(ran[0].argv).toEqual(['nft', 'add', 'table', 'ip', table]);
+    const upAt = recs.findIndex((r) => typeof r.msg === 'string' && r.msg.startsWith('tunvpn up'));
+    expect(recs.indexOf(ran[3])).toBeLessThan(upAt);
+
+    expect(await d.stop()).toBe(0);
+    expect(await nftTable(table)).toBeUndefined();
+    expect(read(out('predown')).trim()).toBe('0'); // the interface still existed
+    expect(read(out('postdown')).trim()).not.toBe('0'); // it was gone
+    const after = d.records();
+    const msgs = after.map((r) => String(r.msg));
+    expect(msgs.filter((m) => m === 'postDown hook ran: exit status 0')).toHaveLength(2);
+    expect(msgs.indexOf('preDown hook ran: exit status 0')).toBeLessThan(msgs.indexOf('postDown hook ran: exit status 0'));
+    expect(msgs.indexOf('postDown hook ran: exit status 0')).toBeLessThan(msgs.indexOf('tunvpn stopped'));
+  });
+
+  it('a failing postUp: exit 1, one line naming the hook, no interface or socket left, nothing more run', async () => {
+    const iface = ifname('b');
+    const out = (f: string) => join(dir.path, `${iface}-${f}`);
+    const table = `tvhook_${iface}`;
+    const cfg = await writeConfig('badup', iface, 51912, {
+      postUp: [['nft', 'add', 'table', 'ip', 'tvhook_%i'], ['/bin/sh', '-c', 'exit 4', '%i'], ['/usr/bin/touch', out('third')]],
+      preDown: [['/usr/bin/touch', out('predown')]],
+      postDown: [['/usr/bin/touch', out('postdown')]],
+    });
+    const r = await runExpectingFailure(ns, [process.execPath, cliPath(), 'run', '-c', cfg]);
+    expect(r.code).toBe(1);
+    expect(r.stderr.trim().split('\n')).toEqual([
+      `tunvpn: cannot start: postUp hook interface.hooks.postUp[1] ["/bin/sh","-c","exit 4","${iface}"] failed: exit status 4 (HOOK_FAILED)`,
+    ]);
+    expect(r.stdout).toContain('start abandoned: no further hooks run, the interface is removed');
+    expect((await ns.exec('ip', ['-o', 'link'])).stdout).not.toContain(iface);
+    expect(existsSync(`/var/run/wireguard/${iface}.sock`)).toBe(false);
+    for (const f of ['third', 'predown', 'postdown']) expect(existsSync(out(f)), f).toBe(false);
+    // As wg-quick: what the hooks before it did stays (the operator's hooks must cope).
+    expect(await nftTable(table)).toBeDefined();
+    await ns.exec('nft', ['delete', 'table', 'ip', table]);
+  });
+
+  it('a failing preUp: exit 1, the interface is never created', async () => {
+    const iface = ifname('c');
+    const cfg = await writeConfig('badpre', iface, 51913, {
+      preUp: [['/nonexistent/prepare-%i']],
+      postUp: [['/bin/true']],
+    });
+    const r = await runExpectingFailure(ns, [process.execPath, cliPath(), 'run', '-c', cfg]);
+    expect(r.code).toBe(1);
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+    expect(r.stderr).toMatch(new RegExp(`^tunvpn: cannot start: preUp hook interface\\.hooks\\.preUp\\[0\\] \\["/nonexistent/prepare-${iface}"\\] failed: could not be started: .*ENOENT`));
+    expect(r.stdout).not.toContain('UDP transport open');
+    expect(r.stdout).not.toContain('postUp hook');
+    expect((await ns.exec('ip', ['-o', 'link'])).stdout).not.toContain(iface);
+  });
+
+  it('reload: changed hooks are logged, postUp is not run again, the stop runs the new postDown', async () => {
+    const iface = ifname('d');
+    const out = (f: string) => join(dir.path, `${iface}-${f}`);
+    const hooks = {
+      postUp: [['/bin/sh', '-c', `echo up >> ${out('ups')}`]],
+      postDown: [['/usr/bin/touch', out('old-postdown')]],
+    };
+    const cfg = await writeConfig('reload', iface, 51914, hooks);
+    const d = await startDaemon(ns, cfg);
+    running.push(d);
+    expect(read(out('ups'))).toBe('up\n');
+    await writeConfig('reload', iface, 51914, {
+      postUp: [['/bin/sh', '-c', `echo new-up >> ${out('ups')}`]],
+      postDown: [['/usr/bin/touch', out('new-postdown')]],
+    });
+    const from = d.records().length;
+    d.signal('SIGHUP');
+    await d.waitForLog(/^interface\.hooks changed: the new hooks run at the next stop and start; postUp is not run again$/, 10_000, from);
+    await d.waitForLog(/configuration reloaded/, 10_000, from);
+    expect(read(out('ups'))).toBe('up\n');
+    expect(await d.stop()).toBe(0);
+    expect(existsSync(out('new-postdown'))).toBe(true);
+    expect(existsSync(out('old-postdown'))).toBe(false);
+  });
+});
