@@ -12,8 +12,8 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { describeIntegration, Netns } from '../helpers/netns.js';
-import { cliPath, ConfigDir, startDaemon, type DaemonProcess } from '../../src/testbed/site-to-site.js';
+import { describeIntegration, Netns, pingUntil } from '../helpers/netns.js';
+import { ADDR, cliPath, ConfigDir, SiteToSite, startDaemon, type DaemonProcess } from '../../src/testbed/site-to-site.js';
 import { makeKeyPair } from '../helpers/daemon.js';
 
 /** Unique across namespaces: wireguard-go's socket directory is shared. */
@@ -189,5 +189,87 @@ describeIntegration('daemon hooks: preUp, postUp, preDown, postDown', ['nft'], (
     expect(await d.stop()).toBe(0);
     expect(existsSync(out('new-postdown'))).toBe(true);
     expect(existsSync(out('old-postdown'))).toBe(false);
+  });
+});
+
+/**
+ * The README's site-to-site NAT recipe, as written there: gateway B
+ * masquerades what comes out of the tunnel towards LAN B, so LAN B's hosts
+ * need no route back to LAN A. Host lb's routes to LAN A are deleted: a
+ * ping from la gets an answer only through the NAT, and not once the
+ * daemon (and with it the postDown hook) has removed the NAT table.
+ */
+describeIntegration('daemon hooks: the site-to-site NAT recipe', ['nft', 'ping'], () => {
+  let bed: SiteToSite;
+  let dir: ConfigDir;
+  let da: DaemonProcess | undefined;
+  let db: DaemonProcess | undefined;
+
+  beforeAll(async () => {
+    bed = await SiteToSite.create('hn', { underlayFamily: 'v4' });
+    dir = await ConfigDir.create();
+  });
+
+  afterAll(async () => {
+    await Promise.all([da?.stop(), db?.stop()]);
+    await bed?.destroy();
+    await dir?.destroy();
+  });
+
+  it('postUp masquerades LAN A behind gateway B; postDown removes the NAT table', async () => {
+    const [a, b] = await Promise.all([makeKeyPair(), makeKeyPair()]);
+    const ifA = ifname('n');
+    const ifB = ifname('m');
+    // Gateway B's link to LAN B, for the rule's oifname (eth1 in the README).
+    const lanDev = /^\d+:\s+(\S+)/.exec((await bed.tb.exec('ip', ['-o', '-4', 'addr', 'show', 'to', ADDR.tbLan.v4])).stdout)?.[1]?.split('@')[0];
+    expect(lanDev).toBeDefined();
+    const cfgA = await dir.writeHost('a', {
+      interfaceName: ifA,
+      privateKey: a.privateKey,
+      listenPort: 51921,
+      addresses: [`${ADDR.taTun.v4}/24`],
+      peers: [{ name: 'b', publicKey: b.publicKey, endpoint: `${ADDR.tbUnder.v4}:51922`, allowedIPs: [`${ADDR.tbTun.v4}/32`, ADDR.lanB.v4] }],
+    });
+    const cfgB = await dir.writeHost('b', {
+      interfaceName: ifB,
+      privateKey: b.privateKey,
+      listenPort: 51922,
+      addresses: [`${ADDR.tbTun.v4}/24`],
+      peers: [{ name: 'a', publicKey: a.publicKey, endpoint: `${ADDR.taUnder.v4}:51921`, allowedIPs: [`${ADDR.taTun.v4}/32`, ADDR.lanA.v4] }],
+    });
+    // writeHost knows no hooks: add the README's, with this bed's device name.
+    const raw = JSON.parse(readFileSync(cfgB, 'utf8')) as { interface: Record<string, unknown> };
+    raw.interface.hooks = {
+      postUp: [
+        ['nft', 'add', 'table', 'ip', 'tunvpn_%i'],
+        ['nft', 'add', 'chain', 'ip', 'tunvpn_%i', 'postrouting', '{ type nat hook postrouting priority srcnat ; }'],
+        ['nft', 'add', 'rule', 'ip', 'tunvpn_%i', 'postrouting', 'iifname', '%i', 'oifname', String(lanDev), 'masquerade'],
+      ],
+      postDown: [['nft', 'delete', 'table', 'ip', 'tunvpn_%i']],
+    };
+    await writeFile(cfgB, JSON.stringify(raw), { mode: 0o600 });
+    // LAN B's host has no way back to LAN A but the NAT.
+    await bed.lb.exec('ip', ['route', 'del', 'default']);
+    await bed.lb.exec('ip', ['route', 'del', ADDR.lanA.v4]).catch(() => undefined);
+
+    da = await startDaemon(bed.ta, cfgA);
+    db = await startDaemon(bed.tb, cfgB);
+    expect(await pingUntil(bed.la, ADDR.lb.v4, 15_000)).toMatch(/1 received/);
+    const table = (await bed.tb.exec('nft', ['list', 'table', 'ip', `tunvpn_${ifB}`])).stdout;
+    expect(table).toMatch(/masquerade/);
+    expect(await db.stop()).toBe(0);
+    db = undefined;
+    await expect(bed.tb.exec('nft', ['list', 'table', 'ip', `tunvpn_${ifB}`])).rejects.toThrow();
+    // Tunnel up again without hooks: the same ping has no way back now.
+    const plain = await dir.writeHost('b', {
+      interfaceName: ifB,
+      privateKey: b.privateKey,
+      listenPort: 51922,
+      addresses: [`${ADDR.tbTun.v4}/24`],
+      peers: [{ name: 'a', publicKey: a.publicKey, endpoint: `${ADDR.taUnder.v4}:51921`, allowedIPs: [`${ADDR.taTun.v4}/32`, ADDR.lanA.v4] }],
+    });
+    db = await startDaemon(bed.tb, plain);
+    expect(await pingUntil(bed.la, ADDR.tbTun.v4, 15_000)).toMatch(/1 received/);
+    await expect(pingUntil(bed.la, ADDR.lb.v4, 2_000)).rejects.toThrow();
   });
 });
