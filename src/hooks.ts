@@ -146,8 +146,16 @@ export function runHook(argv: readonly string[], opts: RunHookOptions = {}): Pro
   const t0 = performance.now();
   return new Promise<HookOutcome>((resolve) => {
     const [file, ...args] = argv;
-    // detached: its own process group, so a timeout kills what it started too.
-    const child = spawn(file, args, { stdio: ['ignore', 'pipe', 'pipe'], detached: true, shell: false });
+    let child;
+    try {
+      if (file === undefined || file === '') throw new Error('empty argument vector');
+      // detached: its own process group, so a timeout kills what it started too.
+      child = spawn(file, args, { stdio: ['ignore', 'pipe', 'pipe'], detached: true, shell: false });
+    } catch (e) {
+      // Bad arguments throw at once (the config loader refuses them first).
+      resolve({ exitCode: null, signal: null, timedOut: false, spawnError: (e as Error).message, stdout: '', stderr: '', stdoutDropped: 0, stderrDropped: 0, ms: 0 });
+      return;
+    }
     let timedOut = false;
     let killTimer: NodeJS.Timeout | undefined;
     const killGroup = (sig: NodeJS.Signals): void => {

@@ -60,6 +60,9 @@ describe('runHook', () => {
     expect(killed.exitCode).toBeNull();
     const missing = await runHook(['/nonexistent/tunvpn-hook']);
     expect(missing.spawnError).toMatch(/ENOENT/);
+    // What the loader refuses cannot crash the runner either.
+    expect((await runHook([])).spawnError).toBe('empty argument vector');
+    expect((await runHook(['/bin/echo', 'a\u0000b'])).spawnError).toMatch(/null bytes/);
   });
 
   it('uses no shell: metacharacters reach the program as they are', async () => {
