@@ -8,12 +8,12 @@
  * re-runs postUp; the stop runs the new postDown.
  */
 import { existsSync, readFileSync } from 'node:fs';
-import { writeFile } from 'node:fs/promises';
+import { chmod, chown, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { describeIntegration, Netns, pingUntil } from '../helpers/netns.js';
-import { ADDR, cliPath, ConfigDir, SiteToSite, startDaemon, type DaemonProcess } from '../../src/testbed/site-to-site.js';
+import { ADDR, cliPath, ConfigDir, DaemonProcess, SiteToSite, startDaemon } from '../../src/testbed/site-to-site.js';
 import { makeKeyPair } from '../helpers/daemon.js';
 
 /** Unique across namespaces: wireguard-go's socket directory is shared. */
@@ -41,7 +41,7 @@ function read(path: string): string {
   return existsSync(path) ? readFileSync(path, 'utf8') : '<missing>';
 }
 
-describeIntegration('daemon hooks: preUp, postUp, preDown, postDown', ['nft'], () => {
+describeIntegration('daemon hooks: preUp, postUp, preDown, postDown', ['nft', 'setpriv'], () => {
   let ns: Netns;
   let dir: ConfigDir;
   let keyFile: string;
@@ -164,6 +164,45 @@ describeIntegration('daemon hooks: preUp, postUp, preDown, postDown', ['nft'], (
     expect(r.stdout).not.toContain('UDP transport open');
     expect(r.stdout).not.toContain('postUp hook');
     expect((await ns.exec('ip', ['-o', 'link'])).stdout).not.toContain(iface);
+  });
+
+  it('as the unit runs it (nobody, ambient CAP_NET_ADMIN only), hooks inherit the capability: nft works', async () => {
+    const iface = ifname('e');
+    const table = `tvhook_${iface}`;
+    const cfg = await writeConfig('nobody', iface, 51915, {
+      postUp: [
+        ['nft', 'add', 'table', 'ip', 'tvhook_%i'],
+        // The hook's own capability set is the daemon's: CAP_NET_ADMIN (bit 12) only.
+        ['/bin/sh', '-c', 'grep -q "^CapEff:[[:space:]]*0000000000001000$" /proc/self/status'],
+      ],
+      postDown: [['nft', 'delete', 'table', 'ip', 'tvhook_%i']],
+    });
+    await chmod(dir.path, 0o711);
+    await chown(cfg, 65534, 65534);
+    await chown(keyFile, 65534, 65534);
+    // As test/hardening/privilege.test.ts: in the mount namespace `ip netns
+    // exec` makes, a socket directory nobody may write and a 0666 TUN node.
+    const script = [
+      'mkdir -p /run/wireguard /run/tunvpn-dev',
+      'mount -t tmpfs -o size=1m,mode=0755,uid=65534,gid=65534 tunvpn-test /run/wireguard',
+      'mount -t tmpfs -o size=64k,mode=0755 tunvpn-dev /run/tunvpn-dev',
+      'mknod -m 0666 /run/tunvpn-dev/tun c 10 200',
+      'mount --bind /run/tunvpn-dev/tun /dev/net/tun',
+      'exec setpriv "$@"',
+    ].join(' && ');
+    const setpriv = ['--reuid=65534', '--regid=65534', '--clear-groups', '--inh-caps=-all,+net_admin', '--ambient-caps=-all,+net_admin', '--bounding-set=-all,+net_admin'];
+    const child = ns.spawn('sh', ['-c', script, 'sh', ...setpriv, process.execPath, cliPath(), 'run', '--config', cfg], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const d = new DaemonProcess(child);
+    running.push(d);
+    try {
+      await d.waitForLog(/^tunvpn up/);
+      expect(await nftTable(table)).toContain(`table ip ${table}`);
+      expect(await d.stop()).toBe(0);
+      expect(await nftTable(table)).toBeUndefined();
+    } finally {
+      await chown(keyFile, 0, 0);
+      await chmod(dir.path, 0o700);
+    }
   });
 
   it('reload: changed hooks are logged, postUp is not run again, the stop runs the new postDown', async () => {
