@@ -97,6 +97,8 @@ interface Row {
   what: string;
   bytes: number;
   applyMs: number;
+  /** The daemon's own account of the change (its log line), where it gives one: plan, prepare, commit. */
+  daemonMs?: string;
   errno: string;
   ping: PingStats;
 }
@@ -136,8 +138,9 @@ async function main(): Promise<void> {
       peers: [{ name: 'b', publicKey: Buffer.from(pubB).toString('base64'), endpoint: `${B_UNDER}:51820`, allowedIPs: [`${B_TUN}/32`] }],
       logLevel: 'info',
     });
-    made.daemon = new DaemonProcess(a.spawn(process.execPath, [cli, 'run', '--config', config], { stdio: ['ignore', 'pipe', 'pipe'] }));
-    await made.daemon.waitForLog(/^tunvpn up/, 30_000);
+    const daemon = new DaemonProcess(a.spawn(process.execPath, [cli, 'run', '--config', config], { stdio: ['ignore', 'pipe', 'pipe'] }));
+    made.daemon = daemon;
+    await daemon.waitForLog(/^tunvpn up/, 30_000);
 
     const wg = b.spawn('wireguard-go', ['-f', ifB], { env: { ...process.env, WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD: '1', LOG_LEVEL: 'error' } });
     wg.stdout?.resume();
@@ -188,7 +191,12 @@ async function main(): Promise<void> {
       const stats = await ping.stop();
       const peers = await peerCount(ifA);
       if (peers !== expectPeers) throw new Error(`${what}: ${peers} peers afterwards, expected ${expectPeers}`);
-      rows.push({ what, bytes: request.length, applyMs, errno, ping: stats });
+      const logged = daemon
+        .records()
+        .filter((r) => r.msg === 'configuration changed through the control socket')
+        .pop()?.ms as Record<string, number> | undefined;
+      const daemonMs = logged && typeof logged === 'object' ? Object.values(logged).join('/') : undefined;
+      rows.push({ what, bytes: request.length, applyMs, daemonMs, errno, ping: stats });
       console.error(`${what}: ${Math.round(applyMs)} ms, worst RTT ${stats.maxMs.toFixed(1)} ms, ${stats.sent - stats.received} of ${stats.sent} pings lost`);
     };
 
@@ -214,11 +222,12 @@ async function main(): Promise<void> {
     await made.dir?.destroy();
   }
   const table = [
-    ['set', 'request', 'apply', 'errno', 'worst RTT', 'avg RTT', 'pings lost'],
+    ['set', 'request', 'apply', 'in daemon (plan/prepare/commit)', 'errno', 'worst RTT', 'avg RTT', 'pings lost'],
     ...rows.map((r) => [
       r.what,
       `${(r.bytes / 1e6).toFixed(2)} MB`,
       `${Math.round(r.applyMs)} ms`,
+      r.daemonMs === undefined ? '-' : `${r.daemonMs} ms`,
       r.errno,
       `${r.ping.maxMs.toFixed(1)} ms`,
       `${r.ping.avgMs.toFixed(2)} ms`,
