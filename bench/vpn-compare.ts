@@ -30,6 +30,11 @@
  *   --max-pps N               UDP offered-rate cap, packets/s (default 300000)
  *   --udp-small N / --udp-large N   UDP payload bytes (default 64 / 1392)
  *   --vpns a,b,...            subset, in order (tunvpn,wireguard-go,fastd,tinc,openvpn,quicktun,plain)
+ *   --wireguard-go P[,P...]   wireguard-go binaries, each its own column named by
+ *                             `P --version`; the first is the reference for every
+ *                             ratio (default $TUNVPN_BENCH_WIREGUARD_GO, else
+ *                             wireguard-go on PATH); "wireguard-go" in --vpns
+ *                             stands for all of them
  *   --peers N                 many-peer check size (default 10000, 0 skips)
  *   --budget N                start no new measurement round after N seconds (default 150)
  *   --profile                 profile mode: tunvpn only under node --cpu-prof
@@ -48,11 +53,10 @@ import { formatProfile, summariseProfile, type ProfileSummary } from './lib/cpup
 import { IperfServer, ping, tcpThroughput, tcpWithPing, udpRate } from './lib/measure.js';
 import { tunvpnPeerLoad, wireguardGoPeerLoad, type PeerLoadResult } from './lib/peer-load.js';
 import { cpuSeconds, statusMb } from './lib/proc.js';
-import { ratio, renderTable, type VpnResult } from './lib/report.js';
+import { label, ratio, renderTable, type VpnResult } from './lib/report.js';
 import { renderThroughputSvg } from './lib/svg.js';
-import { ALL_VPNS, hasCommand, type RunningVpn, type VpnAdapter } from './lib/vpns.js';
+import { OTHER_VPNS, hasCommand, wireguardGoAdapter, wireguardGoPaths, type RunningVpn, type VpnAdapter } from './lib/vpns.js';
 
-const REFERENCE = 'wireguard-go';
 const IPERF_PORT = 5201;
 
 interface Options {
@@ -70,6 +74,8 @@ interface Options {
   docs: boolean;
   rounds: number;
   nodeArgs: string[];
+  /** wireguard-go binaries; the first is the reference. */
+  wireguardGo: string[];
 }
 
 function parseOptions(argv: string[]): Options {
@@ -91,6 +97,7 @@ function parseOptions(argv: string[]): Options {
       'no-docs': { type: 'boolean' },
       rounds: { type: 'string' },
       'node-args': { type: 'string' },
+      'wireguard-go': { type: 'string' },
     },
     strict: true,
   });
@@ -122,6 +129,7 @@ function parseOptions(argv: string[]): Options {
     docs: !(values['no-docs'] ?? false) && !profile,
     nodeArgs: (values['node-args'] ?? '').split(/\s+/).filter(Boolean),
     rounds: Math.max(1, Math.round(num(values.rounds, profile ? 1 : base.rounds, 'rounds'))),
+    wireguardGo: wireguardGoPaths(values['wireguard-go']),
   };
 }
 
@@ -285,28 +293,33 @@ function summaryLine(r: VpnResult): string {
   if (r.status !== 'ok') return `${r.name}: ${r.status} ${r.error ?? ''}`;
   const f = (v: number | undefined, d = 0): string => (v === undefined || !Number.isFinite(v) ? '-' : v.toFixed(d));
   return (
-    `${r.name} ${r.version}: TCP ${f(r.tcp1?.mbps)} / ${f(r.tcp4?.mbps)} Mbit/s (1/4 streams), ` +
+    `${label(r)}: TCP ${f(r.tcp1?.mbps)} / ${f(r.tcp4?.mbps)} Mbit/s (1/4 streams), ` +
     `UDP ${f((r.udpSmall?.rxPps ?? NaN) / 1000, 1)} / ${f((r.udpLarge?.rxPps ?? NaN) / 1000, 1)} kpps, ` +
     `RTT ${f(r.pingIdle?.avgMs, 3)} / ${f(r.pingLoad?.avgMs, 2)} ms, CPU ${f(r.cpuSecondsPerGB, 2)} s/GB, ` +
     `RSS ${f(r.peakRssMb?.A, 1)} / ${f(r.peakRssMb?.B, 1)} MB (${f(r.seconds, 1)} s)`
   );
 }
 
-function targetLines(results: VpnResult[], loads: PeerLoadResult[]): string[] {
+function targetLines(results: VpnResult[], loads: PeerLoadResult[], reference: string): string[] {
   const get = (n: string): VpnResult | undefined => results.find((r) => r.name === n && r.status === 'ok');
   const t = get('tunvpn');
-  const wg = get(REFERENCE);
+  const wg = get(reference);
   const fd = get('fastd');
   const out: string[] = [];
   const mark = (ok: boolean | undefined): string => (ok === undefined ? '  n/a ' : ok ? '  met ' : ' MISSED');
-  const tcpWg = ratio(t?.tcp1?.mbps, wg?.tcp1?.mbps);
-  out.push(`${mark(tcpWg === undefined ? undefined : tcpWg >= 1)} TCP >= 1.0x wireguard-go (required): ${tcpWg?.toFixed(2) ?? '-'}x`);
+  const line = (what: string, v: number | undefined, ok: (x: number) => boolean): void => {
+    out.push(`${mark(v === undefined ? undefined : ok(v))} ${what}: ${v?.toFixed(2) ?? '-'}x`);
+  };
+  line(`TCP 1 stream >= 1.2x ${reference}`, ratio(t?.tcp1?.mbps, wg?.tcp1?.mbps), (x) => x >= 1.2);
+  line(`TCP 4 streams >= 1.2x ${reference}`, ratio(t?.tcp4?.mbps, wg?.tcp4?.mbps), (x) => x >= 1.2);
+  line(`CPU per GB <= 0.8x ${reference}`, ratio(t?.cpuSecondsPerGB, wg?.cpuSecondsPerGB), (x) => x <= 0.8);
+  line(`UDP small payloads rx pps >= 1.5x ${reference}`, ratio(t?.udpSmall?.rxPps, wg?.udpSmall?.rxPps), (x) => x >= 1.5);
+  line(`UDP large payloads rx pps >= 1.5x ${reference}`, ratio(t?.udpLarge?.rxPps, wg?.udpLarge?.rxPps), (x) => x >= 1.5);
+  line(`idle RTT of a fresh daemon <= 1.0x ${reference}`, ratio(t?.pingFresh?.avgMs, wg?.pingFresh?.avgMs), (x) => x <= 1);
+  const warm = ratio(t?.pingIdle?.avgMs, wg?.pingIdle?.avgMs);
+  if (warm !== undefined) out.push(`  info idle RTT of a tunnel that has carried traffic: ${warm.toFixed(2)}x ${reference}`);
   const tcpFd = ratio(t?.tcp1?.mbps, fd?.tcp1?.mbps);
-  out.push(`${mark(tcpFd === undefined ? undefined : tcpFd >= 1.2)} TCP >= 1.2x fastd (goal): ${tcpFd?.toFixed(2) ?? '-'}x`);
-  const rtt = ratio(t?.pingIdle?.avgMs, wg?.pingIdle?.avgMs);
-  out.push(`${mark(rtt === undefined ? undefined : rtt <= 1)} idle RTT <= wireguard-go: ${rtt?.toFixed(2) ?? '-'}x`);
-  const fresh = ratio(t?.pingFresh?.avgMs, wg?.pingFresh?.avgMs);
-  if (fresh !== undefined) out.push(`  info idle RTT of a fresh daemon (no traffic yet): ${fresh.toFixed(2)}x wireguard-go`);
+  if (tcpFd !== undefined) out.push(`  info TCP 1 stream: ${tcpFd.toFixed(2)}x fastd`);
   const rss = t?.peakRssMb ? Math.max(t.peakRssMb.A, t.peakRssMb.B) : undefined;
   out.push(`${mark(rss === undefined ? undefined : rss <= 80)} RSS <= 80 MB with one peer (peak under load): ${rss?.toFixed(1) ?? '-'} MB`);
   const one = loads.find((l) => l.vpn === 'tunvpn' && l.peers === 1);
@@ -344,10 +357,16 @@ async function main(): Promise<number> {
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
 
+  const wgBuilds = opts.wireguardGo.map((path) => ({ path, adapter: wireguardGoAdapter(path) }));
+  const reference = wgBuilds[0].adapter.name;
   const adapters: VpnAdapter[] = [];
   for (const name of opts.vpns) {
-    const a = ALL_VPNS.find((v) => v.name === name);
-    if (!a) throw new Error(`unknown VPN "${name}" (known: ${ALL_VPNS.map((v) => v.name).join(', ')})`);
+    if (name === 'wireguard-go') {
+      adapters.push(...wgBuilds.map((b) => b.adapter));
+      continue;
+    }
+    const a = OTHER_VPNS.find((v) => v.name === name);
+    if (!a) throw new Error(`unknown VPN "${name}" (known: wireguard-go, ${OTHER_VPNS.map((v) => v.name).join(', ')})`);
     adapters.push(a);
   }
   log(`tunvpn bench (${opts.preset}${opts.profile ? ', profile' : ''}): ${opts.rounds} round(s), TCP ${opts.tcpSeconds} s, UDP ${opts.udpSeconds} s ` +
@@ -371,7 +390,7 @@ async function main(): Promise<number> {
     }
     const live = await startVpn(vpn, wgKeys, profileDir, opts.nodeArgs);
     lives.push(live);
-    log(`${vpn.name} ${live.result.version}: ${live.result.status === 'ok' ? 'up' : `failed: ${live.result.error ?? ''}`}`);
+    log(`${label(live.result)}: ${live.result.status === 'ok' ? 'up' : `failed: ${live.result.error ?? ''}`}`);
   }
   try {
     for (const live of lives) await freshAndWarm(live, opts);
@@ -427,7 +446,8 @@ async function main(): Promise<number> {
       const key = await wgKeys();
       loads.push(await tunvpnPeerLoad(1, key));
       loads.push(await tunvpnPeerLoad(opts.peers, key));
-      if (hasCommand('wireguard-go') && hasCommand('wg')) loads.push(await wireguardGoPeerLoad(opts.peers, key));
+      const ref = wgBuilds[0];
+      if (ref.adapter.available()) loads.push(await wireguardGoPeerLoad(opts.peers, key, ref.path, ref.adapter.name));
     } catch (err) {
       log(`peer-load check failed: ${(err as Error).message}`);
     }
@@ -435,15 +455,15 @@ async function main(): Promise<number> {
   }
 
   if (!opts.profile) {
-    log('\n' + renderTable(results, REFERENCE));
-    log('\ntargets (issue 6):\n' + targetLines(results, loads).join('\n'));
+    log('\n' + renderTable(results, reference));
+    log('\ntargets (issue 14):\n' + targetLines(results, loads, reference).join('\n'));
   }
 
   const report = {
     date: new Date().toISOString(),
     host: { cpus: cpus().length, cpuModel: cpus()[0]?.model, kernel: release(), node: process.version },
     options: opts,
-    reference: REFERENCE,
+    reference,
     command: `node dist/bench/vpn-compare.js ${process.argv.slice(2).join(' ')}`.trim(),
     results,
     peerLoad: loads,
@@ -463,7 +483,7 @@ async function main(): Promise<number> {
       .filter((r) => r.status === 'ok' && r.tcp1)
       .map((r) => ({ name: r.name, version: r.version, tcp1Mbps: r.tcp1?.mbps ?? NaN, tcp4Mbps: r.tcp4?.mbps ?? NaN }));
     const subtitle = `${report.date.slice(0, 10)}, ${cpus().length} CPUs, ${opts.tcpSeconds} s per run, network namespaces on one host, MTU 1420`;
-    await writeFile(join(docsDir, 'throughput.svg'), renderThroughputSvg(rows, REFERENCE, subtitle));
+    await writeFile(join(docsDir, 'throughput.svg'), renderThroughputSvg(rows, reference, subtitle));
     log(`wrote docs/bench/latest.json and docs/bench/throughput.svg`);
   }
   log(`done in ${((Date.now() - started) / 1000).toFixed(0)} s`);

@@ -83,6 +83,12 @@ export interface ApplySummary {
 export interface DaemonOptions {
   /** Control socket directory (default /var/run/wireguard, where `wg` looks). */
   controlDir?: string;
+  /**
+   * A listening control socket inherited from systemd (socket activation),
+   * already checked to be controlDir/IFNAME.sock; absent, the daemon makes
+   * its own.
+   */
+  controlSocketFd?: number;
   /** Called when something outside asks the daemon to stop (its control socket was deleted). */
   onShutdownRequest?: () => void;
   /** Already loaded and validated (the CLI needs its log level first). */
@@ -236,6 +242,7 @@ export class Daemon implements UapiDevice {
       const ifname = tun.name;
       daemon.control = await UapiServer.listen(ifname, daemon, {
         dir: opts.controlDir,
+        listenFd: opts.controlSocketFd,
         logger: log,
         // The cross-platform API: a deleted socket file means "shut down".
         onSocketRemoved: () => {
@@ -301,7 +308,7 @@ export class Daemon implements UapiDevice {
         lastHandshakeWallMs: p.proto.stats.lastHandshakeWallMs,
       };
     });
-    return { peers, drops: this.pipeline.drops, handshakesStarted, handshakesCompleted, tun: this.tun.stats };
+    return { peers, drops: this.pipeline.drops, handshakesStarted, handshakesCompleted, cookieRepliesSent: this.pipeline.cookieRepliesSent, tun: this.tun.stats };
   }
 
   /** UAPI `get`: the running state, as `wg show` reports it. */
@@ -760,6 +767,7 @@ export class Daemon implements UapiDevice {
       })),
       drops: { ...this.pipeline.drops },
       packets: { ...this.pipeline.counters },
+      cookieRepliesSent: this.pipeline.cookieRepliesSent,
       tun: { offload: this.tun.offload, ...this.tun.stats },
       routes: [...this.routes.owned],
     };
@@ -783,6 +791,8 @@ export interface DaemonStatus {
   drops: Record<string, number>;
   /** Packets moved: read from / written to the TUN device, received / sent on UDP. */
   packets: { tunRx: number; tunTx: number; udpRx: number; udpTx: number; keepalivesRx: number };
+  /** Cookie replies sent instead of handshake responses (under load): a handshake flood. */
+  cookieRepliesSent: number;
   /** The TUN device's offload state and counters (see TunDevice). */
   tun: { offload: boolean } & TunStats;
   routes: string[];

@@ -5,7 +5,8 @@
  * The kernel parts run against a real TUN device in a namespace.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { OwnedRoutes, RouteApplyError, RouteConflictError, planRouteChanges, planRoutes } from '../src/routing.js';
+import { OwnedRoutes, RouteApplyError, RouteConflictError, cidrCovers, planRouteChanges, planRoutes } from '../src/routing.js';
+import { formatCidr, parseCidr } from '../src/peers/cidr.js';
 import { parseBatchErrors, routeLine, type KernelRoute } from '../src/tun/iproute.js';
 import { describeIntegration, Netns, linkNamespaces } from './helpers/netns.js';
 
@@ -33,6 +34,32 @@ describe('planRouteChanges (pure)', () => {
   it('never deletes a satisfied route: a prefix we do not own is never in remove', async () => {
     const plan = await planRouteChanges([], new Set(), kernel, 'tv0');
     expect(plan).toEqual({ add: [], remove: [], satisfied: [], conflicts: [] });
+  });
+
+  it('planRoutes: the IPv4 fast path agrees with parseCidr', async () => {
+    const addrs = ['10.62.0.1/24', '192.168.0.0/16', '172.16.5.1/32', 'fd62::1/64'];
+    const inputs = ['10.62.0.0/24', '10.62.0.7/32', '10.62.1.0/24', '10.62.0.0/23', '10.0.0.0/8', '0.0.0.0/0', '192.168.7.0/24', '192.0.0.0/8', '172.16.5.1/32', '172.16.5.0/31',
+      '10.62.0.5/24', '255.255.255.255/32', '1.2.3.4/32', 'fd62::/64', 'fd62::5/128', 'fd63::/64', '::/0'];
+    const slow = (a: readonly string[], list: readonly string[]): string[] => {
+      const con = a.map((x) => parseCidr(x));
+      const out: string[] = [];
+      for (const t of list) {
+        const c = parseCidr(t);
+        if (con.some((k) => cidrCovers(k, c))) continue;
+        const f = formatCidr(c);
+        if (!out.includes(f)) out.push(f);
+      }
+      return out;
+    };
+    expect(await planRoutes(addrs, inputs)).toEqual(slow(addrs, inputs));
+    const random: string[] = [];
+    for (let i = 0; i < 2000; i++) {
+      const bits = Math.floor(Math.random() * 33);
+      const addr = Math.floor(Math.random() * 2 ** 32);
+      const masked = bits === 0 ? 0 : Math.floor(addr / 2 ** (32 - bits)) * 2 ** (32 - bits);
+      random.push(`${masked >>> 24}.${(masked >>> 16) & 255}.${(masked >>> 8) & 255}.${masked & 255}/${bits}`);
+    }
+    expect(await planRoutes(['10.0.0.1/8', '128.0.0.0/2', '200.1.2.3/32'], random)).toEqual(slow(['10.0.0.1/8', '128.0.0.0/2', '200.1.2.3/32'], random));
   });
 
   it('planRoutes leaves out what the interface addresses cover, and duplicates', async () => {

@@ -65,7 +65,8 @@ export async function tunvpnPeerLoad(count: number, key: KeyPair): Promise<PeerL
 
 const WG_ENV = { ...process.env, WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD: '1' };
 
-export async function wireguardGoPeerLoad(count: number, key: KeyPair): Promise<PeerLoadResult> {
+/** `path` is the wireguard-go binary, `name` its column in the report (e.g. "wireguard-go 0.0.20250522"). */
+export async function wireguardGoPeerLoad(count: number, key: KeyPair, path = 'wireguard-go', name = 'wireguard-go'): Promise<PeerLoadResult> {
   const ns = await Netns.create('bkw');
   const dir = await ConfigDir.create();
   let proc: DaemonProcess | undefined;
@@ -76,7 +77,7 @@ export async function wireguardGoPeerLoad(count: number, key: KeyPair): Promise<
     const conf = join(dir.path, 'wg.conf');
     await writeFile(conf, lines.join('\n'), { mode: 0o600 });
     const t0 = Date.now();
-    proc = new DaemonProcess(ns.spawn('wireguard-go', ['-f', ifname], { stdio: ['ignore', 'pipe', 'pipe'], env: WG_ENV }));
+    proc = new DaemonProcess(ns.spawn(path, ['-f', ifname], { stdio: ['ignore', 'pipe', 'pipe'], env: WG_ENV }));
     for (;;) {
       const ok = await ns.exec('wg', ['show', ifname, 'listen-port']).then(() => true, () => false);
       if (ok) break;
@@ -89,7 +90,7 @@ export async function wireguardGoPeerLoad(count: number, key: KeyPair): Promise<
     const startMs = Date.now() - t0;
     await sleep(SETTLE_MS);
     const pid = proc.child.pid ?? -1;
-    return { vpn: 'wireguard-go', peers: count, startMs, rssMb: statusMb(pid, 'VmRSS'), hwmMb: statusMb(pid, 'VmHWM') };
+    return { vpn: name, peers: count, startMs, rssMb: statusMb(pid, 'VmRSS'), hwmMb: statusMb(pid, 'VmHWM') };
   } finally {
     await proc?.stop();
     await ns.destroy();

@@ -56,6 +56,11 @@ function fmt(v: number | undefined, digits: number): string {
   return v === undefined || !Number.isFinite(v) ? '-' : v.toFixed(digits);
 }
 
+/** "name version", or just the name when it already carries the version (wireguard-go builds). */
+export function label(r: Pick<VpnResult, 'name' | 'version'>): string {
+  return r.name.endsWith(r.version) ? r.name : `${r.name} ${r.version}`;
+}
+
 export function ratio(v: number | undefined, ref: number | undefined): number | undefined {
   if (v === undefined || ref === undefined || !Number.isFinite(v) || !Number.isFinite(ref) || ref === 0) return undefined;
   return v / ref;
@@ -82,6 +87,6 @@ export function renderTable(results: readonly VpnResult[], reference: string): s
   const line = (r: string[]): string => r.map((c, i) => (i < 2 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ');
   const out = [line(rows[0]), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.slice(1).map(line)];
   for (const r of results.filter((x) => x.status !== 'ok')) out.push(`${r.name}: ${r.status}${r.error ? ` (${r.error.split('\n')[0]})` : ''}`);
-  out.push(`ratios (Nx) against ${reference} in this run; versions: ${results.map((r) => `${r.name} ${r.version}`).join(', ')}`);
+  out.push(`ratios (Nx) against ${reference} in this run; versions: ${results.map(label).join(', ')}`);
   return out.join('\n');
 }

@@ -47,7 +47,7 @@ export interface VpnAdapter {
 
 export function hasCommand(cmd: string): boolean {
   try {
-    execFileSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' });
+    execFileSync('sh', ['-c', 'command -v "$1"', 'sh', cmd], { stdio: 'ignore' });
     return true;
   } catch {
     return false;
@@ -130,34 +130,64 @@ const tunvpn: VpnAdapter = {
 
 const WG_ENV = { ...process.env, WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD: '1' };
 
-const wireguardGo: VpnAdapter = {
-  name: 'wireguard-go',
-  setup: 'wireguard-go -f, configured with `wg set` (one peer, endpoint both ways)',
-  available: () => hasCommand('wireguard-go') && hasCommand('wg'),
-  version: () => debVersion('wireguard-go'),
-  async start(ctx) {
-    const { bed, dir } = ctx;
-    const keys = { A: await ctx.wgKeys(), B: await ctx.wgKeys() };
-    const sfx = uniqueSuffix();
-    const hosts = [
-      { side: 'A' as const, ns: bed.ta, ifname: `wga${sfx}`.slice(0, 15), local: ADDR.taTun.v4, peerTun: ADDR.tbTun.v4, farLan: ADDR.lanB.v4, remote: ADDR.tbUnder.v4 },
-      { side: 'B' as const, ns: bed.tb, ifname: `wgb${sfx}`.slice(0, 15), local: ADDR.tbTun.v4, peerTun: ADDR.taTun.v4, farLan: ADDR.lanA.v4, remote: ADDR.taUnder.v4 },
-    ];
-    const procs: DaemonProcess[] = [];
-    for (const h of hosts) {
-      const other = h.side === 'A' ? keys.B : keys.A;
-      const proc = spawnDaemon(h.ns, 'wireguard-go', ['-f', h.ifname], WG_ENV);
-      procs.push(proc);
-      await waitForLink(h.ns, h.ifname, proc);
-      const keyFile = join(dir.path, `wg-${h.side}.key`);
-      await writeFile(keyFile, keys[h.side].privateKey + '\n', { mode: 0o600 });
-      await h.ns.exec('wg', ['set', h.ifname, 'private-key', keyFile, 'listen-port', '51820', 'peer', other.publicKey,
-        'allowed-ips', `${h.peerTun}/32,${h.farLan}`, 'endpoint', `${h.remote}:51820`]);
-      await configureLink(h.ns, h.ifname, h.local, undefined, h.farLan);
-    }
-    return { daemons: sides(procs[0], procs[1], /wireguard/) };
-  },
-};
+/**
+ * What a wireguard-go binary says it is: `wireguard-go --version` prints
+ * "wireguard-go v0.0.20250522" on its first line. The Debian package's
+ * version would name the package, not the binary actually run.
+ */
+export function wireguardGoVersion(path: string): string {
+  try {
+    const out = execFileSync(path, ['--version'], { encoding: 'utf8', env: WG_ENV, timeout: 5_000 });
+    const m = /wireguard-go v?(\S+)/.exec(out);
+    return m ? m[1] : 'unknown';
+  } catch {
+    return 'unknown';
+  }
+}
+
+/**
+ * The wireguard-go binaries to measure: `--wireguard-go PATH[,PATH...]`,
+ * else $TUNVPN_BENCH_WIREGUARD_GO (same form), else `wireguard-go` on PATH.
+ * The first one is the reference every ratio is taken against.
+ */
+export function wireguardGoPaths(flag: string | undefined, env: NodeJS.ProcessEnv = process.env): string[] {
+  const text = flag ?? env.TUNVPN_BENCH_WIREGUARD_GO ?? 'wireguard-go';
+  const paths = text.split(',').map((s) => s.trim()).filter(Boolean);
+  return paths.length ? paths : ['wireguard-go'];
+}
+
+/** One wireguard-go build as its own VPN column, named by the version the binary reports. */
+export function wireguardGoAdapter(path: string): VpnAdapter {
+  const version = wireguardGoVersion(path);
+  return {
+    name: `wireguard-go ${version}`,
+    setup: `${path} -f, configured with \`wg set\` (one peer, endpoint both ways)`,
+    available: () => hasCommand(path) && hasCommand('wg'),
+    version: () => version,
+    async start(ctx) {
+      const { bed, dir } = ctx;
+      const keys = { A: await ctx.wgKeys(), B: await ctx.wgKeys() };
+      const sfx = uniqueSuffix();
+      const hosts = [
+        { side: 'A' as const, ns: bed.ta, ifname: `wga${sfx}`.slice(0, 15), local: ADDR.taTun.v4, peerTun: ADDR.tbTun.v4, farLan: ADDR.lanB.v4, remote: ADDR.tbUnder.v4 },
+        { side: 'B' as const, ns: bed.tb, ifname: `wgb${sfx}`.slice(0, 15), local: ADDR.tbTun.v4, peerTun: ADDR.taTun.v4, farLan: ADDR.lanA.v4, remote: ADDR.taUnder.v4 },
+      ];
+      const procs: DaemonProcess[] = [];
+      for (const h of hosts) {
+        const other = h.side === 'A' ? keys.B : keys.A;
+        const proc = spawnDaemon(h.ns, path, ['-f', h.ifname], WG_ENV);
+        procs.push(proc);
+        await waitForLink(h.ns, h.ifname, proc);
+        const keyFile = join(dir.path, `wg-${h.side}.key`);
+        await writeFile(keyFile, keys[h.side].privateKey + '\n', { mode: 0o600 });
+        await h.ns.exec('wg', ['set', h.ifname, 'private-key', keyFile, 'listen-port', '51820', 'peer', other.publicKey,
+          'allowed-ips', `${h.peerTun}/32,${h.farLan}`, 'endpoint', `${h.remote}:51820`]);
+        await configureLink(h.ns, h.ifname, h.local, undefined, h.farLan);
+      }
+      return { daemons: sides(procs[0], procs[1], /wireguard/) };
+    },
+  };
+}
 
 const fastd: VpnAdapter = {
   name: 'fastd',
@@ -354,4 +384,5 @@ const plain: VpnAdapter = {
   },
 };
 
-export const ALL_VPNS: readonly VpnAdapter[] = [tunvpn, wireguardGo, fastd, tinc, openvpn, quicktun, plain];
+/** Every VPN but wireguard-go, whose builds are chosen at run time (wireguardGoAdapter). */
+export const OTHER_VPNS: readonly VpnAdapter[] = [tunvpn, fastd, tinc, openvpn, quicktun, plain];

@@ -1,4 +1,4 @@
-import { ConfigError, loadConfig, resolveConfigPath, summarizeConfig } from '../config/index.js';
+import { ConfigError, escapeAll, escapeControl, loadConfig, resolveConfigPath, sanitize, summarizeConfig } from '../config/index.js';
 import { EXIT_CONFIG, EXIT_OK, parseCommandArgs, type CliCommand } from './command.js';
 
 export const CHECK_HELP = `Usage: tunvpn check [--config FILE]
@@ -27,14 +27,17 @@ export const checkCommand: CliCommand = {
     const path = resolveConfigPath({ config: values.config }, io.env ?? process.env);
     try {
       const cfg = await loadConfig(path);
-      io.stdout.write(`${path}: OK\n${summarizeConfig(cfg)}\n`);
-      for (const w of cfg.warnings) io.stderr.write(`warning: ${w}\n`);
+      // The dispatcher's SafeOutput escapes control characters too; doing it
+      // here (idempotent) keeps check safe when called with raw streams.
+      // Warnings are redacted when made, sanitize() again covers any added later.
+      io.stdout.write(`${escapeAll(path)}: OK\n${escapeAll(summarizeConfig(cfg))}\n`);
+      for (const w of cfg.warnings) io.stderr.write(`warning: ${sanitize(w)}\n`);
       cfg.interface.privateKey.fill(0);
       for (const p of cfg.peers) p.presharedKey?.fill(0);
       return EXIT_OK;
     } catch (err) {
       if (err instanceof ConfigError) {
-        io.stderr.write(`tunvpn: ${err.message}\n`);
+        io.stderr.write(`tunvpn: ${escapeControl(err.message)}\n`);
         return EXIT_CONFIG;
       }
       throw err;

@@ -3,9 +3,11 @@
  * The output holds the private key inline unless --private-key-file is
  * given; either way stderr says where the secrets went.
  */
-import { readFile, writeFile } from 'node:fs/promises';
+import { writeFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
+import { errnoText, FileReadError, readRegularFile } from '../config/file.js';
+import { keyLikeRuns, redactFragments, redactKeyMaterial } from '../config/redact.js';
 import { EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, toUsageError, UsageError, type CliCommand } from './command.js';
 import { readAll, type CliIo } from './io.js';
 import { convertWgQuick, interfaceNameFromPath } from './wgquick-convert.js';
@@ -32,7 +34,8 @@ Options:
   -h, --help                show this help
 
 Exit status: 0 converted, 78 malformed input (the message names the line),
-1 the file could not be read or the key file written.
+FILE not a regular file or larger than 1 MiB, 1 the file could not be read
+or the key file written.
 `;
 
 const MAX_INPUT = 1 << 20;
@@ -43,9 +46,10 @@ async function readInput(file: string, io: CliIo): Promise<string> {
     if (truncated) throw new WgQuickError(0, `input larger than ${MAX_INPUT} bytes`);
     return data.toString('utf8');
   }
-  const buf = await readFile(file);
-  if (buf.length > MAX_INPUT) throw new WgQuickError(0, `input larger than ${MAX_INPUT} bytes`);
-  return buf.toString('utf8');
+  // Like the config loader: a FIFO, device or directory is refused before
+  // reading (readFile on a FIFO blocked forever), and so is a file over the limit.
+  const { data } = await readRegularFile(file, MAX_INPUT);
+  return data.toString('utf8');
 }
 
 export async function runImport(args: string[], io: CliIo): Promise<number> {
@@ -77,19 +81,31 @@ export async function runImport(args: string[], io: CliIo): Promise<number> {
     text = await readInput(file, io);
   } catch (err) {
     if (err instanceof WgQuickError) {
-      io.stderr.write(`tunvpn import: ${label}: ${err.message}\n`);
+      io.stderr.write(`tunvpn import: ${label}: ${redactKeyMaterial(err.message)}\n`);
       return EXIT_CONFIG;
     }
-    io.stderr.write(`tunvpn import: cannot read ${label}: ${(err as Error).message}\n`);
-    return EXIT_FAILURE;
+    if (err instanceof FileReadError) {
+      // Not a regular file, or too large: the input is wrong, not the system.
+      if (err.errno === undefined) {
+        io.stderr.write(`tunvpn import: ${label} ${err.reason}\n`);
+        return EXIT_CONFIG;
+      }
+      io.stderr.write(`tunvpn import: cannot read ${label}: ${err.reason}\n`);
+      return EXIT_FAILURE;
+    }
+    throw err;
   }
 
+  // Messages may quote (part of) a line of the input, which may hold a key:
+  // hide whole key-like tokens and any piece of one the input holds.
+  const secrets = keyLikeRuns(text);
+  const safe = (message: string): string => redactFragments(redactKeyMaterial(message), secrets);
   let conversion;
   try {
     conversion = convertWgQuick(text, name);
   } catch (err) {
     if (err instanceof WgQuickError) {
-      io.stderr.write(`tunvpn import: ${label}: ${err.message}\n`);
+      io.stderr.write(`tunvpn import: ${label}: ${safe(err.message)}\n`);
       return EXIT_CONFIG;
     }
     throw err;
@@ -104,7 +120,7 @@ export async function runImport(args: string[], io: CliIo): Promise<number> {
       // 'wx': never overwrite a key file someone already has.
       await writeFile(abs, `${privateKey}\n`, { mode: 0o600, flag: 'wx' });
     } catch (err) {
-      io.stderr.write(`tunvpn import: cannot write the private key to ${abs}: ${(err as Error).message}\n`);
+      io.stderr.write(`tunvpn import: cannot write the private key to ${abs}: ${errnoText(err)}\n`);
       return EXIT_FAILURE;
     }
     iface.privateKeyFile = abs;
@@ -115,7 +131,7 @@ export async function runImport(args: string[], io: CliIo): Promise<number> {
   iface.addresses = config.interface.addresses;
   if (config.interface.mtu !== undefined) iface.mtu = config.interface.mtu;
 
-  for (const note of notes) io.stderr.write(`${label}: ${note}\n`);
+  for (const note of notes) io.stderr.write(`${label}: ${safe(note)}\n`);
   if (keyFile === undefined) {
     io.stderr.write('warning: the output contains the private key; keep it secret (umask 077, chmod 600), or use --private-key-file\n');
   } else if (config.peers.some((p) => p.presharedKey !== undefined)) {

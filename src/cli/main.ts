@@ -8,7 +8,8 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { checkCommand } from './check.js';
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, toUsageError, type CliCommand } from './command.js';
-import type { CliIo } from './io.js';
+import { redactKeyMaterial } from '../config/redact.js';
+import { safeIo, type CliIo } from './io.js';
 import { genkeyCommand, genpskCommand, pubkeyCommand } from './keys.js';
 import { importCommand } from './import.js';
 import { showCommand } from './show.js';
@@ -25,6 +26,18 @@ const runCommand: CliCommand = {
 };
 
 export const COMMANDS: readonly CliCommand[] = [runCommand, checkCommand, showCommand, importCommand, genkeyCommand, pubkeyCommand, genpskCommand];
+
+/**
+ * Commands whose streams are passed through untouched: they print only
+ * base64 and fixed text, and they check whether stdout is the process's
+ * own (to warn about a world-readable key file), which a wrapper would hide.
+ * Every other command, and the dispatcher's own messages, print through
+ * SafeOutput: no control character from any input reaches the terminal.
+ */
+const RAW_OUTPUT = new Set(['genkey', 'pubkey', 'genpsk']);
+
+/** Commands that colour their own stdout on a terminal (SGR sequences pass). */
+const COLOUR_OUTPUT = new Set(['show']);
 
 function findCommand(name: string): CliCommand | undefined {
   return COMMANDS.find((c) => c.name === name);
@@ -67,7 +80,8 @@ export function topHelp(): string {
  * Runs `tunvpn` with `argv` (the arguments after the program name) and
  * returns the exit status: 0 ok, 1 failure, 2 usage error, 78 bad config.
  */
-export async function main(argv: string[], io: CliIo): Promise<number> {
+export async function main(argv: string[], rawIo: CliIo): Promise<number> {
+  const io = safeIo(rawIo);
   const [first, ...rest] = argv;
   if (first === undefined) {
     io.stderr.write(topHelp());
@@ -75,7 +89,7 @@ export async function main(argv: string[], io: CliIo): Promise<number> {
   }
   if (first === '-h' || first === '--help' || first === 'help') {
     const target = first === 'help' && rest[0] !== undefined ? findCommand(rest[0]) : undefined;
-    if (target) return main([target.name, '--help'], io);
+    if (target) return main([target.name, '--help'], rawIo);
     if (first === 'help' && rest[0] !== undefined) return usage(io, `unknown command '${rest[0]}'`);
     io.stdout.write(topHelp());
     return EXIT_OK;
@@ -87,21 +101,24 @@ export async function main(argv: string[], io: CliIo): Promise<number> {
   if (first.startsWith('-')) return usage(io, `unknown option '${first}'`);
   const command = findCommand(first);
   if (!command) return usage(io, `unknown command '${first}'`);
+  const commandIo = RAW_OUTPUT.has(command.name) ? rawIo : safeIo(rawIo, { allowSgr: COLOUR_OUTPUT.has(command.name) });
   try {
-    return await command.run(rest, io);
+    return await command.run(rest, commandIo);
   } catch (err) {
     const usageError = toUsageError(err, command.name);
     if (usageError) return usage(io, usageError.message, command.name);
     const e = err as { message?: unknown; code?: unknown };
     const code = typeof e.code === 'string' ? ` (${e.code})` : '';
-    io.stderr.write(`tunvpn ${command.name}: ${String(e.message ?? err)}${code}\n`);
+    // An unexpected error's message may quote anything it was given: no key-like text.
+    io.stderr.write(`tunvpn ${command.name}: ${redactKeyMaterial(String(e.message ?? err))}${code}\n`);
     return EXIT_FAILURE;
   }
 }
 
 function usage(io: CliIo, message: string, command?: string): number {
   const who = command ? `tunvpn ${command}` : 'tunvpn';
-  io.stderr.write(`${who}: ${message}\nTry '${who} --help' for more information.\n`);
+  // The message quotes the offending argument: a key given by mistake stays hidden.
+  io.stderr.write(`${who}: ${redactKeyMaterial(message)}\nTry '${who} --help' for more information.\n`);
   return EXIT_USAGE;
 }
 

@@ -4,6 +4,7 @@
  */
 import { parseArgs } from 'node:util';
 import { loadConfig, resolveConfigPath, ConfigError } from '../config/index.js';
+import { ControlSocketActivationError, inheritedControlSocket } from '../control/socket-activation.js';
 import { Daemon } from '../daemon.js';
 import { createLogger } from '../log.js';
 import type { CliIo } from './io.js';
@@ -55,10 +56,22 @@ export async function runCommand(args: string[], io: CliIo): Promise<number> {
     }
     throw err;
   }
+  // Under tunvpn.socket / tunvpn@.socket systemd made the control socket;
+  // checked before anything is created, since a wrong one cannot be fixed by a restart.
+  let controlSocketFd: number | undefined;
+  try {
+    controlSocketFd = inheritedControlSocket(config.interface.name)?.fd;
+  } catch (err) {
+    if (err instanceof ControlSocketActivationError) {
+      io.stderr.write(`tunvpn: cannot start: ${err.message}\n`);
+      return 78;
+    }
+    throw err;
+  }
   const log = createLogger({ level: level ?? config.log.level });
   let daemon: Daemon;
   try {
-    daemon = await Daemon.start({ config, configPath, logger: log, onShutdownRequest: () => process.kill(process.pid, 'SIGTERM') });
+    daemon = await Daemon.start({ config, configPath, logger: log, controlSocketFd, onShutdownRequest: () => process.kill(process.pid, 'SIGTERM') });
   } catch (err) {
     io.stderr.write(`tunvpn: cannot start: ${describeStartError(err, config.interface.name)}\n`);
     return (err as { code?: string }).code === 'CONFIG_INVALID' ? 78 : 1;

@@ -6,7 +6,10 @@
 import { isIPv4, isIPv6 } from 'node:net';
 import { formatCidr, formatIp, parseCidr, parseIp } from '../peers/cidr.js';
 import type { EndpointConfig } from './types.js';
+import { interfaceNameProblem } from './ifname.js';
 import { keyTextProblem } from './keys.js';
+import { couldBeKeyMaterial, quote, QUOTE_MAX_CHARS } from './redact.js';
+import { ipv6EndpointProblem } from '../transport/endpoint.js';
 
 /** A problem with some elements of a list field; the walker reports each one at `path[i]`. */
 export class ListItemsError extends Error {
@@ -28,23 +31,20 @@ function describeType(v: unknown): string {
   return `a ${typeof v}`;
 }
 
+export { quote };
+
 /**
- * Values are quoted in messages to help find them, except text that looks
- * like a key: a key pasted into the wrong field is still a secret.
+ * Runs a parser whose errors quote their input; replaces such an error by
+ * one that shows the input safely (see redact.ts) when the input could be
+ * key material or is too long to quote whole.
  */
-const KEY_LIKE = /[A-Za-z0-9+/]{40,}/;
-
-/** `"text"`, or a placeholder when the text may be a key. */
-export function quote(text: string): string {
-  return KEY_LIKE.test(text) ? '(value not shown: it looks like a key)' : `"${text}"`;
-}
-
-/** Runs a parser whose errors quote their input; hides the input if it may be a key. */
 function guarded<T>(text: string, expected: string, parse: () => T): T {
   try {
     return parse();
   } catch (err) {
-    if (KEY_LIKE.test(text)) fail(`is not ${expected} ${quote(text)}`);
+    if (couldBeKeyMaterial(text)) fail(`is not ${expected}: ${quote(text)}`);
+    // A long value keeps the specific reason, quoted cut down.
+    if (text.length > QUOTE_MAX_CHARS && err instanceof Error) fail(err.message.split(`"${text}"`).join(quote(text)));
     throw err;
   }
 }
@@ -54,12 +54,10 @@ function requireInteger(v: unknown, min: number, max: number): void {
   if (v < min || v > max) fail(`must be from ${min} to ${max}, got ${v}`);
 }
 
-/** Linux dev_valid_name(): 1..15 bytes, not "." or "..", no '/', ':' or whitespace. */
+/** The one interface-name rule (ifname.ts): Linux's dev_valid_name() narrowed to what is safe everywhere. */
 export function interfaceName(v: unknown): void {
-  if (typeof v !== 'string') fail(`must be a string, got ${describeType(v)}`);
-  if (v.length === 0) fail('must not be empty');
-  if (Buffer.byteLength(v) > 15) fail(`${quote(v)} is longer than 15 bytes (the Linux interface name limit)`);
-  if (v === '.' || v === '..' || /[/:\s]/.test(v)) fail(`${quote(v)} is not a valid Linux interface name (no '/', ':' or whitespace)`);
+  const problem = interfaceNameProblem(v);
+  if (problem !== undefined) fail(problem);
 }
 
 /** A base64 key; the message never contains the value. */
@@ -171,7 +169,11 @@ function isHostname(host: string): boolean {
   return labels.every((l) => HOST_LABEL.test(l));
 }
 
-/** "1.2.3.4:51820", "[fd00::1]:51820" or "host.example:51820". */
+/**
+ * "1.2.3.4:51820", "[fd00::1]:51820", "[fe80::1%eth0]:51820" (a link-local
+ * address with its zone: an interface name or index; required there, and
+ * refused on any other address) or "host.example:51820".
+ */
 export function parseEndpoint(text: string): EndpointConfig {
   return guarded(text, 'a "host:port" endpoint', () => parseEndpointUnguarded(text));
 }
@@ -187,7 +189,8 @@ function parseEndpointUnguarded(text: string): EndpointConfig {
   if (host.startsWith('[')) {
     if (!host.endsWith(']')) fail(`"${text}" has an unclosed '['`);
     host = host.slice(1, -1);
-    if (!isIPv6(host)) fail(`"${text}": "${host}" is not an IPv6 address`);
+    const problem = ipv6EndpointProblem(host);
+    if (problem !== undefined) fail(`"${text}": ${problem}`);
     return { host, port: Number(portText) };
   }
   if (host.includes(':')) fail(`"${text}": an IPv6 address must be in brackets, e.g. [fd00::1]:51820`);
@@ -200,7 +203,7 @@ function parseEndpointUnguarded(text: string): EndpointConfig {
 export function listenAddress(v: unknown): void {
   if (typeof v !== 'string') fail(`must be an "ip:port" string, got ${describeType(v)}`);
   const e = parseEndpoint(v);
-  if (!isIPv4(e.host) && !isIPv6(e.host)) fail(`"${v}": the host must be an IP address, not a name`);
+  if (!isIPv4(e.host) && !isIPv6(e.host)) fail(`${quote(v)}: the host must be an IP address, not a name`);
 }
 
 export function endpoint(v: unknown): void {

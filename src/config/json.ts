@@ -2,15 +2,37 @@
  * A strict JSON parser for config files. JSON.parse is not used because its
  * messages quote the text around the error (which may be a key) and it
  * silently keeps the last of duplicate keys. Errors here carry line and
- * column and never quote the input.
+ * column and never quote the input (a duplicate property name is shown
+ * only when it cannot be key material, see redact.ts).
+ *
+ * Nesting is bounded (MAX_JSON_DEPTH): the parser recurses once per level,
+ * and about 3,000 levels of "[" overflowed the stack ("Maximum call stack
+ * size exceeded", exit 1, no position). A tunvpn config nests 4 levels
+ * (root, peers, a peer, its allowedIPs); 64 leaves room for any future
+ * section while staying far below the ~3,000 that overflow.
  */
+import { quote } from './redact.js';
+
+/** Deepest nesting of arrays and objects accepted; the root object is level 1. */
+export const MAX_JSON_DEPTH = 64;
+
+/**
+ * Most values (strings, numbers, objects, arrays, literals; property names
+ * not counted) in one config. The validation that follows does work per
+ * value: 5.6 million empty peers (`[{},{},...]`, 16 MiB) ran for minutes in
+ * gigabytes. 10,000 peers take about 100,000 values, one peer with 100,000
+ * allowed IPs as many; a 16 MiB file of realistic peers about 600,000.
+ */
+export const MAX_JSON_VALUES = 1 << 20;
+
 export class JsonSyntaxError extends Error {
   readonly line: number;
   readonly column: number;
   readonly reason: string;
 
-  constructor(reason: string, line: number, column: number) {
-    super(`JSON syntax error at line ${line}, column ${column}: ${reason}`);
+  /** `syntax`: not JSON; `structure`: JSON, but not the shape a config has at all (e.g. an array). */
+  constructor(reason: string, line: number, column: number, kind: 'syntax' | 'structure' = 'syntax') {
+    super(`${kind === 'syntax' ? 'JSON syntax error at' : 'at'} line ${line}, column ${column}: ${reason}`);
     this.reason = reason;
     this.line = line;
     this.column = column;
@@ -19,20 +41,34 @@ export class JsonSyntaxError extends Error {
 
 class Parser {
   private pos = 0;
+  private values = 0;
 
-  constructor(private readonly text: string) {}
+  constructor(
+    private readonly text: string,
+    private readonly expectObject: boolean,
+  ) {}
 
   parse(): unknown {
     if (this.text.charCodeAt(0) === 0xfeff) this.pos = 1;
     this.ws();
     if (this.pos >= this.text.length) this.fail('the file is empty', this.pos);
-    const value = this.value();
+    if (this.expectObject && this.text[this.pos] !== '{') this.structureError();
+    const value = this.value(0);
     this.ws();
     if (this.pos < this.text.length) this.fail('unexpected text after the end of the JSON value');
     return value;
   }
 
-  private fail(reason: string, at = this.pos): never {
+  /** A well-formed value that is not an object, refused before it is parsed (it could be huge). */
+  private structureError(): never {
+    const c = this.text[this.pos];
+    const got = c === '[' ? 'an array' : c === '"' ? 'a string' : c === 't' || c === 'f' ? 'a boolean' : c === 'n' ? 'null' : c === '-' || (c >= '0' && c <= '9') ? 'a number' : undefined;
+    if (got === undefined) this.fail('expected a value (string in double quotes, number, object, array, true, false or null)');
+    const { line, column } = this.position(this.pos);
+    throw new JsonSyntaxError(`the configuration must be a JSON object ({...}), got ${got}`, line, column, 'structure');
+  }
+
+  private position(at: number): { line: number; column: number } {
     let line = 1;
     let lineStart = 0;
     for (let i = 0; i < at && i < this.text.length; i++) {
@@ -41,7 +77,12 @@ class Parser {
         lineStart = i + 1;
       }
     }
-    throw new JsonSyntaxError(reason, line, at - lineStart + 1);
+    return { line, column: at - lineStart + 1 };
+  }
+
+  private fail(reason: string, at = this.pos): never {
+    const { line, column } = this.position(at);
+    throw new JsonSyntaxError(reason, line, column);
   }
 
   private ws(): void {
@@ -52,10 +93,15 @@ class Parser {
     }
   }
 
-  private value(): unknown {
+  /** A value at `depth` levels of nesting (0 for the root). */
+  private value(depth: number): unknown {
     const c = this.text[this.pos];
-    if (c === '{') return this.object();
-    if (c === '[') return this.array();
+    if (++this.values > MAX_JSON_VALUES) this.fail(`more than ${MAX_JSON_VALUES} values (the limit for a config file)`);
+    if ((c === '{' || c === '[') && depth >= MAX_JSON_DEPTH) {
+      this.fail(`nesting deeper than ${MAX_JSON_DEPTH} levels of arrays and objects (a tunvpn config needs 4)`);
+    }
+    if (c === '{') return this.object(depth + 1);
+    if (c === '[') return this.array(depth + 1);
     if (c === '"') return this.string();
     if (c === '-' || (c >= '0' && c <= '9')) return this.number();
     for (const [word, v] of [['true', true], ['false', false], ['null', null]] as const) {
@@ -68,7 +114,7 @@ class Parser {
     return this.fail('expected a value (string in double quotes, number, object, array, true, false or null)');
   }
 
-  private object(): Record<string, unknown> {
+  private object(depth: number): Record<string, unknown> {
     const out: Record<string, unknown> = {};
     this.pos++;
     this.ws();
@@ -81,13 +127,13 @@ class Parser {
       if (this.text[this.pos] !== '"') this.fail(this.text[this.pos] === '}' ? 'trailing comma before "}"' : 'expected a property name in double quotes');
       const keyAt = this.pos;
       const key = this.string();
-      if (Object.prototype.hasOwnProperty.call(out, key)) this.fail(`duplicate key "${key}"`, keyAt);
+      if (Object.prototype.hasOwnProperty.call(out, key)) this.fail(`duplicate key ${quote(key)}`, keyAt);
       this.ws();
       if (this.text[this.pos] !== ':') this.fail('expected ":" after a property name');
       this.pos++;
       this.ws();
       // defineProperty: a "__proto__" key must stay data, not replace the prototype.
-      Object.defineProperty(out, key, { value: this.value(), enumerable: true, writable: true, configurable: true });
+      Object.defineProperty(out, key, { value: this.value(depth), enumerable: true, writable: true, configurable: true });
       this.ws();
       const c = this.text[this.pos];
       if (c === ',') {
@@ -102,7 +148,7 @@ class Parser {
     }
   }
 
-  private array(): unknown[] {
+  private array(depth: number): unknown[] {
     const out: unknown[] = [];
     this.pos++;
     this.ws();
@@ -113,7 +159,7 @@ class Parser {
     for (;;) {
       this.ws();
       if (this.text[this.pos] === ']') this.fail('trailing comma before "]"');
-      out.push(this.value());
+      out.push(this.value(depth));
       this.ws();
       const c = this.text[this.pos];
       if (c === ',') {
@@ -170,6 +216,7 @@ class Parser {
   }
 }
 
-export function parseJson(text: string): unknown {
-  return new Parser(text).parse();
+/** Parses `text`; with `expectObject`, a root that is not an object is refused with its position. */
+export function parseJson(text: string, opts: { expectObject?: boolean } = {}): unknown {
+  return new Parser(text, opts.expectObject === true).parse();
 }

@@ -1,14 +1,23 @@
-import { readFile, stat } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { ConfigError } from './errors.js';
+import { FileReadError, readRegularFile } from './file.js';
 import { JsonSyntaxError, parseJson } from './json.js';
 import { parseConfig } from './parse.js';
-import { errnoText, formatMode } from './secrets.js';
+import { formatMode } from './secrets.js';
 import type { TunvpnConfig } from './types.js';
 import { isPlainObject } from './validate.js';
 
 export const DEFAULT_CONFIG_PATH = '/etc/tunvpn/tunvpn.json';
 export const CONFIG_ENV = 'TUNVPN_CONFIG';
+
+/**
+ * Largest config file accepted, checked (fstat) before reading. A peer
+ * takes 200 to 300 bytes, so 16 MiB holds some 60,000 peers, or one peer
+ * with 600,000 allowed IPs; parsing the largest accepted file stays within a
+ * few hundred MB (docs/decisions.md has the figures). A 50 MB config used
+ * 580 MB before the limit.
+ */
+export const MAX_CONFIG_BYTES = 16 * 1024 * 1024;
 
 /** `--config`, else $TUNVPN_CONFIG (when not empty), else /etc/tunvpn/tunvpn.json; made absolute. */
 export function resolveConfigPath(argv: { config?: string }, env: NodeJS.ProcessEnv): string {
@@ -27,22 +36,26 @@ function hasInlineSecret(raw: unknown): boolean {
 /**
  * Reads, parses and validates a config file. Key files are resolved relative
  * to its directory. Throws ConfigError (code CONFIG_INVALID) listing every
- * problem, including an unreadable file or a JSON syntax error (with line
- * and column).
+ * problem, including an unreadable file, one that is not a regular file
+ * (refused before reading: a FIFO would block forever), one larger than
+ * MAX_CONFIG_BYTES, or a JSON syntax error (with line and column).
  */
 export async function loadConfig(path: string): Promise<TunvpnConfig> {
   const abs = resolve(path);
   let text: string;
   let mode: number;
   try {
-    text = await readFile(abs, 'utf8');
-    mode = (await stat(abs)).mode;
+    const { data, stats } = await readRegularFile(abs, MAX_CONFIG_BYTES);
+    text = data.toString('utf8');
+    mode = stats.mode;
   } catch (err) {
-    throw new ConfigError([{ path: '', message: `cannot read config file ${abs}: ${errnoText(err)}` }], abs);
+    if (!(err instanceof FileReadError)) throw err;
+    const message = err.errno === undefined ? `config file ${abs} ${err.reason}` : `cannot read config file ${abs}: ${err.reason}`;
+    throw new ConfigError([{ path: '', message }], abs);
   }
   let raw: unknown;
   try {
-    raw = parseJson(text);
+    raw = parseJson(text, { expectObject: true });
   } catch (err) {
     if (err instanceof JsonSyntaxError) throw new ConfigError([{ path: '', message: err.message }], abs);
     throw err;

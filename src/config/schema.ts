@@ -34,7 +34,8 @@ export const CRYPTO_BACKENDS = ['auto', 'sodium-native', 'libsodium-wrappers'] a
 
 export const interfaceSchema = {
   name: {
-    doc: 'Name of the TUN interface to create (Linux rules: 1 to 15 bytes, no "/", ":" or whitespace).',
+    doc:
+      'Name of the TUN interface to create: 1 to 15 ASCII letters, digits and _ = + . - (the characters wg-quick accepts, within Linux\'s own rules), not "." or "..", not starting with "-". The same rule holds for `run`, its `ip` calls and the control socket\'s file name (src/config/ifname.ts).',
     default: 'tunvpn0',
     format: f.interfaceName,
   },

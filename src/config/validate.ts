@@ -5,8 +5,9 @@
  * this gives `peers[1].allowedIPs[0]`. In the result an invalid field is
  * `undefined` (already reported) and an absent optional one is `null`.
  */
-import type { ConfigIssue } from './errors.js';
+import type { IssueSink } from './errors.js';
 import { ListItemsError } from './formats.js';
+import { couldBeKeyMaterial, joinPath } from './redact.js';
 import { isField, type FieldSchema, type SectionSchema } from './schema.js';
 
 export type Plain = { [key: string]: unknown };
@@ -15,9 +16,6 @@ export function isPlainObject(v: unknown): v is Plain {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
-function join(path: string, key: string): string {
-  return path ? `${path}.${key}` : key;
-}
 
 function describeType(v: unknown): string {
   if (v === null) return 'null';
@@ -39,7 +37,11 @@ function editDistance(a: string, b: string): number {
   return row[b.length];
 }
 
+/** Names longer than this get no "did you mean": the edit distance is quadratic in the name's length. */
+const SUGGEST_MAX_LENGTH = 64;
+
 function suggestion(key: string, known: string[]): string {
+  if (key.length > SUGGEST_MAX_LENGTH) return `known keys: ${known.join(', ')}`;
   const lower = key.toLowerCase();
   let best: string | undefined;
   let bestDistance = 3;
@@ -53,7 +55,7 @@ function suggestion(key: string, known: string[]): string {
   return best === undefined ? `known keys: ${known.join(', ')}` : `did you mean "${best}"?`;
 }
 
-export function checkSection(schema: SectionSchema, value: unknown, path: string, issues: ConfigIssue[]): Plain {
+export function checkSection(schema: SectionSchema, value: unknown, path: string, issues: IssueSink): Plain {
   let obj: Plain = {};
   if (isPlainObject(value)) {
     obj = value;
@@ -63,13 +65,15 @@ export function checkSection(schema: SectionSchema, value: unknown, path: string
   const known = Object.keys(schema);
   for (const key of Object.keys(obj)) {
     if (!Object.prototype.hasOwnProperty.call(schema, key)) {
-      issues.push({ path: join(path, key), message: `unknown key (${suggestion(key, known)})` });
+      const hidden = couldBeKeyMaterial(key) ? 'its name is not shown: it looks like a key; ' : '';
+      issues.push({ path: joinPath(path, key), message: `unknown key (${hidden}${suggestion(key, known)})` });
     }
   }
   const out: Plain = {};
   for (const key of known) {
     const node = schema[key];
-    const p = join(path, key);
+    // A schema key is a plain identifier: no need to check or quote it.
+    const p = path ? `${path}.${key}` : key;
     const v = Object.prototype.hasOwnProperty.call(obj, key) ? obj[key] : undefined;
     out[key] = isField(node) ? checkField(node, v, p, issues) : checkSection(node, v, p, issues);
   }
@@ -80,7 +84,7 @@ function cloneDefault(v: unknown): unknown {
   return Array.isArray(v) ? [...v] : v;
 }
 
-function checkField(node: FieldSchema, value: unknown, path: string, issues: ConfigIssue[]): unknown {
+function checkField(node: FieldSchema, value: unknown, path: string, issues: IssueSink): unknown {
   if (value === undefined || (value === null && node.nullable)) {
     if (node.required) {
       issues.push({ path, message: 'is required' });

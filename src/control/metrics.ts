@@ -30,6 +30,8 @@ export interface MetricsSnapshot {
   drops: Readonly<Record<string, number>>;
   handshakesStarted: number;
   handshakesCompleted: number;
+  /** Cookie replies sent instead of handshake responses (under load); absent = 0. */
+  cookieRepliesSent?: number;
   /** TUN offloads: super-packets read (TSO) and written (coalesced), and the packets they held. */
   tun: Pick<TunStats, 'tsoPackets' | 'tsoSegments' | 'groWrites' | 'groPackets'>;
 }
@@ -114,6 +116,15 @@ export function createMetrics(provider: MetricsProvider): TunvpnMetrics {
     collect() {
       this.reset();
       this.inc(Math.max(0, snap().handshakesCompleted));
+    },
+  });
+  new Counter({
+    name: 'tunvpn_cookie_replies_sent_total',
+    help: 'Cookie replies sent instead of handshake responses: the daemon was under load (a handshake flood).',
+    registers: [registry],
+    collect() {
+      this.reset();
+      this.inc(Math.max(0, snap().cookieRepliesSent ?? 0));
     },
   });
   const tunCounter = (name: string, help: string, read: (t: MetricsSnapshot['tun']) => number, written: (t: MetricsSnapshot['tun']) => number) =>

@@ -28,6 +28,7 @@ import { randomBytes } from 'node:crypto';
 import { chmodSync, linkSync, lstatSync, mkdirSync, mkdtempSync, rmdirSync, statSync, unlinkSync, watch, type FSWatcher } from 'node:fs';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
+import { interfaceNameProblem } from '../config/ifname.js';
 import { TunvpnError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { serializeErrno, serializeGet, SetRequestParser, wipeSetRequest } from './uapi-protocol.js';
@@ -76,6 +77,13 @@ export interface UapiServerOptions {
    * the daemon decides.
    */
   onSocketRemoved?: () => void;
+  /**
+   * A socket already bound to DIR/IFNAME.sock and listening, inherited from
+   * systemd (src/control/socket-activation.ts has checked its path). Nothing
+   * is created in DIR, and close() leaves the file to whoever made it (the
+   * socket unit removes it on stop).
+   */
+  listenFd?: number;
 }
 
 /** Another process answers on the socket we were asked to create. */
@@ -91,11 +99,10 @@ export class UapiSocketError extends TunvpnError {
   }
 }
 
-/** Linux: an interface name is 1 to 15 bytes; it becomes a file name here. */
+/** The one interface-name rule (src/config/ifname.ts); the name becomes a file name here. */
 function checkIfname(ifname: string): void {
-  if (!/^[^/\s\0]{1,15}$/.test(ifname) || ifname === '.' || ifname === '..' || Buffer.byteLength(ifname) > 15) {
-    throw new UapiSocketError(`invalid interface name for a control socket: ${JSON.stringify(ifname)}`);
-  }
+  const problem = interfaceNameProblem(ifname);
+  if (problem !== undefined) throw new UapiSocketError(`invalid interface name for a control socket: ${problem}`);
 }
 
 function errCode(err: unknown): string | undefined {
@@ -147,11 +154,11 @@ async function removeIfStale(path: string): Promise<void> {
   }
 }
 
-function listenOn(server: Server, path: string): Promise<void> {
+function listenOn(server: Server, path: string, fd?: number): Promise<void> {
   return new Promise((resolve, reject) => {
     const onError = (err: Error) => reject(new UapiSocketError(`cannot listen on ${path}: ${err.message}`, { cause: err }));
     server.once('error', onError);
-    server.listen(path, () => {
+    server.listen(fd === undefined ? path : { fd }, () => {
       server.off('error', onError);
       resolve();
     });
@@ -407,6 +414,8 @@ export class UapiServer {
     path: string,
     private readonly device: UapiDevice,
     opts: UapiServerOptions,
+    /** False for a socket systemd made (socket activation): close() leaves its file to systemd. */
+    private readonly ownsFile: boolean,
   ) {
     this.path = path;
     this.logger = opts.logger;
@@ -431,12 +440,17 @@ export class UapiServer {
     const dir = opts.dir ?? DEFAULT_UAPI_DIR;
     const path = join(dir, `${ifname}.sock`);
     if (Buffer.byteLength(path) >= 108) throw new UapiSocketError(`control socket path too long: ${path}`);
-    mkdirSync(dir, { recursive: true, mode: 0o755 });
-    await removeIfStale(path);
+    const inherited = opts.listenFd;
+    if (inherited === undefined) {
+      mkdirSync(dir, { recursive: true, mode: 0o755 });
+      await removeIfStale(path);
+    }
 
     // Half-open allowed: a client that shuts down its side after a request still gets the answer.
     const server = createServer({ allowHalfOpen: true, pauseOnConnect: false });
-    const uapi = new UapiServer(server, path, device, opts);
+    const uapi = new UapiServer(server, path, device, opts, inherited === undefined);
+    if (inherited !== undefined) return uapi.adopt(inherited, ifname, dir, opts);
+
     const tmpDir = mkdtempSync(join(dir, `.${ifname}-`));
     const tmpPath = join(tmpDir, randomBytes(4).toString('hex'));
     try {
@@ -471,6 +485,22 @@ export class UapiServer {
     if (opts.onSocketRemoved) uapi.watchRemoval(dir, `${ifname}.sock`, opts.onSocketRemoved);
     opts.logger?.info({ path }, 'control socket listening');
     return uapi;
+  }
+
+  /** listen() with an inherited socket: serve it, watch its file, never touch DIR. */
+  private async adopt(fd: number, ifname: string, dir: string, opts: UapiServerOptions): Promise<UapiServer> {
+    try {
+      await listenOn(this.server, this.path, fd);
+      // The file's inode (not the socket's): the removal watch compares it.
+      this.ino = statSync(this.path).ino;
+    } catch (err) {
+      await new Promise<void>((resolve) => this.server.close(() => resolve()));
+      throw err instanceof TunvpnError ? err : new UapiSocketError(`cannot use the inherited control socket ${this.path}: ${(err as Error).message}`, { cause: err });
+    }
+    this.server.on('error', (err) => opts.logger?.warn({ err: err.message }, 'control socket error'));
+    if (opts.onSocketRemoved) this.watchRemoval(dir, `${ifname}.sock`, opts.onSocketRemoved);
+    opts.logger?.info({ path: this.path, inherited: true }, 'control socket listening');
+    return this;
   }
 
   /**
@@ -593,7 +623,7 @@ export class UapiServer {
       for (const conn of [...this.connections.keys()]) conn.destroy();
       await closed;
       try {
-        if (statSync(this.path).ino === this.ino) unlinkSync(this.path);
+        if (this.ownsFile && statSync(this.path).ino === this.ino) unlinkSync(this.path);
       } catch {
         /* already gone */
       }

@@ -24,6 +24,7 @@ import type { PeerConfig } from '../config/index.js';
 import type { Logger } from '../log.js';
 import type { PeerTable } from '../peers/peer-table.js';
 import type { WireGuardDevice, ProtocolPeer } from '../protocol/device.js';
+import { MESSAGE_COOKIE_REPLY } from '../protocol/messages.js';
 import type { Endpoint } from '../transport/endpoint.js';
 import type { DatagramTransport } from '../transport/datagram-transport.js';
 import { decodeSource, encodeEndpoint, ENDPOINT_SIZE, sourceEquals } from '../transport/native-udp.js';
@@ -75,6 +76,8 @@ export class Pipeline {
   readonly drops: DropCounters = newDropCounters();
   /** Packets moved, reported in the daemon's status record. */
   readonly counters = { tunRx: 0, tunTx: 0, udpRx: 0, udpTx: 0, keepalivesRx: 0 };
+  /** Cookie replies sent instead of a handshake response (under load): a handshake flood shows here. */
+  cookieRepliesSent = 0;
 
   private readonly device: WireGuardDevice;
   private readonly table: PeerTable<DaemonPeer>;
@@ -108,6 +111,8 @@ export class Pipeline {
     this.log = opts.log;
     this.rxSlotSize = Math.max(opts.mtu, 1500) + 256;
     this.txSlotSize = Math.max(opts.mtu, 1500) + 256;
+    // Padding is capped by the tunnel MTU (never past it on the wire).
+    this.device.setMtu(opts.mtu);
   }
 
   registerPeer(peer: DaemonPeer): void {
@@ -118,7 +123,9 @@ export class Pipeline {
     this.byProto.delete(peer.proto);
   }
 
+  /** A new tunnel MTU (reload): the protocol pads by it from the next packet on. */
   setMtu(mtu: number): void {
+    this.device.setMtu(mtu);
     if (this.rxSlotSize < mtu + 256) {
       this.rxSlotSize = mtu + 256;
       this.rxBufs = [];
@@ -299,6 +306,7 @@ export class Pipeline {
         if (res.reply) {
           const to = sources.slice(i * ENDPOINT_SIZE, (i + 1) * ENDPOINT_SIZE);
           this.transport.send(res.reply, res.reply.length, to);
+          if (res.reply[0] === MESSAGE_COOKIE_REPLY) this.cookieRepliesSent++;
         }
         const peer = res.peer ? this.byProto.get(res.peer) : undefined;
         if (peer) {

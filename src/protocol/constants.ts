@@ -30,6 +30,21 @@ export interface ProtocolConstants {
   initiationsPerSecondPerSource: number;
   /** Per-source token bucket for initiations under load: burst. */
   initiationBurstPerSource: number;
+  /**
+   * tunvpn's, not the paper's (first contact, docs/decisions.md): a data
+   * packet waiting for a session sends a fresh initiation once the latest
+   * handshake message we sent was not for data (the start-up initiation, a
+   * response to the peer, a keepalive's) and is this old, instead of
+   * waiting up to Rekey-Timeout for its retry.
+   */
+  firstContactDelay: number;
+  /**
+   * tunvpn's: when the latest initiation was itself sent for data and is
+   * unanswered this long, waiting data sends another; the wait doubles
+   * each time up to Rekey-Timeout. Above any real round trip, so an answer
+   * on its way is never superseded.
+   */
+  dataRetryInitial: number;
 }
 
 export const DEFAULT_CONSTANTS: Readonly<ProtocolConstants> = Object.freeze({
@@ -47,6 +62,8 @@ export const DEFAULT_CONSTANTS: Readonly<ProtocolConstants> = Object.freeze({
   handshakeInitiationRate: 20,
   initiationsPerSecondPerSource: 20,
   initiationBurstPerSource: 5,
+  firstContactDelay: 100,
+  dataRetryInitial: 1_000,
 });
 
 /**

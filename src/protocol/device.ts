@@ -73,6 +73,8 @@ export interface ProtocolOptions {
   constants?: Partial<ProtocolConstants>;
   /** Packets queued per peer while waiting for a session; the oldest is dropped. Default 128. */
   maxQueuedPackets?: number;
+  /** Tunnel MTU: padding never goes past it (see setMtu). Default 0 = no cap. */
+  mtu?: number;
 }
 
 /** Why a datagram was dropped: stable strings the daemon counts by. */
@@ -184,6 +186,7 @@ export class WireGuardDevice {
       indices: new IndexTable<IndexEntry>(random32),
       maxQueuedPackets: opts.maxQueuedPackets ?? 128,
       scratch: new Uint8Array(65536 + 16),
+      mtu: checkMtu(opts.mtu ?? 0),
       now: opts.now,
       wallClock: opts.wallClock,
       random32,
@@ -199,6 +202,18 @@ export class WireGuardDevice {
 
   get constants(): Readonly<ProtocolConstants> {
     return this.ctx.constants;
+  }
+
+  /**
+   * The tunnel MTU the padding is capped by, from the next packet on (a
+   * reload may change it while sessions run). 0 = no cap.
+   */
+  setMtu(mtu: number): void {
+    this.ctx.mtu = checkMtu(mtu);
+  }
+
+  get mtu(): number {
+    return this.ctx.mtu;
   }
 
   /** Number of receiver indices in use (handshakes and sessions), for tests and status. */
@@ -349,9 +364,13 @@ export class WireGuardDevice {
     const now = this.ctx.now();
     const gate = this.loadGate(d, source, readU32LE(d, RESP_SENDER), now);
     if (gate !== undefined) return gate;
-    const entry = this.ctx.indices.get(readU32LE(d, RESP_RECEIVER));
+    const receiver = readU32LE(d, RESP_RECEIVER);
+    const entry = this.ctx.indices.get(receiver);
     if (!(entry instanceof PendingHandshake)) return DROPS['unknown-index'];
     const peer = entry.peer;
+    // Only the initiation in flight may be answered (not an index of ours
+    // that names a response we made and whose session is not installed yet).
+    if (peer.handshake.localIndex !== receiver) return drop('unknown-index', peer);
     const r = consumeResponse(this.ctx.identity, peer.handshake, d);
     if (r !== true) return failure(r, peer);
     if (!peer.completeAsInitiator(now)) return drop('unexpected-message', peer);
@@ -365,6 +384,11 @@ export class WireGuardDevice {
     if (!peer.consumeCookie(d, this.ctx.now())) return drop('bad-cookie', peer);
     return { kind: 'cookie', peer };
   }
+}
+
+function checkMtu(mtu: number): number {
+  if (!Number.isInteger(mtu) || mtu < 0 || mtu > 65535) throw new ProtocolError('PROTOCOL_BAD_MTU', `MTU must be an integer from 0 to 65535, got ${mtu}`);
+  return mtu;
 }
 
 function failure(f: HandshakeFailure, peer: ProtocolPeer | undefined): ErrorResult {

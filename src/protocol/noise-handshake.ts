@@ -88,6 +88,18 @@ export class Handshake {
   /** Greatest TAI64N timestamp accepted from this peer; survives clear(). */
   readonly lastTimestamp = new Uint8Array(TIMESTAMP_LEN);
   lastInitiationConsumedAt = -Infinity;
+  /**
+   * Our own initiation, set aside while we answer the peer's (both sides
+   * initiated at once). Answering overwrites the chain key, hash, ephemeral
+   * and state, and without this our initiation's response would then be
+   * refused on both sides: each would hold only an unconfirmed responder
+   * session until Rekey-Timeout. Filled by consumeInitiation, emptied by
+   * restoreInitiation within the same datagram's processing.
+   */
+  private readonly asideChainKey = new Uint8Array(KEY_LEN);
+  private readonly asideHash = new Uint8Array(KEY_LEN);
+  private readonly asideEphemeral = new Uint8Array(KEY_LEN);
+  private asideIndex = -1;
 
   constructor(remoteStatic: Uint8Array) {
     this.remoteStatic = Uint8Array.from(remoteStatic);
@@ -115,10 +127,11 @@ export class Handshake {
     return this.staticStatic;
   }
 
-  /** Zeroes the static-static DH and the preshared key (the peer is being removed): no handshake after this. */
+  /** Zeroes the static-static DH, the preshared key and any initiation set aside (the peer is being removed): no handshake after this. */
   wipe(crypto: CryptoBackend): void {
     crypto.memzero(this.staticStatic);
     crypto.memzero(this.presharedKey);
+    this.dropAside(crypto);
     this.staticStaticOk = false;
     this.staticStaticFrom = undefined;
   }
@@ -128,6 +141,60 @@ export class Handshake {
     if (id === undefined) return;
     this.staticStaticFrom = undefined;
     this.staticStaticOk = id.crypto.x25519(this.staticStatic, id.staticPrivate, this.remoteStatic);
+  }
+
+  /** Whether an initiation of ours is set aside (see restoreInitiation). */
+  get hasInitiationAside(): boolean {
+    return this.asideIndex >= 0;
+  }
+
+  /** Index of the initiation set aside, -1 if none. */
+  get initiationAsideIndex(): number {
+    return this.asideIndex;
+  }
+
+  /** @internal Keeps our pending initiation before the peer's initiation overwrites the state. */
+  setAsideInitiation(): void {
+    if (this.state !== 'initiation-created' || this.localIndex < 0) {
+      // Nothing of ours pending; never restore an older one later.
+      if (this.asideIndex >= 0) {
+        this.asideChainKey.fill(0);
+        this.asideHash.fill(0);
+        this.asideEphemeral.fill(0);
+        this.asideIndex = -1;
+      }
+      return;
+    }
+    this.asideChainKey.set(this.chainKey);
+    this.asideHash.set(this.hash);
+    this.asideEphemeral.set(this.localEphemeralPrivate);
+    this.asideIndex = this.localIndex;
+  }
+
+  /**
+   * Puts the initiation set aside back (state 'initiation-created'), once
+   * the response to the peer's initiation is made and the state wiped, so a
+   * response to ours is still accepted. Returns whether there was one.
+   */
+  restoreInitiation(crypto: CryptoBackend): boolean {
+    if (this.asideIndex < 0) return false;
+    this.chainKey.set(this.asideChainKey);
+    this.hash.set(this.asideHash);
+    this.localEphemeralPrivate.set(this.asideEphemeral);
+    crypto.memzero(this.remoteEphemeral);
+    this.localIndex = this.asideIndex;
+    this.remoteIndex = 0;
+    this.state = 'initiation-created';
+    this.dropAside(crypto);
+    return true;
+  }
+
+  /** Wipes an initiation set aside without restoring it. */
+  dropAside(crypto: CryptoBackend): void {
+    crypto.memzero(this.asideChainKey);
+    crypto.memzero(this.asideHash);
+    crypto.memzero(this.asideEphemeral);
+    this.asideIndex = -1;
   }
 
   /** Forgets the in-progress handshake (not the timestamp, which guards against replays). */
@@ -202,7 +269,9 @@ export interface ConsumedInitiation<P> {
 /**
  * Consumes an initiation (already size- and mac1-checked). `lookup` finds the
  * peer and its handshake by the decrypted static key. On success the peer's
- * handshake is in state 'initiation-consumed'; on failure nothing changed.
+ * handshake is in state 'initiation-consumed' (an initiation of ours that
+ * was pending is set aside: restore it with restoreInitiation once the
+ * response is made); on failure nothing changed.
  */
 export function consumeInitiation<P>(
   id: NoiseIdentity,
@@ -244,6 +313,8 @@ export function consumeInitiation<P>(
 
   hs.lastTimestamp.set(timestamp);
   hs.lastInitiationConsumedAt = now;
+  // Both sides may have initiated at once: keep ours for its response.
+  hs.setAsideInitiation();
   replace(hs.chainKey, ck);
   hs.hash.set(h);
   hs.remoteEphemeral.set(epub);

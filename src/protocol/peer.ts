@@ -35,6 +35,11 @@ export interface DeviceContext {
   readonly maxQueuedPackets: number;
   /** Padding buffer shared by all peers (the core is single-threaded). */
   readonly scratch: Uint8Array;
+  /**
+   * The tunnel MTU: padding never goes past it. Read per packet, so a
+   * reload's new MTU applies from the next packet on. 0 = no cap.
+   */
+  mtu: number;
   now(): number;
   wallClock(): number;
   /** Cryptographically random (session indices). */
@@ -100,6 +105,12 @@ export class ProtocolPeer {
   private needAnotherKeepalive = false;
   private sentLastMinuteHandshake = false;
   private lastSentHandshakeAt = -Infinity;
+  // First contact (see initiateForData): whether the latest handshake
+  // message we sent was for waiting data, the wait before data re-initiates
+  // behind such an unanswered one, and when waiting data may initiate next.
+  private lastHandshakeForData = false;
+  private dataRetryInterval: number;
+  private firstContactAt = NEVER;
 
   /** @internal Created by WireGuardDevice.addPeer. */
   constructor(
@@ -114,6 +125,7 @@ export class ProtocolPeer {
     this.cookies = new CookieGenerator(ctx.crypto, ctx.constants.cookieRefreshTime, this.publicKey);
     this.pending = new PendingHandshake(this);
     this.dataResult = { kind: 'data', peer: this, length: 0 };
+    this.dataRetryInterval = ctx.constants.dataRetryInitial;
     this.setPresharedKey(opts.presharedKey);
     this.setPersistentKeepalive(opts.persistentKeepalive ?? 0);
   }
@@ -154,7 +166,7 @@ export class ProtocolPeer {
 
   /**
    * Encrypts one IP packet into `out` (>= transportSize(packet.length), i.e.
-   * packet.length + 32 + 15 is always enough) and returns the datagram
+   * packet.length + 32 + 15 is always enough, whatever the MTU) and returns the datagram
    * length. Returns 0 when there is no usable session (or older packets are
    * still queued): the packet is copied into the bounded queue and a
    * handshake is started; fetch what to send with takeOutbound().
@@ -164,7 +176,7 @@ export class ProtocolPeer {
     const s = this.current;
     if (s === undefined || this.staged.length > 0 || !s.canSend(now)) {
       this.stage(packet);
-      this.sendStaged(now);
+      this.sendStaged(now, packet.length > 0);
       return 0;
     }
     return this.seal(s, packet, out, now);
@@ -183,16 +195,32 @@ export class ProtocolPeer {
    * when one was sent less than Rekey-Timeout ago (or cannot be made).
    */
   initiateHandshake(): Uint8Array | undefined {
-    return this.createInitiationMessage(this.ctx.now(), false);
+    return this.createInitiationMessage(this.ctx.now(), false, false, false);
   }
 
   // ---- internal: called by the device ----
 
-  /** @internal The responder's side after a valid initiation: returns the response. */
+  /**
+   * @internal The responder's side after a valid initiation: returns the
+   * response. An initiation of ours that was pending (both sides initiated
+   * at once) keeps its index and comes back afterwards, so its response is
+   * still accepted: both handshakes complete and each side sends on the one
+   * it initiated, the other decrypting it with its responder session.
+   */
   respond(now: number): Uint8Array | undefined {
+    const hs = this.handshake;
+    try {
+      return this.makeResponse(now);
+    } finally {
+      hs.restoreInitiation(this.ctx.crypto);
+    }
+  }
+
+  private makeResponse(now: number): Uint8Array | undefined {
     const { ctx } = this;
     const hs = this.handshake;
-    const index = this.allocateIndex();
+    // The index of an initiation set aside stays ours (see respond).
+    const index = hs.hasInitiationAside ? ctx.indices.allocate(this.pending) : this.allocateIndex();
     const msg = new Uint8Array(RESPONSE_SIZE);
     if (!createResponse(ctx.identity, hs, index, msg)) {
       ctx.indices.free(index);
@@ -212,8 +240,10 @@ export class ProtocolPeer {
     this.drop(this.previous);
     this.previous = undefined;
     // A response counts as a handshake sent: do not start our own for a while,
-    // the initiator's first data will confirm this session.
+    // the initiator's first data will confirm this session (data waiting
+    // here may still initiate after firstContactDelay: the response may be lost).
     this.lastSentHandshakeAt = now;
+    this.lastHandshakeForData = false;
     this.onAnyAuthenticatedTraversal(now);
     this.onAnyAuthenticatedSent();
     this.onSessionDerived(now);
@@ -227,6 +257,8 @@ export class ProtocolPeer {
     if (keys === undefined) return false;
     const s = new Session<ProtocolPeer>(ctx.crypto, keys, this, now, ctx.constants.rejectAfterMessages, ctx.constants.rejectAfterTime);
     ctx.indices.replace(keys.localIndex, s);
+    // A responder session of a crossing handshake (both initiated at once)
+    // becomes `previous`: the peer sends on it, we send on ours.
     if (this.next !== undefined) {
       this.drop(this.previous);
       this.previous = this.next;
@@ -260,7 +292,7 @@ export class ProtocolPeer {
       this.current = s;
       this.next = undefined;
       this.onHandshakeComplete();
-      if (this.staged.length > 0) this.sendStaged(now);
+      if (this.staged.length > 0) this.sendStaged(now, false);
     }
     this.stats.rxBytes += datagramLength;
     this.onAnyAuthenticatedReceived();
@@ -296,6 +328,10 @@ export class ProtocolPeer {
         this.queueInitiation(now, true);
       }
     }
+    if (now >= this.firstContactAt) {
+      this.firstContactAt = NEVER;
+      if (!this.hasSession && this.staged.some((p) => p.length > 0)) this.initiateForData(now);
+    }
     if (now >= this.keepaliveAt) {
       this.keepaliveAt = NEVER;
       this.sendKeepalive(now);
@@ -329,6 +365,8 @@ export class ProtocolPeer {
       this.ctx.indices.free(this.handshake.localIndex);
     }
     this.handshake.clear(this.ctx.crypto);
+    this.handshake.dropAside(this.ctx.crypto);
+    this.firstContactAt = NEVER;
   }
 
   /** @internal */
@@ -337,7 +375,7 @@ export class ProtocolPeer {
     this.removed = true;
     this.staged = [];
     this.outbound = [];
-    this.retransmitAt = this.keepaliveAt = this.newHandshakeAt = this.zeroKeysAt = this.persistentKeepaliveAt = NEVER;
+    this.retransmitAt = this.keepaliveAt = this.newHandshakeAt = this.zeroKeysAt = this.persistentKeepaliveAt = this.firstContactAt = NEVER;
     // The preshared key and the static-static DH are this peer's copies.
     this.handshake.wipe(this.ctx.crypto);
   }
@@ -362,10 +400,16 @@ export class ProtocolPeer {
     return indices.allocate(this.pending);
   }
 
-  private createInitiationMessage(now: number, isRetry: boolean): Uint8Array | undefined {
+  /**
+   * A new initiation, unless one was sent less than Rekey-Timeout ago
+   * (`force`: first contact decided otherwise, see initiateForData).
+   * `forData`: sent because data waits for a session (retries keep the
+   * reason of the attempt they repeat).
+   */
+  private createInitiationMessage(now: number, isRetry: boolean, forData: boolean, force: boolean): Uint8Array | undefined {
     if (this.removed) return undefined;
     if (!isRetry) this.handshakeAttempts = 0;
-    if (now - this.lastSentHandshakeAt < this.ctx.constants.rekeyTimeout) return undefined;
+    if (!force && now - this.lastSentHandshakeAt < this.ctx.constants.rekeyTimeout) return undefined;
     const { ctx } = this;
     const index = this.allocateIndex();
     const msg = new Uint8Array(INITIATION_SIZE);
@@ -376,6 +420,7 @@ export class ProtocolPeer {
     }
     this.cookies.addMacs(msg, now);
     this.lastSentHandshakeAt = now;
+    if (!isRetry) this.lastHandshakeForData = forData;
     this.stats.handshakesStarted++;
     this.onAnyAuthenticatedTraversal(now);
     this.onAnyAuthenticatedSent();
@@ -384,8 +429,41 @@ export class ProtocolPeer {
   }
 
   private queueInitiation(now: number, isRetry: boolean): void {
-    const msg = this.createInitiationMessage(now, isRetry);
+    const msg = this.createInitiationMessage(now, isRetry, false, false);
     if (msg !== undefined) this.outbound.push(msg);
+  }
+
+  /**
+   * First contact: data waits for a session. WireGuard's rule alone (no new
+   * initiation within Rekey-Timeout of the last handshake message) would
+   * hold it behind an initiation nobody may ever answer: our start-up one,
+   * sent while the peer was down, or a response of ours that was lost. So:
+   * - the latest handshake message was not for data (start-up, reload, a
+   *   keepalive's initiation, our response to the peer): initiate once it
+   *   is firstContactDelay (100 ms) old, at once if it already is;
+   * - it was for data and is still unanswered: initiate again after
+   *   dataRetryInterval (1 s, doubling up to Rekey-Timeout), longer than
+   *   any real round trip, so an answer on its way is not superseded.
+   * Not yet due: the firstContactAt timer fires it (tick), so a single
+   * packet does not wait for the next one. Bounded: at most one initiation
+   * per 100 ms, and only one fast one per handshake message not for data;
+   * behind our own data-triggered ones the spacing grows back to
+   * Rekey-Timeout (1 s, 2 s, 4 s, 5 s...).
+   */
+  private initiateForData(now: number): void {
+    const c = this.ctx.constants;
+    const since = now - this.lastSentHandshakeAt;
+    const wait = this.lastHandshakeForData ? this.dataRetryInterval : c.firstContactDelay;
+    if (since < wait && since < c.rekeyTimeout) {
+      this.firstContactAt = Math.min(this.firstContactAt, this.lastSentHandshakeAt + wait);
+      return;
+    }
+    const behindData = this.lastHandshakeForData;
+    const msg = this.createInitiationMessage(now, false, true, true);
+    if (msg === undefined) return;
+    this.outbound.push(msg);
+    this.firstContactAt = NEVER;
+    this.dataRetryInterval = behindData ? Math.min(this.dataRetryInterval * 2, c.rekeyTimeout) : c.dataRetryInitial;
   }
 
   private stage(packet: Uint8Array): void {
@@ -396,11 +474,15 @@ export class ProtocolPeer {
     this.staged.push(Uint8Array.from(packet));
   }
 
-  /** Encrypts the queue into outbound if a session can send, otherwise starts a handshake. */
-  private sendStaged(now: number): void {
+  /**
+   * Encrypts the queue into outbound if a session can send, otherwise starts
+   * a handshake (`forData`: a data packet was just staged, see initiateForData).
+   */
+  private sendStaged(now: number, forData: boolean): void {
     const s = this.current;
     if (s === undefined || !s.canSend(now)) {
-      this.queueInitiation(now, false);
+      if (forData) this.initiateForData(now);
+      else this.queueInitiation(now, false);
       return;
     }
     const queue = this.staged;
@@ -410,7 +492,7 @@ export class ProtocolPeer {
         this.staged.push(p);
         continue;
       }
-      const buf = new Uint8Array(transportSize(p.length));
+      const buf = new Uint8Array(transportSize(p.length, this.ctx.mtu));
       this.seal(s, p, buf, now);
       this.outbound.push(buf);
     }
@@ -418,11 +500,11 @@ export class ProtocolPeer {
 
   private sendKeepalive(now: number): void {
     if (this.staged.length === 0) this.stage(new Uint8Array(0));
-    this.sendStaged(now);
+    this.sendStaged(now, false);
   }
 
   private seal(s: Session<ProtocolPeer>, packet: Uint8Array, out: Uint8Array, now: number): number {
-    const n = s.encrypt(packet, out, this.ctx.scratch);
+    const n = s.encrypt(packet, out, this.ctx.scratch, this.ctx.mtu);
     this.stats.txBytes += n;
     if (packet.length > 0) this.onDataSent(now);
     this.onAnyAuthenticatedSent();
@@ -473,6 +555,8 @@ export class ProtocolPeer {
 
   private onHandshakeComplete(): void {
     this.retransmitAt = NEVER;
+    this.firstContactAt = NEVER;
+    this.dataRetryInterval = this.ctx.constants.dataRetryInitial;
     this.handshakeAttempts = 0;
     this.stats.handshakesCompleted++;
     this.stats.lastHandshakeWallMs = this.ctx.wallClock();

@@ -9,9 +9,24 @@ import { MESSAGE_TRANSPORT, TRANSPORT_COUNTER, TRANSPORT_HEADER_SIZE, TRANSPORT_
 import type { TransportKeys } from './noise-handshake.js';
 import { ReplayWindow } from './replay.js';
 
-/** Size of the transport datagram for a plaintext of `len` bytes (zero-padded to 16). */
-export function transportSize(len: number): number {
-  return ((len + 15) & ~15) + TRANSPORT_OVERHEAD;
+/**
+ * The padded plaintext length of a `len`-byte packet: zero-padded to a
+ * multiple of 16, but never past the MTU (the paper's rule, as the kernel
+ * and wireguard-go apply it). Without the cap a 1420-byte packet would
+ * leave as 1456 bytes of UDP payload instead of 1452 and no longer fit the
+ * underlay that `mtu + 60` (IPv4) or `mtu + 80` (IPv6) was chosen for. A
+ * packet already longer than the MTU gets no padding: any would only add to
+ * the overshoot. `mtu` 0 means no cap (pure multiple-of-16 padding).
+ */
+export function paddedLength(len: number, mtu: number): number {
+  const rounded = (len + 15) & ~15;
+  if (mtu <= 0 || rounded <= mtu) return rounded;
+  return len > mtu ? len : mtu;
+}
+
+/** Size of the transport datagram for a plaintext of `len` bytes under `mtu` (0 = no cap). */
+export function transportSize(len: number, mtu = 0): number {
+  return paddedLength(len, mtu) + TRANSPORT_OVERHEAD;
 }
 
 export class Session<P = unknown> {
@@ -64,11 +79,12 @@ export class Session<P = unknown> {
   /**
    * Encrypts `packet` as a transport message into `out` and returns its length.
    * `scratch` (>= padded length) holds the zero-padded plaintext when the
-   * packet is not already a multiple of 16. Caller checked canSend().
+   * packet needs padding. `mtu` caps the padding (see paddedLength). Caller
+   * checked canSend().
    */
-  encrypt(packet: Uint8Array, out: Uint8Array, scratch: Uint8Array): number {
+  encrypt(packet: Uint8Array, out: Uint8Array, scratch: Uint8Array, mtu: number): number {
     const len = packet.length;
-    const padded = (len + 15) & ~15;
+    const padded = paddedLength(len, mtu);
     const total = padded + TRANSPORT_OVERHEAD;
     if (out.length < total) throw new RangeError(`encapsulate: out holds ${out.length} bytes, needs ${total}`);
     const counter = this.sendCounter++;

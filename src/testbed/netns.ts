@@ -122,6 +122,11 @@ export class Netns {
   }
 }
 
+export interface LinkOptions {
+  /** MTU of both ends of the link (the kernel's veth default is 1500). */
+  mtu?: number;
+}
+
 /**
  * Connects two namespaces with a veth pair and assigns addresses
  * (CIDR strings, e.g. '10.60.0.1/24'). Returns the interface names.
@@ -131,6 +136,7 @@ export async function linkNamespaces(
   b: Netns,
   addrA: string | readonly string[],
   addrB: string | readonly string[],
+  opts: LinkOptions = {},
 ): Promise<{ ifA: string; ifB: string }> {
   const suffix = uniqueSuffix();
   const ifA = `va${suffix}`.slice(0, 15);
@@ -140,6 +146,9 @@ export async function linkNamespaces(
     [a, ifA, addrA],
     [b, ifB, addrB],
   ] as const) {
+    // Both ends: a veth end sends frames up to its own MTU whatever the
+    // other end's is, so a one-sided MTU would not model a narrow link.
+    if (opts.mtu !== undefined) await ns.exec('ip', ['link', 'set', ifname, 'mtu', String(opts.mtu)]);
     for (const addr of typeof addrs === 'string' ? [addrs] : addrs) {
       const args = addr.includes(':') ? ['-6', 'addr', 'add', addr, 'dev', ifname, 'nodad'] : ['addr', 'add', addr, 'dev', ifname];
       await ns.exec('ip', args);
@@ -185,3 +194,48 @@ export async function pingUntil(ns: Netns, address: string, timeoutMs = 10_000):
   }
 }
 
+
+/**
+ * The kernel's fragmentation counters of a namespace (nstat names). A
+ * datagram too large for the link is split by its sender (FragCreates counts
+ * the fragments made) and put back together by the receiver (ReasmReqds
+ * counts the fragments received); on a tunnel underlay both must stay
+ * unchanged, because reassembly is slow, lossy and, with one lost fragment,
+ * loses the whole datagram.
+ */
+export interface FragmentCounters {
+  IpReasmReqds: number;
+  IpFragCreates: number;
+  Ip6ReasmReqds: number;
+  Ip6FragCreates: number;
+}
+
+const FRAGMENT_COUNTERS: readonly (keyof FragmentCounters)[] = ['IpReasmReqds', 'IpFragCreates', 'Ip6ReasmReqds', 'Ip6FragCreates'];
+
+/**
+ * Reads the fragmentation counters of `ns` with `nstat`: absolute values
+ * (-a) without touching nstat's history file (-s), zeros included (-z), so
+ * concurrent callers in other namespaces never see each other's deltas.
+ */
+export async function fragmentCounters(ns: Netns): Promise<FragmentCounters> {
+  const { stdout } = await ns.exec('nstat', ['-a', '-s', '-z', ...FRAGMENT_COUNTERS]);
+  const out: FragmentCounters = { IpReasmReqds: NaN, IpFragCreates: NaN, Ip6ReasmReqds: NaN, Ip6FragCreates: NaN };
+  for (const line of stdout.split('\n')) {
+    const [name, value] = line.trim().split(/\s+/);
+    if ((FRAGMENT_COUNTERS as readonly string[]).includes(name)) out[name as keyof FragmentCounters] = Number(value);
+  }
+  for (const name of FRAGMENT_COUNTERS) {
+    if (!Number.isFinite(out[name])) throw new Error(`nstat in ${ns.name} did not report ${name}:\n${stdout}`);
+  }
+  return out;
+}
+
+/** What each counter grew by between two readings. */
+export function counterGrowth(before: FragmentCounters, after: FragmentCounters): FragmentCounters {
+  return {
+    IpReasmReqds: after.IpReasmReqds - before.IpReasmReqds,
+    IpFragCreates: after.IpFragCreates - before.IpFragCreates,
+    Ip6ReasmReqds: after.Ip6ReasmReqds - before.Ip6ReasmReqds,
+    Ip6FragCreates: after.Ip6FragCreates - before.Ip6FragCreates,
+  };
+}

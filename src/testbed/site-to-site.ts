@@ -8,6 +8,12 @@
  * fd61:2::/64). The demo, the benchmarks and the integration tests use it;
  * each creates its own uniquely named namespaces and removes them in every
  * outcome.
+ *
+ * Options choose the underlay (design.md section 4): one address family
+ * only or both, and its MTU (PPPoE-like links: `exactUnderlayMtu`); and a
+ * second LAN subnet on each side (ADDR_LAN2), so two tunnels (say tunvpn and
+ * wireguard-go on host B) can share one bed, each carrying its own pair of
+ * LAN subnets.
  */
 import type { ChildProcess } from 'node:child_process';
 import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -30,6 +36,73 @@ export const ADDR = {
   lanB: { v4: '10.61.2.0/24', v6: 'fd61:2::/64' },
 } as const;
 
+/**
+ * The second LAN subnets (SiteToSiteOptions.secondLan), on the same LAN
+ * links as ADDR's. Traffic between ADDR_LAN2.la and ADDR_LAN2.lb leaves from
+ * these addresses (routes with a preferred source), so a second peer whose
+ * allowed IPs are these subnets carries it, not the first.
+ */
+export const ADDR_LAN2 = {
+  la: { v4: '10.61.3.10', v6: 'fd61:3::10' },
+  taLan: { v4: '10.61.3.1', v6: 'fd61:3::1' },
+  tbLan: { v4: '10.61.4.1', v6: 'fd61:4::1' },
+  lb: { v4: '10.61.4.10', v6: 'fd61:4::10' },
+  lanA: { v4: '10.61.3.0/24', v6: 'fd61:3::/64' },
+  lanB: { v4: '10.61.4.0/24', v6: 'fd61:4::/64' },
+} as const;
+
+/**
+ * The private link behind the NAT (SiteToSiteOptions.natInFrontOfB): host B
+ * has these addresses; the NAT's public side takes ADDR.tbUnder.
+ */
+export const ADDR_NAT = {
+  natPrivate: { v4: '10.59.0.1', v6: 'fd59::1' },
+  tbPrivate: { v4: '10.59.0.2', v6: 'fd59::2' },
+} as const;
+
+/**
+ * Source NAT (masquerade, IPv4 and, on an IPv6 underlay, NAT66) of what
+ * leaves `ns` by `publicIf`: connection tracking lets replies back in and
+ * nothing unsolicited, as a home router does.
+ */
+async function masquerade(ns: Netns, publicIf: string): Promise<void> {
+  await ns.exec('nft', ['add', 'table', 'inet', 'tbnat']);
+  await ns.exec('nft', ['add', 'chain', 'inet', 'tbnat', 'post', '{', 'type', 'nat', 'hook', 'postrouting', 'priority', 'srcnat', ';', '}']);
+  await ns.exec('nft', ['add', 'rule', 'inet', 'tbnat', 'post', 'oifname', publicIf, 'masquerade']);
+}
+
+export type UnderlayFamily = 'v4' | 'v6';
+
+/**
+ * Bytes WireGuard adds to an inner packet of the tunnel MTU: outer IP header
+ * (20 or 40), UDP (8), transport header (16) and tag (16). The padding to 16
+ * never goes past the MTU, so it adds nothing to a full-size packet.
+ */
+export const WIREGUARD_OVERHEAD: Readonly<Record<UnderlayFamily, number>> = { v4: 60, v6: 80 };
+
+/** The smallest underlay MTU that carries a full tunnel-MTU packet unfragmented. */
+export function exactUnderlayMtu(tunnelMtu: number, family: UnderlayFamily): number {
+  return tunnelMtu + WIREGUARD_OVERHEAD[family];
+}
+
+export interface SiteToSiteOptions {
+  /**
+   * Address families on the underlay link between host A and host B:
+   * 'dual' (the default) or one only, so a tunnel cannot quietly use the
+   * other one.
+   */
+  underlayFamily?: 'dual' | UnderlayFamily;
+  /** MTU of the underlay link, both ends (default 1500). */
+  underlayMtu?: number;
+  /** Also the ADDR_LAN2 subnets on LAN A and LAN B (default false). */
+  secondLan?: boolean;
+  /**
+   * Host B behind a NAT (a fifth namespace, `nat`, doing masquerade with
+   * nftables: needs `nft`): host A cannot reach B until B has sent to it.
+   */
+  natInFrontOfB?: boolean;
+}
+
 /** The project root (holds package.json), from src/ or dist/src/. */
 export function projectRoot(): string {
   let dir = dirname(fileURLToPath(import.meta.url));
@@ -46,8 +119,22 @@ export function cliPath(): string {
   return join(projectRoot(), 'dist', 'src', 'cli', 'main.js');
 }
 
-async function sysctl(ns: Netns, setting: string): Promise<void> {
-  await ns.exec('sysctl', ['-q', '-w', setting]);
+/**
+ * Waits for every promise (none is left running when this returns); collects
+ * the values in `into` and throws the first failure.
+ */
+async function settleAll<T>(promises: Promise<T>[], into: T[] = []): Promise<T[]> {
+  const settled = await Promise.allSettled(promises);
+  const values: T[] = [];
+  for (const r of settled) {
+    if (r.status === 'fulfilled') {
+      values.push(r.value);
+      into.push(r.value);
+    }
+  }
+  const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed) throw failed.reason;
+  return values;
 }
 
 export class SiteToSite {
@@ -55,51 +142,145 @@ export class SiteToSite {
   readonly ta: Netns;
   readonly tb: Netns;
   readonly lb: Netns;
-  /** Interface names of the underlay veth on host A and host B. */
+  /** The NAT in front of host B (SiteToSiteOptions.natInFrontOfB), else undefined. */
+  readonly nat: Netns | undefined;
+  /** Interface names of the underlay veth on host A and host B (behind a NAT: B's private side). */
   readonly underA: string;
   readonly underB: string;
+  readonly underlayFamily: 'dual' | UnderlayFamily;
+  readonly underlayMtu: number;
 
-  private constructor(la: Netns, ta: Netns, tb: Netns, lb: Netns, underA: string, underB: string) {
-    this.la = la;
-    this.ta = ta;
-    this.tb = tb;
-    this.lb = lb;
-    this.underA = underA;
-    this.underB = underB;
+  private constructor(parts: {
+    la: Netns;
+    ta: Netns;
+    tb: Netns;
+    lb: Netns;
+    nat: Netns | undefined;
+    underA: string;
+    underB: string;
+    underlayFamily: 'dual' | UnderlayFamily;
+    underlayMtu: number;
+  }) {
+    this.la = parts.la;
+    this.ta = parts.ta;
+    this.tb = parts.tb;
+    this.lb = parts.lb;
+    this.nat = parts.nat;
+    this.underA = parts.underA;
+    this.underB = parts.underB;
+    this.underlayFamily = parts.underlayFamily;
+    this.underlayMtu = parts.underlayMtu;
   }
 
-  /** Builds the four namespaces and their links; on failure removes them. */
-  static async create(prefix = 's2s'): Promise<SiteToSite> {
+  /** Every namespace tunnel datagrams cross: host A, the NAT if any, host B. */
+  get underlayHosts(): Netns[] {
+    return this.nat ? [this.ta, this.nat, this.tb] : [this.ta, this.tb];
+  }
+
+  /** Builds the namespaces and their links; on failure removes them. */
+  static async create(prefix = 's2s', opts: SiteToSiteOptions = {}): Promise<SiteToSite> {
+    const family = opts.underlayFamily ?? 'dual';
+    const mtu = opts.underlayMtu ?? 1500;
+    // IPv6 needs 1280 on every link (RFC 8200); below it the kernel turns IPv6 off on the link.
+    if (!Number.isInteger(mtu) || mtu < (family === 'v4' ? 576 : 1280) || mtu > 65535) {
+      throw new RangeError(`SiteToSite: underlayMtu ${mtu} is not usable for a ${family} underlay`);
+    }
     const made: Netns[] = [];
     try {
-      const la = await Netns.create(`${prefix}la`);
-      made.push(la);
-      const ta = await Netns.create(`${prefix}ta`);
-      made.push(ta);
-      const tb = await Netns.create(`${prefix}tb`);
-      made.push(tb);
-      const lb = await Netns.create(`${prefix}lb`);
-      made.push(lb);
-      await linkNamespaces(la, ta, [`${ADDR.la.v4}/24`, `${ADDR.la.v6}/64`], [`${ADDR.taLan.v4}/24`, `${ADDR.taLan.v6}/64`]);
-      const under = await linkNamespaces(ta, tb, [`${ADDR.taUnder.v4}/24`, `${ADDR.taUnder.v6}/64`], [`${ADDR.tbUnder.v4}/24`, `${ADDR.tbUnder.v6}/64`]);
-      await linkNamespaces(tb, lb, [`${ADDR.tbLan.v4}/24`, `${ADDR.tbLan.v6}/64`], [`${ADDR.lb.v4}/24`, `${ADDR.lb.v6}/64`]);
-      for (const host of [ta, tb]) {
-        await sysctl(host, 'net.ipv4.ip_forward=1');
-        await sysctl(host, 'net.ipv6.conf.all.forwarding=1');
+      // Namespaces and links are independent until routes go in: make them concurrently.
+      const roles = opts.natInFrontOfB ? ['la', 'ta', 'tb', 'lb', 'nb'] : ['la', 'ta', 'tb', 'lb'];
+      const [la, ta, tb, lb, ...rest] = await settleAll(roles.map((role) => Netns.create(`${prefix}${role}`)), made);
+      const nat: Netns | undefined = rest[0];
+      const lanA = [`${ADDR.la.v4}/24`, `${ADDR.la.v6}/64`];
+      const lanARouter = [`${ADDR.taLan.v4}/24`, `${ADDR.taLan.v6}/64`];
+      const lanB = [`${ADDR.lb.v4}/24`, `${ADDR.lb.v6}/64`];
+      const lanBRouter = [`${ADDR.tbLan.v4}/24`, `${ADDR.tbLan.v6}/64`];
+      if (opts.secondLan) {
+        lanA.push(`${ADDR_LAN2.la.v4}/24`, `${ADDR_LAN2.la.v6}/64`);
+        lanARouter.push(`${ADDR_LAN2.taLan.v4}/24`, `${ADDR_LAN2.taLan.v6}/64`);
+        lanB.push(`${ADDR_LAN2.lb.v4}/24`, `${ADDR_LAN2.lb.v6}/64`);
+        lanBRouter.push(`${ADDR_LAN2.tbLan.v4}/24`, `${ADDR_LAN2.tbLan.v6}/64`);
       }
-      await la.exec('ip', ['route', 'add', 'default', 'via', ADDR.taLan.v4]);
-      await la.exec('ip', ['-6', 'route', 'add', 'default', 'via', ADDR.taLan.v6]);
-      await lb.exec('ip', ['route', 'add', 'default', 'via', ADDR.tbLan.v4]);
-      await lb.exec('ip', ['-6', 'route', 'add', 'default', 'via', ADDR.tbLan.v6]);
-      return new SiteToSite(la, ta, tb, lb, under.ifA, under.ifB);
+      const onUnderlay = (addr: { v4: string; v6: string }, v4Len = 24, v6Len = 64): string[] => [
+        ...(family !== 'v6' ? [`${addr.v4}/${v4Len}`] : []),
+        ...(family !== 'v4' ? [`${addr.v6}/${v6Len}`] : []),
+      ];
+      // Behind a NAT, host B's public underlay address is the NAT's; B itself sits on a
+      // private link behind it, every link of the path with the underlay MTU.
+      const links = [
+        linkNamespaces(la, ta, lanA, lanARouter),
+        nat
+          ? linkNamespaces(ta, nat, onUnderlay(ADDR.taUnder), onUnderlay(ADDR.tbUnder), { mtu })
+          : linkNamespaces(ta, tb, onUnderlay(ADDR.taUnder), onUnderlay(ADDR.tbUnder), { mtu }),
+        linkNamespaces(tb, lb, lanBRouter, lanB),
+        ...(nat ? [linkNamespaces(nat, tb, onUnderlay(ADDR_NAT.natPrivate), onUnderlay(ADDR_NAT.tbPrivate), { mtu })] : []),
+      ];
+      const [, under, , natLink] = await settleAll(links);
+      await Promise.all(
+        [ta, tb, ...(nat ? [nat] : [])].map((host) => host.exec('sysctl', ['-q', '-w', 'net.ipv4.ip_forward=1', 'net.ipv6.conf.all.forwarding=1'])),
+      );
+      const routes: [Netns, string[]][] = [
+        [la, ['route', 'add', 'default', 'via', ADDR.taLan.v4]],
+        [la, ['-6', 'route', 'add', 'default', 'via', ADDR.taLan.v6]],
+        [lb, ['route', 'add', 'default', 'via', ADDR.tbLan.v4]],
+        [lb, ['-6', 'route', 'add', 'default', 'via', ADDR.tbLan.v6]],
+      ];
+      if (nat) {
+        if (family !== 'v6') routes.push([tb, ['route', 'add', 'default', 'via', ADDR_NAT.natPrivate.v4]]);
+        if (family !== 'v4') routes.push([tb, ['-6', 'route', 'add', 'default', 'via', ADDR_NAT.natPrivate.v6]]);
+      }
+      if (opts.secondLan) {
+        // Preferred sources, so what la sends to LAN B comes from LAN A and what it sends to
+        // LAN B2 from LAN A2 (and back): IPv6 would otherwise pick by longest common prefix
+        // (fd61:3::10 for fd61:2::10), and the reply would come back through the other tunnel.
+        routes.push(
+          [la, ['route', 'add', ADDR.lanB.v4, 'via', ADDR.taLan.v4, 'src', ADDR.la.v4]],
+          [la, ['-6', 'route', 'add', ADDR.lanB.v6, 'via', ADDR.taLan.v6, 'src', ADDR.la.v6]],
+          [lb, ['route', 'add', ADDR.lanA.v4, 'via', ADDR.tbLan.v4, 'src', ADDR.lb.v4]],
+          [lb, ['-6', 'route', 'add', ADDR.lanA.v6, 'via', ADDR.tbLan.v6, 'src', ADDR.lb.v6]],
+          [la, ['route', 'add', ADDR_LAN2.lanB.v4, 'via', ADDR_LAN2.taLan.v4, 'src', ADDR_LAN2.la.v4]],
+          [la, ['-6', 'route', 'add', ADDR_LAN2.lanB.v6, 'via', ADDR_LAN2.taLan.v6, 'src', ADDR_LAN2.la.v6]],
+          [lb, ['route', 'add', ADDR_LAN2.lanA.v4, 'via', ADDR_LAN2.tbLan.v4, 'src', ADDR_LAN2.lb.v4]],
+          [lb, ['-6', 'route', 'add', ADDR_LAN2.lanA.v6, 'via', ADDR_LAN2.tbLan.v6, 'src', ADDR_LAN2.lb.v6]],
+        );
+      }
+      for (const [ns, args] of routes) await ns.exec('ip', args);
+      if (nat) await masquerade(nat, under.ifB);
+      return new SiteToSite({
+        la,
+        ta,
+        tb,
+        lb,
+        nat,
+        underA: under.ifA,
+        underB: natLink ? natLink.ifB : under.ifB,
+        underlayFamily: family,
+        underlayMtu: mtu,
+      });
     } catch (err) {
       await Promise.all(made.map((n) => n.destroy()));
       throw err;
     }
   }
 
+  /**
+   * Host A's or host B's underlay address as a WireGuard endpoint
+   * ("10.60.0.2:51820", "[fd60::2]:51820"), in `family` or the bed's own
+   * (IPv4 on a dual-stack underlay). Behind a NAT, B's is the NAT's public
+   * address: it reaches B only once B has sent from that port (the mapping
+   * masquerade made keeps the port when it is free).
+   */
+  endpoint(host: 'a' | 'b', port: number, family?: UnderlayFamily): string {
+    const fam = family ?? (this.underlayFamily === 'v6' ? 'v6' : 'v4');
+    if (this.underlayFamily !== 'dual' && this.underlayFamily !== fam) {
+      throw new Error(`SiteToSite: the underlay is ${this.underlayFamily} only, no ${fam} endpoint`);
+    }
+    const addr = ADDR[host === 'a' ? 'taUnder' : 'tbUnder'][fam];
+    return fam === 'v6' ? `[${addr}]:${port}` : `${addr}:${port}`;
+  }
+
   async destroy(): Promise<void> {
-    await Promise.all([this.la, this.ta, this.tb, this.lb].map((n) => n.destroy()));
+    await Promise.all([this.la, this.ta, this.tb, this.lb, ...(this.nat ? [this.nat] : [])].map((n) => n.destroy()));
   }
 }
 

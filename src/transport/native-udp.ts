@@ -49,8 +49,11 @@ export interface NativeUdpOptions {
   /**
    * UDP GSO (UDP_SEGMENT) in sendBatch: consecutive datagrams to the same
    * endpoint with the same length (the last of a run may be shorter) leave
-   * in one send that the kernel segments. Falls back to plain sends for
-   * good if the route cannot do it. Default false.
+   * in one send that the kernel segments. A send the kernel refuses to
+   * segment (EMSGSIZE or EINVAL: the segment does not fit the route's MTU; EIO: the
+   * route cannot offload) goes out datagram by datagram and GSO pauses for
+   * a few batches, then is tried again; only a kernel without UDP GSO turns
+   * it off for good. Default false.
    */
   gso?: boolean;
 }
@@ -77,6 +80,10 @@ export interface NativeUdpStats {
   truncated: number;
   /** Receive-side errors reported to onError. */
   recvErrors: number;
+  /** Datagrams that left inside UDP GSO sends (included in `sent`). */
+  gsoDatagrams: number;
+  /** GSO sends the kernel refused; their datagrams were resent one by one. */
+  gsoRefused: number;
 }
 
 /** A native UDP failure; `code` is the errno name (EADDRINUSE, EACCES...). */
@@ -148,7 +155,9 @@ const C_SEND_DROPS = 3;
 const C_LAST_SEND_ERRNO = 4;
 const C_TRUNCATED = 5;
 const C_RECV_ERRORS = 6;
-const C_COUNT = 7;
+const C_GSO_DATAGRAMS = 7;
+const C_GSO_REFUSED = 8;
+const C_COUNT = 9;
 
 export const UDP_ADDON_FILE = 'tunvpn_udp.node';
 
@@ -369,6 +378,8 @@ export class NativeUdpSocket {
       lastSendErrno: c[C_LAST_SEND_ERRNO] === 0 ? undefined : errnoName(c[C_LAST_SEND_ERRNO]),
       truncated: c[C_TRUNCATED],
       recvErrors: c[C_RECV_ERRORS],
+      gsoDatagrams: c[C_GSO_DATAGRAMS],
+      gsoRefused: c[C_GSO_REFUSED],
     };
   }
 

@@ -6,6 +6,7 @@
  */
 import { execFile, spawn } from 'node:child_process';
 import { isIP } from 'node:net';
+import { interfaceNameProblem } from '../config/ifname.js';
 import { TunvpnError } from '../errors.js';
 
 export class IpCommandError extends TunvpnError {
@@ -36,10 +37,10 @@ export interface IpOptions {
   timeoutMs?: number;
 }
 
-const IFNAME = /^[A-Za-z0-9_.:@+=-]{1,15}$/;
-
+/** The one interface-name rule (src/config/ifname.ts): never an option to `ip`, never a control character. */
 function checkIfname(ifname: string): void {
-  if (!IFNAME.test(ifname) || ifname.startsWith('-')) throw new IpArgumentError(`invalid interface name ${JSON.stringify(ifname)}`);
+  const problem = interfaceNameProblem(ifname);
+  if (problem !== undefined) throw new IpArgumentError(`invalid interface name: ${problem}`);
 }
 
 /** Returns 4 or 6 for "addr/len" (or a bare address); throws otherwise. */

@@ -261,3 +261,30 @@ describe('tunvpn import', () => {
     expect(stripped).not.toMatch(/PostUp|DNS|SaveConfig/);
   });
 });
+
+describe('tunvpn import: hostile input', () => {
+  it('refuses a FIFO or a device before reading it (readFile on a FIFO blocked forever)', async () => {
+    const { execFileSync } = await import('node:child_process');
+    const fifo = join(tmp, 'wg-fifo.conf');
+    execFileSync('mkfifo', [fifo]);
+    for (const file of [fifo, '/dev/zero']) {
+      const t0 = performance.now();
+      const r = await tvImport([file, '--name', 'wg0']);
+      expect(performance.now() - t0).toBeLessThan(3000);
+      expect(r.code).toBe(78);
+      expect(r.stderr).toMatch(/is a (FIFO \(named pipe\)|character device), not a regular file/);
+    }
+  });
+
+  it('never echoes a key quoted by a parse error or a note', async () => {
+    const { generateKeyPairSync } = await import('node:crypto');
+    const priv = Buffer.from(generateKeyPairSync('x25519').privateKey.export({ format: 'jwk' }).d ?? '', 'base64url').toString('base64');
+    const inputs = [`[${priv}]\n`, `[Interface]\nPrivateKey = ${priv}\nListenPort = ${priv}\n`, `[Interface]\n${priv.replace(/[^A-Za-z0-9]/g, 'A')} = 1\n`];
+    for (const text of inputs) {
+      const r = await tvImport(['-', '--name', 'wg0'], text);
+      expect(r.code).toBe(78);
+      expect(r.stderr).not.toContain(priv.slice(0, 12));
+      expect(r.stderr).not.toContain(priv.replace(/[^A-Za-z0-9]/g, 'A').slice(0, 12));
+    }
+  });
+});

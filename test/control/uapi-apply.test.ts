@@ -8,6 +8,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import type { PeerConfig, TunvpnConfig } from '../../src/config/index.js';
 import { mergeUapiRequest, wipeConfigSecrets, wipeRequestSecrets, type MergeContext } from '../../src/control/uapi-apply.js';
 import { Yielder } from '../../src/cooperative.js';
+import { diffConfig, diffConfigSliced } from '../../src/config/diff.js';
 import { loadCrypto } from '../../src/crypto/index.js';
 import type { CryptoBackend } from '../../src/crypto/types.js';
 import { UapiError, type UapiDeviceOp, type UapiPeerOp, type UapiPeerSection, type UapiSetRequest } from '../../src/control/uapi-types.js';
@@ -153,6 +154,11 @@ describe('mergeUapiRequest', () => {
       const p = byKey(next, a);
       expect(p).toEqual({ publicKey: b64(a), publicKeyBytes: a, allowedIPs: [], persistentKeepalive: 0 });
     }
+    // The diff makes it removed + added, so the daemon builds a new peer.
+    const again = await mergeUapiRequest(cur, req([{ kind: 'replace-peers' }], section(a)), ctx);
+    const diff = diffConfig(cur, again.config, again.recreated);
+    expect([diff.removed.length, diff.added.length, diff.recreated.length, diff.changed.length]).toEqual([1, 1, 1, 0]);
+    expect(await diffConfigSliced(cur, again.config, again.recreated, new Yielder(0))).toEqual(diff);
     // A peer created by this request, removed and created again, is just added.
     const fresh = await mergeUapiRequest(cur, req([], section(b), section(b, { kind: 'remove' }), section(b)), ctx);
     expect(fresh.recreated.size).toBe(0);

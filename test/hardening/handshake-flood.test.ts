@@ -9,7 +9,11 @@
  * daemon is under load and answers initiations without a valid mac2 with a
  * cookie reply instead of a Diffie-Hellman (docs/decisions.md). The
  * restarted legitimate peer gets a cookie reply too and completes on its
- * retry with mac2, one Rekey-Timeout (5 s + jitter) later, as in WireGuard.
+ * retry with mac2: at the latest one Rekey-Timeout (5 s + jitter) later, as
+ * in WireGuard, and usually ~100 ms later, because waiting data initiates
+ * again behind an unanswered start-up initiation (first contact). The
+ * cookie replies are counted (status `cookieRepliesSent`, Prometheus
+ * `tunvpn_cookie_replies_sent_total`).
  */
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { ADDR, startDaemon } from '../../src/testbed/site-to-site.js';
@@ -21,7 +25,7 @@ describeIntegration('hardening: handshake flood', ['ping'], () => {
   let h: HardeningBed;
 
   beforeAll(async () => {
-    h = await hardeningBed('hf');
+    h = await hardeningBed('hf', { metricsB: '127.0.0.1:9586' });
     for (const a of FLOOD_SOURCES) await h.atk.exec('ip', ['addr', 'add', `${a}/24`, 'dev', h.atkIf]);
   });
 
@@ -63,6 +67,15 @@ describeIntegration('hardening: handshake flood', ['ping'], () => {
     expect(r.responses).toBe(0);
     // The cookie gate engaged: most initiations cost a MAC, not a DH.
     expect(r.cookieReplies).toBeGreaterThan(r.sent / 2);
+    // And the operator sees it: every cookie reply the attacker received was
+    // counted (plus the legitimate peer's, minus none), in the status record
+    // and in Prometheus.
+    const cookies = after.cookieRepliesSent - before.cookieRepliesSent;
+    expect(cookies).toBeGreaterThanOrEqual(r.cookieReplies);
+    expect(cookies).toBeLessThanOrEqual(r.sent + 10);
+    const { stdout: scrape } = await h.bed.tb.exec(process.execPath, ['-e', "fetch('http://127.0.0.1:9586/metrics').then((r) => r.text()).then((t) => process.stdout.write(t))"]);
+    const line = scrape.split('\n').find((l) => l.startsWith('tunvpn_cookie_replies_sent_total '));
+    expect(Number(line?.split(' ')[1])).toBeGreaterThanOrEqual(after.cookieRepliesSent);
     expect(delta['unknown-peer'] ?? 0).toBeLessThan(r.sent / 4);
     // Bounded: measured 9 % of a core at 2 000/s with the gate (21-24 % without).
     expect(cpuShare).toBeLessThan(0.5);

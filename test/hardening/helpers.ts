@@ -28,6 +28,7 @@ export const ATTACK = { target: '10.60.2.1', attacker: '10.60.2.2' } as const;
 export interface Status {
   peers: { name?: string; endpoint?: string; lastHandshakeWallMs: number; rxBytes: number; txBytes: number }[];
   drops: Record<string, number>;
+  cookieRepliesSent: number;
   tun: DaemonStatus['tun'];
 }
 
@@ -107,6 +108,8 @@ export interface BedOptions {
   endpointOfA?: string | null;
   /** Interface MTU on both hosts (default 1420). */
   mtu?: number;
+  /** Host B's Prometheus endpoint ("ip:port" inside its namespace); off when absent. */
+  metricsB?: string;
   /** Starts host B's daemon some other way (e.g. unprivileged). */
   startB?: (ns: Netns, configPath: string, dir: ConfigDir) => Promise<DaemonProcess>;
 }
@@ -137,6 +140,7 @@ export async function hardeningBed(prefix: string, opts: BedOptions = {}): Promi
       listenPort: 51820,
       addresses: [`${ADDR.tbTun.v4}/24`],
       ...(opts.mtu ? { mtu: opts.mtu } : {}),
+      ...(opts.metricsB ? { metricsListen: opts.metricsB } : {}),
       peers: [{ name: 'a', publicKey: a.publicKey, ...(opts.endpointOfA === null ? {} : { endpoint: opts.endpointOfA ?? `${ADDR.taUnder.v4}:51820` }), allowedIPs: [`${ADDR.taTun.v4}/32`, ADDR.lanA.v4], ...(psk ? { presharedKey: psk } : {}) }],
     };
     const cfgA = await dir.writeHost('a', hostA);

@@ -3,10 +3,12 @@
  * 65534) holding only CAP_NET_ADMIN, as the systemd unit runs it, and the
  * tunnel works.
  *
- * The unit gives its user a writable /run/wireguard (RuntimeDirectory=);
- * here a tmpfs owned by 65534 is mounted over /run/wireguard inside the
- * private mount namespace `ip netns exec` makes for the daemon, so the host's
- * directory is untouched. The key and config files are chowned to 65534.
+ * Under the units, systemd makes the control socket as root and hands it
+ * over (tunvpn.socket; test/systemd/ covers that). Run by hand as an
+ * unprivileged user, the daemon makes its own socket: here a tmpfs owned by
+ * 65534 is mounted over /run/wireguard inside the private mount namespace
+ * `ip netns exec` makes for the daemon, so the host's directory is
+ * untouched. The key and config files are chowned to 65534.
  */
 import { chmod, chown, readFile } from 'node:fs/promises';
 import { join } from 'node:path';

@@ -8,7 +8,7 @@
  * pristine system and a crashed run cannot poison the cache.
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync, realpathSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rename, rm, symlink, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
@@ -31,7 +31,10 @@ export interface RootfsSpec {
 
 export const BOOKWORM: RootfsSpec = {
   suite: 'bookworm',
-  packages: ['systemd', 'systemd-sysv', 'dbus', 'iproute2', 'build-essential', 'python3'],
+  // wireguard-tools: `wg show` against the service, as root, as the README
+  // says. wireguard-go: a real root daemon whose socket shares
+  // /run/wireguard with ours, to prove the units leave it alone.
+  packages: ['systemd', 'systemd-sysv', 'dbus', 'iproute2', 'build-essential', 'python3', 'wireguard-tools', 'wireguard-go'],
 };
 
 export interface Rootfs {
@@ -98,7 +101,10 @@ function validRootfs(path: string, spec: RootfsSpec): boolean {
  */
 export async function ensureRootfs(spec: RootfsSpec = BOOKWORM, log: (msg: string) => void = () => undefined): Promise<Rootfs> {
   const t0 = Date.now();
-  const path = join(NSPAWN_CACHE_DIR, `rootfs-${spec.suite}`);
+  // The package list is part of the name: a checkout with another list
+  // (an older branch, say) keeps its own tree instead of rebuilding ours.
+  const specHash = createHash('sha256').update(markerText(spec)).digest('hex').slice(0, 8);
+  const path = join(NSPAWN_CACHE_DIR, `rootfs-${spec.suite}-${specHash}`);
   if (validRootfs(path, spec)) return { path, built: false, ms: Date.now() - t0 };
   await mkdir(NSPAWN_CACHE_DIR, { recursive: true });
   const staging = `${path}.build-${process.pid}-${randomBytes(3).toString('hex')}`;
@@ -289,13 +295,14 @@ export class NspawnContainer {
 
   /**
    * `systemctl is-system-running --wait`, retried while systemd has not yet
-   * opened its private bus socket (the leader exists before it does).
+   * opened its private bus socket (the leader exists before it does): then
+   * systemctl prints nothing, or "offline" (seen on a loaded machine).
    */
   private async waitBooted(timeoutMs: number): Promise<ContainerResult> {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       const r = await this.execAllowFail(['systemctl', 'is-system-running', '--wait'], { timeoutMs });
-      if (r.stdout.trim() !== '' || Date.now() > deadline) return r;
+      if (!['', 'offline'].includes(r.stdout.trim()) || Date.now() > deadline) return r;
       if (!this.running) throw new Error('systemd-nspawn exited during boot');
       await sleep(100);
     }

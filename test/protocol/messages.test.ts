@@ -19,7 +19,10 @@ describe('messages', () => {
     expect([INITIATION_SIZE, RESPONSE_SIZE, COOKIE_REPLY_SIZE, TRANSPORT_MIN_SIZE]).toEqual([148, 92, 64, 32]);
     expect(transportSize(0)).toBe(32);
     expect(transportSize(1)).toBe(48);
+    // Without an MTU (0): a plain multiple of 16.
     expect(transportSize(1420)).toBe(1456);
+    // Under the default MTU 1420 a full-size packet is not padded past it.
+    expect(transportSize(1420, 1420)).toBe(1452);
   });
 
   it('accepts exact sizes only, and zero reserved bytes', () => {

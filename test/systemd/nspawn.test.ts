@@ -2,8 +2,14 @@
  * `systemctl start tunvpn` for real: a minimal Debian with systemd as PID 1
  * (systemd-nspawn) follows the README's Install, Keys and config, and Run it
  * as a service sections as written, then the units are exercised: enable
- * --now, reload with a transfer running, kill -9 and Restart=on-failure, the
- * journal, stop, and the template unit.
+ * --now, reload with a transfer running, restart, kill -9 and
+ * Restart=on-failure, the journal, stop, and the template unit.
+ *
+ * All along, a root wireguard-go (wg0) shares /run/wireguard with tunvpn, as
+ * on a real host: the directory and its socket must keep their owner, mode
+ * and inode through every start, reload, restart and stop (issue 13: the
+ * units' RuntimeDirectory= once chowned both to the tunvpn user), and `wg`
+ * must keep working against both daemons.
  *
  *  [container ns: systemd, tunvpn0 10.62.0.1] ─veth 10.60.0.0/24─ [nspb: tunvpn 10.62.0.2, LAN 10.61.2.1]
  *                                              ─veth 10.60.1.0/24─ [nspd: tunvpn 10.62.0.3] (added by reload)
@@ -33,6 +39,12 @@ const B_TUN = '10.62.0.2';
 const C_TUN = '10.62.0.3';
 const LAN_B = '10.61.2.0/24';
 const LAN_B_HOST = '10.61.2.1';
+
+/** The shared socket directory, as the units create it. */
+const WG_DIR = '/run/wireguard';
+/** The other daemon: a root wireguard-go, started before tunvpn is installed. */
+const OTHER_IF = 'wg0';
+const OTHER_UNIT = 'other-wireguard-go';
 
 /** The shell commands of a README section's ```sh blocks, continuations joined. */
 function sectionCommands(readme: string, heading: string): string[] {
@@ -130,6 +142,52 @@ describeIntegration('systemd: tunvpn as a service with systemd as PID 1 (systemd
     }
   }
 
+  /** `uid:gid mode type inode` of each entry of the shared directory, and of the directory itself as ".". */
+  async function wgDirState(): Promise<Map<string, string>> {
+    const out = (await container().sh(`cd ${WG_DIR} && stat -c '%n %u:%g %a %F %i' . * 2>/dev/null || true`)).stdout;
+    const m = new Map<string, string>();
+    for (const line of out.split('\n').filter(Boolean)) {
+      const [name, ...rest] = line.split(' ');
+      m.set(name, rest.join(' '));
+    }
+    return m;
+  }
+
+  let wgDirBaseline: Map<string, string> | undefined;
+
+  /**
+   * The shared directory is as it was before tunvpn came: still root's,
+   * 0755; the other daemon's socket the same file (inode), root's, 0700, its
+   * daemon answering `wg`; and the tunvpn user can neither reach that socket
+   * nor write in the directory. `ours` are tunvpn's own sockets expected
+   * now: root's, 0600.
+   */
+  async function expectSharedDirIntact(when: string, ours: string[]): Promise<void> {
+    if (!wgDirBaseline) throw new Error('no baseline of /run/wireguard');
+    const now = await wgDirState();
+    const others = new Map([...now].filter(([name]) => !ours.includes(name)));
+    expect(Object.fromEntries(others), `${WG_DIR} ${when}`).toEqual(Object.fromEntries(wgDirBaseline));
+    for (const name of ours) expect(now.get(name)?.replace(/ \d+$/, ''), `${WG_DIR}/${name} ${when}`).toBe('0:0 600 socket');
+    expect((await container().exec(['wg', 'show', OTHER_IF, 'listen-port'])).stdout.trim(), `wg show ${OTHER_IF} ${when}`).toMatch(/^\d+$/);
+    const asTunvpn = ['setpriv', '--reuid=tunvpn', '--regid=tunvpn', '--clear-groups'];
+    const stolen = await container().execAllowFail([...asTunvpn, 'wg', 'show', OTHER_IF, 'private-key']);
+    expect(stolen.code, `tunvpn reads ${OTHER_IF}'s key ${when}: ${stolen.stdout}`).not.toBe(0);
+    expect(stolen.stderr).toMatch(/Permission denied/);
+    const planted = await container().execAllowFail([...asTunvpn, 'sh', '-c', `: > ${WG_DIR}/planted.sock`]);
+    expect(planted.code, `tunvpn writes in ${WG_DIR} ${when}`).not.toBe(0);
+  }
+
+  /** `wg show IFACE` as root, against tunvpn: the peers it lists. */
+  async function wgShowPeers(ifname: string): Promise<string[]> {
+    const out = (await container().exec(['wg', 'show', ifname, 'peers'], { timeoutMs: 20_000 })).stdout;
+    return out.split('\n').filter(Boolean).sort();
+  }
+
+  /** Inode of tunvpn's socket file: the same one while systemd holds the socket. */
+  async function socketInode(ifname: string): Promise<string> {
+    return (await container().exec(['stat', '-c', '%i', `${WG_DIR}/${ifname}.sock`])).stdout.trim();
+  }
+
   async function linkExists(ifname: string): Promise<boolean> {
     return run('ip', ['-n', nc?.name ?? '', 'link', 'show', ifname]).then(
       () => true,
@@ -152,6 +210,7 @@ describeIntegration('systemd: tunvpn as a service with systemd as PID 1 (systemd
   async function killAndRecover(unit: string, ifname: string): Promise<void> {
     const pid = await container().property(unit, 'MainPID');
     const restarts = Number(await container().property(unit, 'NRestarts'));
+    const ino = await socketInode(ifname);
     expect(Number(pid)).toBeGreaterThan(1);
     const t0 = Date.now();
     // The shell's kill: procps (/bin/kill) is not part of a minimal Debian.
@@ -167,6 +226,10 @@ describeIntegration('systemd: tunvpn as a service with systemd as PID 1 (systemd
     expect(ms).toBeLessThan(12_000);
     const j = await journal(unit);
     expect(j).toMatch(/Main process exited, code=killed, status=9\/KILL|code=killed/);
+    // The socket unit stayed up across Restart=: same file, held by systemd.
+    expect(await socketInode(ifname)).toBe(ino);
+    await expectSharedDirIntact(`after kill -9 of ${unit}`, [`${ifname}.sock`]);
+    expect(await wgShowPeers(ifname)).toContain(b.publicKey);
   }
 
   /** stop: the interface and the routes to the peers' prefixes are gone. */
@@ -180,6 +243,20 @@ describeIntegration('systemd: tunvpn as a service with systemd as PID 1 (systemd
     expect(await routes()).not.toContain(ifname);
     const { records } = journalRecords(await journal(unit));
     expect(records.some((r) => r.msg === 'tunvpn stopped')).toBe(true);
+    // The socket unit goes with the service, and its file with it.
+    const socketUnit = unit.replace(/(\.service)?$/, '.socket');
+    await waitFor(`${socketUnit} stopped`, async () => (await container().property(socketUnit, 'ActiveState')) === 'inactive');
+    await expectSharedDirIntact(`after systemctl stop ${unit}`, []);
+    await expectNotStartedByWg(unit, ifname);
+  }
+
+  /** With the service stopped, `wg show` finds nothing, and starts nothing. */
+  async function expectNotStartedByWg(unit: string, ifname: string): Promise<void> {
+    const r = await container().execAllowFail(['wg', 'show', ifname]);
+    expect(r.code, `wg show ${ifname} with ${unit} stopped`).not.toBe(0);
+    await sleep(1_000);
+    expect(await container().property(unit, 'ActiveState')).not.toMatch(/^(active|activating)$/);
+    expect((await container().exec(['ls', '-A', WG_DIR])).stdout.split('\n')).not.toContain(`${ifname}.sock`);
   }
 
   beforeAll(async () => {
@@ -224,6 +301,22 @@ describeIntegration('systemd: tunvpn as a service with systemd as PID 1 (systemd
     ct = await NspawnContainer.boot({ rootfs: rootfs.path, netns: nc, node: hostNode(), bindRo: [[packDir, SRC_IN_CONTAINER]] });
     timings['container boot'] = Date.now() - t;
     dir = await ConfigDir.create();
+
+    // Another daemon's socket in /run/wireguard before tunvpn is installed:
+    // a real wireguard-go, as root, as a host would run it.
+    await container().exec([
+      'systemd-run',
+      `--unit=${OTHER_UNIT}`,
+      '--setenv=WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD=1',
+      '/usr/bin/wireguard-go',
+      '--foreground',
+      OTHER_IF,
+    ]);
+    await waitFor(`${OTHER_IF}.sock`, async () => (await wgDirState()).has(`${OTHER_IF}.sock`));
+    wgDirBaseline = await wgDirState();
+    // What the issue found turned into tunvpn:tunvpn: the premise, checked.
+    expect(wgDirBaseline.get('.')).toMatch(/^0:0 755 directory \d+$/);
+    expect(wgDirBaseline.get(`${OTHER_IF}.sock`)).toMatch(/^0:0 700 socket \d+$/);
   }, 20 * 60_000);
 
   afterAll(async () => {
@@ -239,7 +332,7 @@ describeIntegration('systemd: tunvpn as a service with systemd as PID 1 (systemd
     const t0 = Date.now();
     const steps = [...sectionCommands(readme, 'Install'), ...sectionCommands(readme, 'Keys and config'), ...sectionCommands(readme, 'Run it as a service')];
     // The steps this test relies on are in the README at all.
-    for (const re of [/^npm install -g /, /^useradd /, /tunvpn genkey/, /tunvpn pubkey/, /^cp .*tunvpn\.service/, /^systemctl enable --now tunvpn\b/]) {
+    for (const re of [/^npm install -g /, /^useradd /, /tunvpn genkey/, /tunvpn pubkey/, /^cp .*tunvpn\.service/, /^cp .*tunvpn\.socket .*tunvpn@\.socket/, /^systemctl enable --now tunvpn\b/]) {
       expect(steps.some((s) => re.test(s)), `README step ${re}`).toBe(true);
     }
     // The container has no registry access: npm resolves from the host's
@@ -301,6 +394,14 @@ describeIntegration('systemd: tunvpn as a service with systemd as PID 1 (systemd
     const mainPid = await container().property('tunvpn', 'MainPID');
     const caps = (await container().exec(['grep', '^CapEff:', `/proc/${mainPid}/status`])).stdout;
     expect(caps.trim()).toBe('CapEff:\t0000000000001000');
+    // The control socket came from tunvpn.socket, and nothing else in /run/wireguard moved.
+    await expectSharedDirIntact('after systemctl enable --now tunvpn', ['tunvpn0.sock']);
+    expect(await wgShowPeers('tunvpn0')).toEqual([b.publicKey]);
+    expect(await container().property('tunvpn.socket', 'ActiveState')).toBe('active');
+    // The inherited socket (fd 3) does not leak into what the daemon runs: close-on-exec.
+    const fdinfo = (await container().exec(['cat', `/proc/${mainPid}/fdinfo/3`])).stdout;
+    const flags = Number.parseInt(/^flags:\s*([0-7]+)$/m.exec(fdinfo)?.[1] ?? '0', 8);
+    expect(flags & 0o2000000, fdinfo).toBe(0o2000000);
 
     // Traffic both ways: container → site B's LAN, and site B → container.
     await pingUntil(container().netns, LAN_B_HOST, 15_000);
@@ -351,7 +452,23 @@ describeIntegration('systemd: tunvpn as a service with systemd as PID 1 (systemd
     // Reload is SIGHUP to the same process, not a restart.
     expect(await container().property('tunvpn', 'MainPID')).toBe(pid);
     expect(await pingUntil(nd, A_TUN, 10_000)).toMatch(/1 received/);
+    await expectSharedDirIntact('after systemctl reload tunvpn', ['tunvpn0.sock']);
+    expect(await wgShowPeers('tunvpn0')).toEqual([b.publicKey, c.publicKey].sort());
   }, 120_000);
+
+  it('`systemctl restart tunvpn`: a new process on the same control socket, /run/wireguard untouched', async () => {
+    requireInstalled();
+    const pid = await container().property('tunvpn', 'MainPID');
+    const ino = await socketInode('tunvpn0');
+    await explained('tunvpn', () => container().exec(['systemctl', 'restart', 'tunvpn'], { timeoutMs: 30_000 }));
+    const newPid = await waitActive('tunvpn', 'tunvpn0');
+    expect(newPid).not.toBe(Number(pid));
+    await pingUntil(container().netns, LAN_B_HOST, 15_000);
+    // systemd kept the listening socket: `wg` never saw it missing.
+    expect(await socketInode('tunvpn0')).toBe(ino);
+    await expectSharedDirIntact('after systemctl restart tunvpn', ['tunvpn0.sock']);
+    expect(await wgShowPeers('tunvpn0')).toEqual([b.publicKey, c.publicKey].sort());
+  }, 60_000);
 
   it('kill -9 of the main process: systemd restarts it and traffic resumes', async () => {
     requireInstalled();
@@ -391,15 +508,18 @@ describeIntegration('systemd: tunvpn as a service with systemd as PID 1 (systemd
     const inst = 'tunvpn@office';
     const path = '/etc/tunvpn/office.json';
     await container().sh(`cp ${configPath} ${path}`);
-    // Its own interface name proves which file the instance read.
+    // Its own interface name proves which file the instance read; it is
+    // the instance name, the name of the socket tunvpn@office.socket makes.
     await writeConfig(path, (cfg) => {
-      (cfg.interface as Record<string, unknown>).name = 'tunvpn1';
+      (cfg.interface as Record<string, unknown>).name = 'office';
       cfg.peers = [siteB()];
     });
     await explained(inst, () => container().exec(['systemctl', 'enable', '--now', inst]));
     expect((await container().exec(['systemctl', 'is-enabled', inst])).stdout.trim()).toBe('enabled');
-    const pid = await waitActive(inst, 'tunvpn1');
+    const pid = await waitActive(inst, 'office');
     await pingUntil(container().netns, LAN_B_HOST, 15_000);
+    await expectSharedDirIntact(`after systemctl enable --now ${inst}`, ['office.sock']);
+    expect(await wgShowPeers('office')).toEqual([b.publicKey]);
 
     await writeConfig(path, (cfg) => {
       cfg.peers = [siteB(), { name: 'site-c', publicKey: c.publicKey, endpoint: `${C_UNDER}:51820`, allowedIPs: [`${C_TUN}/32`] }];
@@ -413,11 +533,77 @@ describeIntegration('systemd: tunvpn as a service with systemd as PID 1 (systemd
     // the instance has C's endpoint and handshakes at once.
     expect(await pingUntil(container().netns, C_TUN, 10_000)).toMatch(/1 received/);
     expect(await pingUntil(nd, A_TUN, 5_000)).toMatch(/1 received/);
+    await expectSharedDirIntact(`after systemctl reload ${inst}`, ['office.sock']);
+    expect(await wgShowPeers('office')).toEqual([b.publicKey, c.publicKey].sort());
 
-    await killAndRecover(inst, 'tunvpn1');
+    await killAndRecover(inst, 'office');
     const { records } = journalRecords(await journal(inst));
     expect(records.some((r) => typeof r.msg === 'string' && r.msg.startsWith('tunvpn up'))).toBe(true);
-    await stopAndCheckCleanup(inst, 'tunvpn1');
+    await stopAndCheckCleanup(inst, 'office');
     timings['template unit'] = Date.now() - t0;
   }, 120_000);
+
+  it('deleting the control socket file stops the service cleanly, and it stays stopped', async () => {
+    requireInstalled();
+    const inst = 'tunvpn@office';
+    await explained(inst, () => container().exec(['systemctl', 'start', inst]));
+    await waitActive(inst, 'office');
+    // Answering `wg`: the daemon is up and watching its socket file.
+    expect(await wgShowPeers('office')).toContain(b.publicKey);
+    const restarts = await container().property(inst, 'NRestarts');
+    // The cross-platform API's "shut down" request, as root would make it.
+    await container().exec(['rm', `${WG_DIR}/office.sock`]);
+    await waitFor(`${inst} stopped`, async () => (await container().property(inst, 'ActiveState')) === 'inactive');
+    expect(await container().property(inst, 'Result')).toBe('success');
+    expect(await container().property(inst, 'NRestarts')).toBe(restarts);
+    expect(journalRecords(await journal(inst)).records.some((r) => r.msg === 'control socket removed: shutting down')).toBe(true);
+    await waitFor(`${inst}.socket stopped`, async () => (await container().property(`${inst}.socket`, 'ActiveState')) === 'inactive');
+    expect(await linkExists('office')).toBe(false);
+    await expectSharedDirIntact(`after rm ${WG_DIR}/office.sock`, []);
+    await expectNotStartedByWg(inst, 'office');
+  }, 60_000);
+
+  it('an interface name that is not the instance name: exit 78 naming both, no restart, no socket left', async () => {
+    requireInstalled();
+    const inst = 'tunvpn@branch';
+    await container().sh(`cp ${configPath} /etc/tunvpn/branch.json`);
+    await writeConfig('/etc/tunvpn/branch.json', (cfg) => {
+      (cfg.interface as Record<string, unknown>).name = 'tunvpn2';
+      cfg.peers = [siteB()];
+    });
+    // Type=exec: the start job succeeds, the daemon exits 78 right after.
+    await container().execAllowFail(['systemctl', 'start', inst]);
+    await waitFor(`${inst} failed`, async () => (await container().property(inst, 'ActiveState')) === 'failed');
+    expect(await container().property(inst, 'ExecMainStatus')).toBe('78');
+    expect(await container().property(inst, 'NRestarts')).toBe('0');
+    const j = await journal(inst);
+    expect(j).toContain('interface.name is "tunvpn2"');
+    expect(j).toContain(`${WG_DIR}/branch.sock (from tunvpn@branch.socket)`);
+    expect(await linkExists('tunvpn2')).toBe(false);
+    await waitFor(`${inst}.socket stopped`, async () => (await container().property(`${inst}.socket`, 'ActiveState')) === 'inactive');
+    await expectSharedDirIntact(`after ${inst} refused its socket`, []);
+    await expectNotStartedByWg(inst, 'branch');
+    await container().exec(['systemctl', 'reset-failed', inst]);
+  }, 60_000);
+
+  it("an instance named like the other daemon's interface leaves that daemon's socket alone", async () => {
+    requireInstalled();
+    // systemd unlinks whatever is at ListenStream= before binding, a live
+    // wireguard-go's socket included; the socket unit refuses instead.
+    const inst = `tunvpn@${OTHER_IF}`;
+    await container().sh(`cp ${configPath} /etc/tunvpn/${OTHER_IF}.json`);
+    await writeConfig(`/etc/tunvpn/${OTHER_IF}.json`, (cfg) => {
+      (cfg.interface as Record<string, unknown>).name = OTHER_IF;
+      (cfg.interface as Record<string, unknown>).listenPort = 51830;
+      cfg.peers = [siteB()];
+    });
+    const r = await container().execAllowFail(['systemctl', 'start', inst]);
+    expect(r.code).not.toBe(0);
+    expect(await container().property(`${inst}.socket`, 'ActiveState')).toBe('failed');
+    expect(await container().property(inst, 'ActiveState')).toBe('inactive');
+    expect(await journal(`${inst}.socket`)).toContain(`${WG_DIR}/${OTHER_IF}.sock already exists`);
+    expect(await container().property(OTHER_UNIT, 'ActiveState')).toBe('active');
+    await expectSharedDirIntact(`after ${inst} was refused`, []);
+    await container().exec(['systemctl', 'reset-failed', `${inst}.socket`]);
+  }, 60_000);
 });

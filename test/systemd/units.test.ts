@@ -1,6 +1,9 @@
 /**
- * The systemd units: `systemd-analyze verify` accepts both, and the
- * offline security exposure score stays "OK" or better.
+ * The systemd units: `systemd-analyze verify` accepts the services and
+ * their socket units, the offline security exposure score stays "OK" or
+ * better, and the control socket is made by a root socket unit, never
+ * through RuntimeDirectory= (issue 13; test/systemd/nspawn.test.ts proves
+ * the effect under a real systemd).
  */
 import { execFile } from 'node:child_process';
 import { copyFile, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
@@ -28,6 +31,8 @@ describe.skipIf(!hasAnalyze)('systemd units', () => {
 
   beforeAll(async () => {
     dir = await mkdtemp(join(tmpdir(), 'tunvpn-units-'));
+    // verify loads a unit's dependencies (service <-> socket) from its directory.
+    for (const unit of ['tunvpn.service', 'tunvpn.socket', 'tunvpn@.service', 'tunvpn@.socket']) await verifiable(unit);
   });
   afterAll(async () => {
     await rm(dir, { recursive: true, force: true });
@@ -45,12 +50,12 @@ describe.skipIf(!hasAnalyze)('systemd units', () => {
     return out;
   }
 
-  for (const unit of ['tunvpn.service', 'tunvpn@.service']) {
+  for (const unit of ['tunvpn.service', 'tunvpn.socket', 'tunvpn@.service', 'tunvpn@.socket']) {
     it(`systemd-analyze verify accepts ${unit}`, async () => {
       let path = await verifiable(unit);
       if (unit.includes('@')) {
         // A template is verified through an instance name.
-        const inst = join(dir, 'tunvpn@site-b.service');
+        const inst = join(dir, unit.replace('@', '@site-b'));
         await copyFile(path, inst);
         path = inst;
       }
@@ -61,7 +66,9 @@ describe.skipIf(!hasAnalyze)('systemd units', () => {
       const ours = stderr.split('\n').filter((l) => l.includes('tunvpn'));
       expect(ours).toEqual([]);
     });
+  }
 
+  for (const unit of ['tunvpn.service', 'tunvpn@.service']) {
     it(`${unit} has an exposure level of OK or better`, async () => {
       const path = await verifiable(unit);
       const { stdout } = await execFileP('systemd-analyze', ['security', '--offline=yes', '--no-pager', path]).catch(
@@ -83,4 +90,38 @@ describe.skipIf(!hasAnalyze)('systemd units', () => {
     expect(text).toMatch(/^AmbientCapabilities=CAP_NET_ADMIN$/m);
     expect(text).toMatch(/^CapabilityBoundingSet=CAP_NET_ADMIN$/m);
   });
+
+  for (const [service, socket, name] of [
+    ['tunvpn.service', 'tunvpn.socket', 'tunvpn0'],
+    ['tunvpn@.service', 'tunvpn@.socket', '%i'],
+  ] as const) {
+    it(`${service} takes its control socket from ${socket}, never chowns /run/wireguard`, async () => {
+      const svc = await readFile(join(root, 'systemd', service), 'utf8');
+      // RuntimeDirectory= chowns the directory and everything in it to User= at every start.
+      expect(svc).not.toMatch(/^RuntimeDirectory/m);
+      expect(svc).not.toMatch(/^(ReadWritePaths|BindPaths)=.*\/run/m);
+      const sock = socket.replace('@', '@%i');
+      expect(svc).toMatch(new RegExp(`^Requires=${sock.replace(/[.%@]/g, '\\$&')}$`, 'm'));
+      expect(svc).toMatch(new RegExp(`^After=${sock.replace(/[.%@]/g, '\\$&')}$`, 'm'));
+    });
+
+    it(`${socket} makes /run/wireguard/${name}.sock as root, 0600, only while the service runs`, async () => {
+      const text = await readFile(join(root, 'systemd', socket), 'utf8');
+      expect(text).toMatch(new RegExp(`^ListenStream=/run/wireguard/${name}\\.sock$`, 'm'));
+      expect(text.match(/^ListenStream=/gm)).toHaveLength(1);
+      expect(text).toMatch(/^SocketUser=root$/m);
+      expect(text).toMatch(/^SocketGroup=root$/m);
+      expect(text).toMatch(/^SocketMode=0600$/m);
+      expect(text).toMatch(/^DirectoryMode=0755$/m);
+      expect(text).toMatch(/^RemoveOnStop=yes$/m);
+      expect(text).toMatch(/^StopWhenUnneeded=yes$/m);
+      // BindsTo= would stop the socket, and with it Restart=, when the service crashes (systemd 252).
+      expect(text).not.toMatch(/^BindsTo=/m);
+      // Activated through the service only: no [Install], no Accept=yes.
+      expect(text).not.toMatch(/^\[Install\]/m);
+      expect(text).not.toMatch(/^Accept=yes/m);
+      // The guard against systemd unlinking another daemon's live socket names the same path.
+      expect(text).toMatch(new RegExp(`^ExecStartPre=/bin/sh -c .* sh /run/wireguard/${name}\\.sock$`, 'm'));
+    });
+  }
 });

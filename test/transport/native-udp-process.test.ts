@@ -63,3 +63,40 @@ describeIntegration('NativeUdpSocket in a namespace without routes', [], () => {
     expect(r.v6).toMatchObject({ sent: 0, sendErrors: 2, lastSendErrno: 'ENETUNREACH' });
   });
 });
+
+describeIntegration('NativeUdpSocket: a GSO send the kernel refuses', [], () => {
+  let ns: Netns;
+  beforeAll(async () => {
+    ns = await Netns.create('ngso');
+    // A veth whose far end has no addresses; static neighbours so sends
+    // leave at once instead of waiting for address resolution.
+    await ns.exec('ip', ['link', 'add', 'gs0', 'type', 'veth', 'peer', 'name', 'gs1']);
+    await ns.exec('ip', ['link', 'set', 'gs1', 'up']);
+    await ns.exec('ip', ['link', 'set', 'gs0', 'mtu', '1280', 'up']);
+    await ns.exec('ip', ['addr', 'add', '10.77.0.1/24', 'dev', 'gs0']);
+    await ns.exec('ip', ['-6', 'addr', 'add', 'fd77::1/64', 'dev', 'gs0', 'nodad']);
+    await ns.exec('ip', ['neigh', 'add', '10.77.0.2', 'lladdr', '02:00:00:00:77:02', 'dev', 'gs0']);
+    await ns.exec('ip', ['-6', 'neigh', 'add', 'fd77::2', 'lladdr', '02:00:00:00:77:02', 'dev', 'gs0']);
+  });
+  afterAll(async () => {
+    await ns?.destroy();
+  });
+
+  // Segments larger than the route's MTU make the kernel answer EINVAL for
+  // the GSO send: that batch must still leave (one datagram at a time), and
+  // GSO must come back for later batches instead of being off for good.
+  it('resends that batch datagram by datagram and uses GSO again a few batches later', async () => {
+    const { stdout } = await ns.exec(process.execPath, [FIXTURE, 'gso-refused'], { timeoutMs: 20_000 });
+    type Stats = { sent: number; sendErrors: number; gsoDatagrams: number; gsoRefused: number };
+    const r = JSON.parse(stdout) as Record<'v4' | 'v6', { oversized: number; afterRefusal: Stats; gsoAgainAt: number | null; final: Stats }>;
+    for (const fam of ['v4', 'v6'] as const) {
+      const x = r[fam];
+      expect(x.oversized, fam).toBe(10);
+      expect(x.afterRefusal, fam).toMatchObject({ sent: 10, sendErrors: 0, gsoRefused: 1, gsoDatagrams: 0 });
+      // Paused for 64 batches (GSO_PAUSE_BATCHES in udp.c), then back.
+      expect(x.gsoAgainAt, fam).toBe(65);
+      expect(x.final.gsoRefused, fam).toBe(1);
+      expect(x.final.sendErrors, fam).toBe(0);
+    }
+  });
+});

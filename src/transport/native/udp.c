@@ -63,11 +63,25 @@
  * datagram's length field). */
 #define GSO_MAX_SEGMENTS 64
 #define GSO_MAX_BYTES 65000
+/* After the kernel refuses one GSO send (EMSGSIZE, EINVAL, EIO: see send_prepared),
+ * this many sendBatch calls go without GSO before it is tried again. */
+#define GSO_PAUSE_BATCHES 64
 /* A numeric address with an IPv6 %scope suffix. */
 #define ADDRESS_MAX (INET6_ADDRSTRLEN + IF_NAMESIZE + 1)
 
 /* Indices into the counters Float64Array. */
-enum { C_RECEIVED, C_SENT, C_SEND_ERRORS, C_SEND_DROPS, C_LAST_SEND_ERRNO, C_TRUNCATED, C_RECV_ERRORS, C_COUNT };
+enum {
+  C_RECEIVED,
+  C_SENT,
+  C_SEND_ERRORS,
+  C_SEND_DROPS,
+  C_LAST_SEND_ERRNO,
+  C_TRUNCATED,
+  C_RECV_ERRORS,
+  C_GSO_DATAGRAMS, /* datagrams that left inside GSO sends */
+  C_GSO_REFUSED,   /* GSO sends the kernel refused, resent one datagram each */
+  C_COUNT
+};
 
 typedef struct udp_sock {
   napi_poller pl;
@@ -95,9 +109,11 @@ typedef struct udp_sock {
   struct sockaddr_storage *snames;
   /* one UDP_SEGMENT control message per send message */
   uint8_t (*scmsg)[CMSG_SPACE(sizeof(uint16_t))];
-  /* Datagrams of one destination and size go out as one GSO send; turned
-   * off for good when the route cannot do it (EIO). */
+  /* Datagrams of one destination and size go out as one GSO send; off for
+   * good only when the kernel has no UDP GSO at all. */
   int gso;
+  /* sendBatch calls left without GSO after a refused GSO send. */
+  uint32_t gso_pause;
 } udp_sock;
 
 /* ---------- endpoint encoding ---------- */
@@ -282,7 +298,7 @@ static napi_value js_open(napi_env env, napi_callback_info info) {
   size_t ta_len = 0;
   void *ta_data = NULL;
   if (napi_get_typedarray_info(env, argv[6], &ta_type, &ta_len, &ta_data, NULL, NULL) != napi_ok || ta_type != napi_float64_array || ta_len < C_COUNT)
-    return throw_type(env, "counters must be a Float64Array of at least 7 elements");
+    return throw_type(env, "counters must be a Float64Array of at least 9 elements");
 
   struct sockaddr_storage ss;
   socklen_t sslen = 0;
@@ -552,10 +568,18 @@ static void count_send_error(udp_sock *s, int err) {
   s->counters[C_LAST_SEND_ERRNO] = err;
 }
 
-/* Datagrams in message i: one per iovec (several under GSO). */
+/* Datagrams in messages [from, to): one per iovec (several under GSO). */
 static uint32_t datagrams_in(udp_sock *s, uint32_t from, uint32_t to) {
   uint32_t d = 0;
   for (uint32_t i = from; i < to; i++) d += (uint32_t)s->smsgs[i].msg_hdr.msg_iovlen;
+  return d;
+}
+
+/* Datagrams in the GSO messages of [from, to) (the kernel took them). */
+static uint32_t gso_datagrams_in(udp_sock *s, uint32_t from, uint32_t to) {
+  uint32_t d = 0;
+  for (uint32_t i = from; i < to; i++)
+    if (s->smsgs[i].msg_hdr.msg_controllen) d += (uint32_t)s->smsgs[i].msg_hdr.msg_iovlen;
   return d;
 }
 
@@ -571,6 +595,7 @@ static uint32_t send_prepared(udp_sock *s, uint32_t n, int *stopped) {
     int r = sendmmsg(s->fd, s->smsgs + off, n - off, MSG_DONTWAIT);
     if (r > 0) {
       sent += datagrams_in(s, off, off + (uint32_t)r);
+      s->counters[C_GSO_DATAGRAMS] += gso_datagrams_in(s, off, off + (uint32_t)r);
       off += (uint32_t)r;
       continue;
     }
@@ -581,10 +606,29 @@ static uint32_t send_prepared(udp_sock *s, uint32_t n, int *stopped) {
       s->counters[C_SEND_DROPS] += datagrams_in(s, off, n);
       break;
     }
-    if (s->smsgs[off].msg_hdr.msg_controllen && (err == EIO || err == EINVAL || err == ENOPROTOOPT || err == EOPNOTSUPP)) {
-      /* The route cannot segment (no checksum offload, xfrm...): no more
-       * GSO on this socket; send these datagrams one by one. */
-      s->gso = 0;
+    if (s->smsgs[off].msg_hdr.msg_controllen && (err == EMSGSIZE || err == EINVAL || err == EIO || err == ENOPROTOOPT || err == EOPNOTSUPP)) {
+      /* The kernel refused to segment this send; its datagrams go one by
+       * one. Why decides for how long:
+       * - ENOPROTOOPT / EOPNOTSUPP: no UDP GSO in this kernel. Every later
+       *   GSO send would fail the same way: off for good.
+       * - EMSGSIZE (what Linux 6.18 answers here) or EINVAL (older
+       *   kernels): a property of this send, not of the socket: its
+       *   segment does not fit the route's MTU (a path MTU lower than the
+       *   tunnel was sized for, or a datagram past it), or too many
+       *   segments. Sent without GSO the same datagrams leave (fragmented
+       *   by the kernel if they must), and the next batch may be fine
+       *   (other sizes, other peers, a fixed route). Before, EMSGSIZE was
+       *   counted as an ordinary error: the whole batch was lost.
+       * - EIO: this route cannot offload the checksum (xfrm, a device
+       *   without it): also one route's, not every peer's.
+       * For the last two GSO pauses for GSO_PAUSE_BATCHES sendBatch calls
+       * and is then tried again: a refused send costs the kernel a full
+       * copy of the batch before it fails, so a lasting cause costs one
+       * wasted copy per GSO_PAUSE_BATCHES batches, while a passing one
+       * costs GSO for a moment only, never for good. */
+      if (err == ENOPROTOOPT || err == EOPNOTSUPP) s->gso = 0;
+      else s->gso_pause = GSO_PAUSE_BATCHES;
+      s->counters[C_GSO_REFUSED]++;
       n = split_gso(s, off, n);
       continue;
     }
@@ -658,6 +702,8 @@ static napi_value js_send_batch(napi_env env, napi_callback_info info) {
   uint32_t total = 0;
   int stopped = 0;
   uint32_t i = 0;
+  int use_gso = s->gso && s->gso_pause == 0;
+  if (s->gso_pause) s->gso_pause--;
   while (i < count && !stopped) {
     /* Prepare a chunk; datagrams with a bad destination are counted as
      * errors and left out. iovecs are used in datagram order (iov), and a
@@ -681,7 +727,7 @@ static napi_value js_send_batch(napi_env env, napi_callback_info info) {
       uint32_t len = lengths[i];
       s->siov[iov].iov_base = data;
       s->siov[iov].iov_len = len;
-      if (s->gso && n > 0 && run_dest && len > 0 && memcmp(run_dest, dest, ENDPOINT_SIZE) == 0) {
+      if (use_gso && s->gso && !s->gso_pause && n > 0 && run_dest && len > 0 && memcmp(run_dest, dest, ENDPOINT_SIZE) == 0) {
         /* Join the previous message if every datagram so far has this
          * size (the kernel cuts the payload into gso_size pieces; only the
          * last may be shorter). */
