@@ -80,12 +80,14 @@ function startPing(ns: Netns, addr: string, deadlineS: number): { stop: () => Pr
     async stop() {
       child.kill('SIGINT');
       await exited;
-      const times = [...out.matchAll(/time=([\d.]+) ms/g)].map((m) => Number(m[1]));
-      const summary = /(\d+) packets transmitted, (\d+) received/.exec(out);
-      const sent = summary ? Number(summary[1]) : times.length;
+      const replies = [...out.matchAll(/icmp_seq=(\d+) .*time=([\d.]+) ms/g)];
+      const times = replies.map((m) => Number(m[2]));
+      // Sent = up to the last answered one: those still in flight when ping was stopped are not lost.
+      const lastSeq = replies.reduce((max, m) => Math.max(max, Number(m[1])), 0);
+      const received = new Set(replies.map((m) => Number(m[1]))).size;
       return {
-        sent,
-        received: summary ? Number(summary[2]) : times.length,
+        sent: lastSeq,
+        received,
         maxMs: times.length ? Math.max(...times) : Number.NaN,
         avgMs: times.length ? times.reduce((a, b) => a + b, 0) / times.length : Number.NaN,
       };
