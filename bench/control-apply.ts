@@ -20,7 +20,9 @@ import { connect } from 'node:net';
 import { loadCrypto } from '../src/crypto/index.js';
 import { linkNamespaces, Netns, pingUntil, sleep, uniqueSuffix } from '../src/testbed/netns.js';
 import { cliPath, ConfigDir, DaemonProcess } from '../src/testbed/site-to-site.js';
+import type { ChildProcess } from 'node:child_process';
 import { numArg } from './lib/args.js';
+import { stopWireguardGo } from './lib/uapi-differential.js';
 
 const A_UNDER = '10.60.0.1';
 const B_UNDER = '10.60.0.2';
@@ -119,7 +121,7 @@ async function main(): Promise<void> {
   const suffix = uniqueSuffix();
   const ifA = `cba${suffix}`.slice(0, 15);
   const ifB = `cbb${suffix}`.slice(0, 15);
-  const made: { a?: Netns; b?: Netns; dir?: ConfigDir; daemon?: DaemonProcess } = {};
+  const made: { a?: Netns; b?: Netns; dir?: ConfigDir; daemon?: DaemonProcess; wg?: ChildProcess } = {};
   const rows: Row[] = [];
   try {
     made.a = await Netns.create('cba');
@@ -145,6 +147,7 @@ async function main(): Promise<void> {
     await daemon.waitForLog(/^tunvpn up/, 30_000);
 
     const wg = b.spawn('wireguard-go', ['-f', ifB], { env: { ...process.env, WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD: '1', LOG_LEVEL: 'error' } });
+    made.wg = wg;
     wg.stdout?.resume();
     wg.stderr?.resume();
     for (let i = 0; ; i++) {
@@ -220,6 +223,7 @@ async function main(): Promise<void> {
     }
   } finally {
     await made.daemon?.stop();
+    if (made.wg) await stopWireguardGo(made.wg, ifB);
     await Promise.all([made.a?.destroy(), made.b?.destroy()]);
     await made.dir?.destroy();
   }
