@@ -125,7 +125,7 @@ export const peerSchema = {
     format: f.filePath,
   },
   endpoint: {
-    doc: 'Where to reach the peer: "203.0.113.7:51820", "[2001:db8::7]:51820" or "vpn.example.org:51820". Optional: without it we wait for the peer to contact us. Updated at run time to the source of the peer\'s latest authenticated packet.',
+    doc: 'Where to reach the peer: "203.0.113.7:51820", "[2001:db8::7]:51820", "[fe80::1%eth0]:51820" (an IPv6 link-local address needs its zone: an interface name or index; no other address may have one) or "vpn.example.org:51820". Optional: without it we wait for the peer to contact us. Updated at run time to the source of the peer\'s latest authenticated packet.',
     default: null,
     nullable: true,
     format: f.endpoint,
