@@ -104,9 +104,16 @@ export function expandHook(argv: readonly string[], ifname: string): string[] {
   return argv.map((a) => a.split('%i').join(ifname));
 }
 
-/** Argument vector as it may be logged: key-like runs hidden. */
-function shown(argv: readonly string[]): string[] {
-  return argv.map((a) => redactKeyMaterial(a));
+/** Longest argument shown whole in a log record; in the one-line error, ARG_SHOWN_IN_ERROR. */
+const ARG_SHOWN_IN_LOG = 4096;
+const ARG_SHOWN_IN_ERROR = 200;
+
+/** Argument vector as it may be logged: key-like runs hidden, long arguments cut (with their length). */
+function shown(argv: readonly string[], max = ARG_SHOWN_IN_LOG): string[] {
+  return argv.map((a) => {
+    const safe = redactKeyMaterial(a);
+    return safe.length <= max ? safe : `${safe.slice(0, max)}... (${a.length} characters)`;
+  });
 }
 
 class Capture {
@@ -268,7 +275,7 @@ export async function runHookPhase(opts: RunPhaseOptions): Promise<number> {
     failures++;
     if (opts.stopOnFailure) {
       opts.log.error(fields, `${opts.phase} hook failed: ${result}`);
-      throw new HookError(opts.phase, i, shown(argv), o, timeoutMs);
+      throw new HookError(opts.phase, i, shown(argv, ARG_SHOWN_IN_ERROR), o, timeoutMs);
     }
     opts.log.warn(fields, `${opts.phase} hook failed: ${result}; teardown continues`);
   }

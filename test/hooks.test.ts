@@ -185,6 +185,18 @@ describe('runHookPhase', () => {
     expect(out.records().some((r) => r.msg === 'preUp hook failed: exit status 3' && r.level === 50)).toBe(true);
   });
 
+  it('the error stays one line of bounded length, whatever the hook holds', async () => {
+    const { log } = logger();
+    const script = `exit 5\n${'#'.repeat(10_000)}`;
+    const err = await runHookPhase({ phase: 'postUp', hooks: [['/bin/sh', '-c', script]], ifname: 'tvx5', log, stopOnFailure: true }).then(
+      () => undefined,
+      (e: unknown) => e as Error,
+    );
+    expect(err?.message).toMatch(/^postUp hook interface\.hooks\.postUp\[0\] \["\/bin\/sh","-c","exit 5\\n#+\.\.\. \(10007 characters\)"\] failed: exit status 5$/);
+    expect(err?.message.length).toBeLessThan(400);
+    expect(err?.message).not.toContain('\n');
+  });
+
   it('a timeout in a start-up phase says so', async () => {
     const { log } = logger();
     await expect(runHookPhase({ phase: 'postUp', hooks: [['/bin/sleep', '10']], ifname: 'tvx2', log, stopOnFailure: true, timeoutMs: 300 })).rejects.toThrow(
