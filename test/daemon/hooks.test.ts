@@ -41,7 +41,7 @@ function read(path: string): string {
   return existsSync(path) ? readFileSync(path, 'utf8') : '<missing>';
 }
 
-describeIntegration('daemon hooks: preUp, postUp, preDown, postDown', ['nft', 'setpriv'], () => {
+describeIntegration('daemon hooks: preUp, postUp, preDown, postDown', ['nft', 'setpriv', 'wg'], () => {
   let ns: Netns;
   let dir: ConfigDir;
   let keyFile: string;
@@ -92,6 +92,8 @@ describeIntegration('daemon hooks: preUp, postUp, preDown, postDown', ['nft', 's
         ['nft', 'add', 'chain', 'ip', 'tvhook_%i', 'post', '{ type nat hook postrouting priority 100 ; }'],
         ['/usr/sbin/nft', 'add', 'rule', 'ip', 'tvhook_%i', 'post', 'ip', 'saddr', '10.97.0.0/24', 'oifname', '!=', '%i', 'masquerade'],
         ['/bin/sh', '-c', `{ ip -o addr show dev %i; ip route show dev %i; } > ${out('postup')}`],
+        // The control socket answers already: `wg` works from postUp.
+        ['/bin/sh', '-c', `wg show %i listen-port > ${out('wg')}`],
       ],
       preDown: [['/bin/sh', '-c', `ip link show %i > /dev/null 2>&1; echo $? > ${out('predown')}`]],
       postDown: [
@@ -109,13 +111,14 @@ describeIntegration('daemon hooks: preUp, postUp, preDown, postDown', ['nft', 's
     // postUp saw the address and the allowed IPs' route.
     expect(read(out('postup'))).toContain('10.97.0.1/24');
     expect(read(out('postup'))).toContain('10.97.5.0/24');
+    expect(read(out('wg')).trim()).toBe('51911');
     // Every hook logged with its expanded command and status; postUp before "tunvpn up".
     const recs = d.records();
     const ran = recs.filter((r) => typeof r.msg === 'string' && /^postUp hook ran: exit status 0$/.test(r.msg));
-    expect(ran.map((r) => r.hook)).toEqual([0, 1, 2, 3].map((i) => `interface.hooks.postUp[${i}]`));
+    expect(ran.map((r) => r.hook)).toEqual([0, 1, 2, 3, 4].map((i) => `interface.hooks.postUp[${i}]`));
     expect(ran[0].argv).toEqual(['nft', 'add', 'table', 'ip', table]);
     const upAt = recs.findIndex((r) => typeof r.msg === 'string' && r.msg.startsWith('tunvpn up'));
-    expect(recs.indexOf(ran[3])).toBeLessThan(upAt);
+    expect(recs.indexOf(ran[4])).toBeLessThan(upAt);
 
     expect(await d.stop()).toBe(0);
     expect(await nftTable(table)).toBeUndefined();
