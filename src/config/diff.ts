@@ -45,6 +45,8 @@ function interfaceFields(a: InterfaceConfig, b: InterfaceConfig): string[] {
   if (a.listenPort !== b.listenPort) fields.push('listenPort');
   if (!sameSet(a.addresses, b.addresses)) fields.push('addresses');
   if (a.mtu !== b.mtu) fields.push('mtu');
+  if (a.fwmark !== b.fwmark) fields.push('fwmark');
+  if (a.table !== b.table) fields.push('table');
   return fields;
 }
 

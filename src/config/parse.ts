@@ -225,6 +225,8 @@ export async function parseConfig(raw: unknown, opts: ParseOptions): Promise<Tun
       listenPort: Number(iface.listenPort),
       addresses,
       mtu: Number(iface.mtu),
+      fwmark: Number(iface.fwmark),
+      table: iface.table === 'auto' || iface.table === 'off' ? iface.table : Number(iface.table),
     },
     peers: peers.filter((p): p is PeerConfig => p !== undefined),
     log: { level: String(section(checked.log).level) },

@@ -26,7 +26,13 @@ export interface InterfaceConfig {
   /** Canonical "address/prefix" text; the host part is kept. */
   addresses: string[];
   mtu: number;
+  /** SO_MARK for the UDP sockets; 0 = none. */
+  fwmark: number;
+  /** Where allowed-IP routes go: see the schema's doc. */
+  table: RouteTable;
 }
+
+export type RouteTable = 'auto' | 'off' | number;
 
 export type CryptoBackendChoice = 'auto' | 'sodium-native' | 'libsodium-wrappers';
 
