@@ -413,7 +413,7 @@ export class Daemon implements UapiDevice {
     const routing = planRouting(await planRoutesYielding(this.config, y), this.config.interface.table, this.config.interface.fwmark);
     // A run that crashed (kill -9) left its rules: the interface, and every
     // route through it, went with the process; rules do not.
-    for (const r of await this.rules.removeLeftovers()) this.log.warn({ rule: describeRule(r) }, 'removed a rule an earlier run of this interface left behind');
+    for (const r of await this.rules.removeLeftovers(routing.rules)) this.log.warn({ rule: describeRule(r) }, 'removed a rule an earlier run of this interface left behind');
     let pending: PendingRoutes;
     try {
       pending = await this.routes.prepare(routing.routes, y);
@@ -431,6 +431,9 @@ export class Daemon implements UapiDevice {
       throw err;
     }
     await this.routes.commit(pending, y);
+    if (this.rules.recordProblem !== undefined) {
+      this.log.warn({ record: this.rules.record, err: this.rules.recordProblem }, 'cannot record the policy rules: after a crash only those the next start wants itself are found again');
+    }
     if (routing.rules.length > 0) this.log.info({ table: routing.rules[0].table, fwmark: routing.mark, rules: routing.rules.map(describeRule) }, 'full tunnel: default routes in their own table');
   }
 

@@ -388,11 +388,20 @@ export interface PendingRules {
  * The policy rules of a full tunnel that the daemon added, and only those.
  * Rules outlive the interface (routes through a deleted device go with
  * it, rules do not), so after a crash the next start must find the
- * previous run's: every change first writes the rules it may have added to
- * STATE_DIR/IFNAME.rules.json (before adding them, so a crash in between
- * leaves them recorded), and start deletes exactly the recorded rules that
- * `ip rule show` still lists with the same priority, selector and table.
- * A rule someone else added with other values is never touched.
+ * previous run's, two ways:
+ *  - recorded: every change first writes the rules it may add to
+ *    STATE_DIR/IFNAME.rules.json (before adding them, so a crash in between
+ *    leaves them recorded); start deletes exactly the recorded rules that
+ *    `ip rule show` still lists with the same priority, selector and table.
+ *    Best effort: under the systemd units /run is read-only
+ *    (ProtectSystem=strict) unless the unit has RuntimeDirectory=tunvpn.
+ *  - derived: a rule the new run wants (same priority, `not fwmark M`,
+ *    table T) that exists already while table T has no route at all is
+ *    a leftover: a live full tunnel has its default route there. Then the
+ *    suppress rule of that family at our priority goes too.
+ * A rule someone else added with other values is never touched, nor one
+ * whose table still routes (adding ours then fails with EEXIST: two full
+ * tunnels cannot share a table).
  */
 export class OwnedRules {
   private ours: ip.PolicyRule[] = [];
@@ -414,7 +423,18 @@ export class OwnedRules {
     return this.recordPath;
   }
 
+  /** Set when the record could not be written (read-only /run): the reason, once. */
+  recordProblem: string | undefined;
+
   private async writeRecord(rules: readonly ip.PolicyRule[]): Promise<void> {
+    try {
+      await this.writeRecordOrThrow(rules);
+    } catch (err) {
+      this.recordProblem ??= (err as Error).message;
+    }
+  }
+
+  private async writeRecordOrThrow(rules: readonly ip.PolicyRule[]): Promise<void> {
     if (rules.length === 0) {
       await fs.rm(this.recordPath, { force: true });
       return;
@@ -425,22 +445,36 @@ export class OwnedRules {
     await fs.rename(tmp, this.recordPath);
   }
 
-  /** At start: deletes the rules an earlier run of this interface recorded and left behind. Returns them. */
-  async removeLeftovers(): Promise<ip.PolicyRule[]> {
-    let text: string;
+  /**
+   * At start: deletes the rules an earlier run of this interface left
+   * behind: those it recorded, and those of `wanted` that are stale (see
+   * the class comment). Returns them.
+   */
+  async removeLeftovers(wanted: readonly ip.PolicyRule[] = []): Promise<ip.PolicyRule[]> {
+    let parsed: unknown = [];
     try {
-      text = await fs.readFile(this.recordPath, 'utf8');
+      parsed = JSON.parse(await fs.readFile(this.recordPath, 'utf8'));
     } catch {
-      return [];
+      /* no record (or not readable): only the derived leftovers */
     }
-    let parsed: unknown;
-    try {
-      parsed = JSON.parse(text);
-    } catch {
-      parsed = [];
+    const candidates = Array.isArray(parsed) ? parsed.filter(isPolicyRule) : [];
+    for (const r of wanted) {
+      if (r.kind !== 'not-fwmark') continue;
+      try {
+        if (!(await ip.ruleExists(r, this.opts))) continue;
+        if ((await ip.listTableRoutes(r.table, this.opts, [r.family])).length > 0) continue;
+      } catch {
+        continue;
+      }
+      candidates.push(r);
+      const suppress = wanted.find((w) => w.kind === 'suppress' && w.family === r.family);
+      if (suppress) candidates.push(suppress);
     }
     const removed: ip.PolicyRule[] = [];
-    for (const r of Array.isArray(parsed) ? parsed.filter(isPolicyRule) : []) {
+    const seen = new Set<string>();
+    for (const r of candidates) {
+      if (seen.has(ruleKey(r))) continue;
+      seen.add(ruleKey(r));
       try {
         if (await ip.ruleExists(r, this.opts)) {
           await ip.delRule(r, this.opts);
@@ -450,7 +484,7 @@ export class OwnedRules {
         /* an invalid record entry or a rule already gone: nothing of ours to delete */
       }
     }
-    await fs.rm(this.recordPath, { force: true });
+    await fs.rm(this.recordPath, { force: true }).catch(() => undefined);
     return removed;
   }
 
@@ -475,7 +509,7 @@ export class OwnedRules {
       }
     } catch (err) {
       await this.deleteRules(added);
-      await this.writeRecord(this.ours).catch(() => undefined);
+      await this.writeRecord(this.ours);
       throw err;
     }
     return { added, wanted };
@@ -483,7 +517,7 @@ export class OwnedRules {
 
   async undo(p: PendingRules): Promise<void> {
     await this.deleteRules(p.added);
-    await this.writeRecord(this.ours).catch(() => undefined);
+    await this.writeRecord(this.ours);
   }
 
   /** Takes the added rules as ours, deletes ours no longer wanted. Never throws: returns failures. */
@@ -494,7 +528,7 @@ export class OwnedRules {
     const byKey = new Map<string, ip.PolicyRule>();
     for (const r of [...this.ours, ...p.added]) if (want.has(ruleKey(r))) byKey.set(ruleKey(r), r);
     this.ours = [...byKey.values()];
-    await this.writeRecord(this.ours).catch((err: unknown) => failures.push(`record ${this.recordPath}: ${(err as Error).message}`));
+    await this.writeRecord(this.ours);
     return failures;
   }
 
@@ -503,7 +537,7 @@ export class OwnedRules {
     const all = this.ours;
     this.ours = [];
     const failures = await this.deleteRules(all);
-    await this.writeRecord([]).catch(() => undefined);
+    await this.writeRecord([]);
     return failures;
   }
 

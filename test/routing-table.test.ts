@@ -194,6 +194,26 @@ describeIntegration('policy rules on a real kernel (OwnedRules)', [], () => {
     expect(foreign4).not.toBe(before4);
   });
 
+  it('without a record (read-only /run): a start finds the rules it wants as leftovers only while their table has no route', async () => {
+    const before = rulesOf(4) + rulesOf(6);
+    const { rules } = planRouting(['0.0.0.0/0', '::/0'], 'auto', 0);
+    // A file where the state directory should be: mkdir fails, as on a read-only /run.
+    const blocked = join(stateDir, 'not-a-dir');
+    writeFileSync(blocked, '');
+    const crashed = new OwnedRules('tvr3', blocked, { netns: ns.name });
+    await crashed.commit(await crashed.prepare(rules));
+    expect(crashed.recordProblem).toMatch(/ENOTDIR|EEXIST/);
+    expect(rulesOf(4)).toMatch(/lookup 51820/);
+    // A live full tunnel's table routes: its rules are not leftovers.
+    execFileSync('ip', ['-n', ns.name, '-4', 'route', 'add', 'default', 'dev', 'lo', 'table', '51820']);
+    const next = new OwnedRules('tvr3', blocked, { netns: ns.name });
+    expect((await next.removeLeftovers(rules)).map((r) => r.family)).toEqual([6, 6]);
+    expect(rulesOf(4)).toMatch(/lookup 51820/);
+    execFileSync('ip', ['-n', ns.name, '-4', 'route', 'del', 'default', 'dev', 'lo', 'table', '51820']);
+    expect(await next.removeLeftovers(rules)).toHaveLength(2);
+    expect(rulesOf(4) + rulesOf(6)).toBe(before);
+  });
+
   it('a prepare that fails half-way removes what it added (all or nothing), and removeAll leaves nothing', async () => {
     const before = rulesOf(4) + rulesOf(6);
     const { rules } = planRouting(['0.0.0.0/0', '::/0'], 'auto', 0);

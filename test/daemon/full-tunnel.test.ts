@@ -204,6 +204,29 @@ describeIntegration('full tunnel (issue 16 item 1)', ['ping', 'nft', 'wg', 'wire
     expect(await routingDump(client)).toBe(baseline);
   });
 
+  it('the same after kill -9 when the rules cannot be recorded (read-only /run under the systemd units)', async () => {
+    const saved = process.env.TUNVPN_STATE_DIR;
+    const blocked = join(stateDir, 'not-a-dir');
+    await writeFile(blocked, '');
+    process.env.TUNVPN_STATE_DIR = blocked;
+    try {
+      const d1 = await startDaemon(client, clientCfg);
+      running.push(d1);
+      expect(d1.records().some((r) => r.msg === 'cannot record the policy rules: after a crash only those the next start wants itself are found again')).toBe(true);
+      d1.signal('SIGKILL');
+      await d1.wait();
+      await sleep(200);
+      expect(await routingDump(client)).not.toBe(baseline);
+      const d2 = await startDaemon(client, clientCfg);
+      running.push(d2);
+      expect(d2.records().filter((r) => r.msg === 'removed a rule an earlier run of this interface left behind')).toHaveLength(4);
+      await d2.stop();
+      expect(await routingDump(client)).toBe(baseline);
+    } finally {
+      process.env.TUNVPN_STATE_DIR = saved;
+    }
+  });
+
   it('through wireguard-go as the server: the same full tunnel reaches the host beyond, datagrams by the underlay only', async () => {
     await serverDaemon?.stop();
     wgProcess = server.spawn('wireguard-go', ['-f', wgIf], { env: WG_ENV, stdio: 'ignore' });
