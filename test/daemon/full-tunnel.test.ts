@@ -227,6 +227,52 @@ describeIntegration('full tunnel (issue 16 item 1)', ['ping', 'nft', 'wg', 'wire
     }
   });
 
+  it('a reload makes and unmakes a full tunnel; wg set fwmark moves it to table M; all in place, the session kept', async () => {
+    const cfg = JSON.parse(await readFile(clientCfg, 'utf8')) as { peers: { allowedIPs: string[] }[] };
+    const split = join(dir.path, 'split.json');
+    cfg.peers[0].allowedIPs = [`${A.beyond.v4}/32`];
+    await writeFile(split, JSON.stringify(cfg), { mode: 0o600 });
+    const d = await startDaemon(client, split);
+    running.push(d);
+    try {
+      expect(await routingDump(client)).not.toMatch(/fwmark|lookup 51820/);
+      expect((await client.exec('ss', ['-u', '-a', '-n', '-e', 'sport', '=', ':51820'])).stdout).not.toMatch(/fwmark/);
+      expect(await pingUntil(client, A.beyond.v4, 15_000)).toMatch(/1 received/);
+      const hs0 = (await client.exec('wg', ['show', cIf, 'latest-handshakes'])).stdout.trim();
+
+      cfg.peers[0].allowedIPs = ['0.0.0.0/0', '::/0'];
+      await writeFile(split, JSON.stringify(cfg), { mode: 0o600 });
+      let from = d.records().length;
+      d.signal('SIGHUP');
+      await d.waitForLog(/^configuration reloaded/, 10_000, from);
+      expect((await client.exec('ip', ['-4', 'rule', 'show'])).stdout).toMatch(/^32765:\s+not from all fwmark 0xca6c lookup 51820/m);
+      expect((await client.exec('ss', ['-u', '-a', '-n', '-e', 'sport', '=', ':51820'])).stdout).toMatch(/fwmark:0xca6c/);
+      expect(await pingUntil(client, A.beyond.v6, 10_000)).toMatch(/1 received/);
+
+      await client.exec('wg', ['set', cIf, 'fwmark', '0x77']);
+      const moved = await routingDump(client);
+      expect(moved).toMatch(/^32765:\s+not from all fwmark 0x77 lookup 119/m);
+      expect(moved).not.toMatch(/lookup 51820/);
+      expect((await client.exec('ip', ['-4', 'route', 'show', 'table', '119'])).stdout).toMatch(new RegExp(`^default dev ${cIf}`, 'm'));
+      expect((await client.exec('ss', ['-u', '-a', '-n', '-e', 'sport', '=', ':51820'])).stdout).toMatch(/fwmark:0x77/);
+      expect(await pingUntil(client, A.beyond.v4, 10_000)).toMatch(/1 received/);
+      expect((await client.exec('wg', ['show', cIf, 'latest-handshakes'])).stdout.trim()).toBe(hs0);
+
+      // Back to the file (split tunnel): rules and marks gone, the main table as before.
+      cfg.peers[0].allowedIPs = [`${A.beyond.v4}/32`];
+      await writeFile(split, JSON.stringify(cfg), { mode: 0o600 });
+      from = d.records().length;
+      d.signal('SIGHUP');
+      await d.waitForLog(/^configuration reloaded/, 10_000, from);
+      expect(await routingDump(client)).not.toMatch(/fwmark|lookup 51820|lookup 119/);
+      expect((await client.exec('ss', ['-u', '-a', '-n', '-e', 'sport', '=', ':51820'])).stdout).not.toMatch(/fwmark/);
+      expect(await pingUntil(client, A.beyond.v4, 10_000)).toMatch(/1 received/);
+    } finally {
+      await d.stop();
+    }
+    expect(await routingDump(client)).toBe(baseline);
+  });
+
   it('through wireguard-go as the server: the same full tunnel reaches the host beyond, datagrams by the underlay only', async () => {
     await serverDaemon?.stop();
     wgProcess = server.spawn('wireguard-go', ['-f', wgIf], { env: WG_ENV, stdio: 'ignore' });
