@@ -61,7 +61,7 @@ export interface TransportOptions {
  */
 export class FwmarkUnsupportedError extends TransportError {
   constructor() {
-    super('FWMARK_UNSUPPORTED', 'a non-zero fwmark needs the native UDP binding (build/Release/tunvpn_udp.node); node:dgram cannot set SO_MARK');
+    super('FWMARK_UNSUPPORTED', "a fwmark (interface.fwmark, or a full tunnel's own mark) needs the native UDP binding (build/Release/tunvpn_udp.node); node:dgram cannot set SO_MARK");
   }
 }
 

@@ -167,7 +167,7 @@ describeIntegration('fwmark on the node:dgram fallback (issue 16)', ['wg'], () =
         (err: { code?: number; stderr?: string; stdout?: string }) => ({ code: err.code ?? -1, stderr: err.stderr ?? '', stdout: err.stdout ?? '' }),
       );
       expect(r.code).not.toBe(0);
-      expect(r.stderr + r.stdout).toMatch(/fwmark needs the native UDP binding/);
+      expect(r.stderr + r.stdout).toMatch(/a fwmark \(interface\.fwmark, or a full tunnel's own mark\) needs the native UDP binding/);
 
       await patchConfig(cfg, { fwmark: 0 });
       process.env.TUNVPN_UDP = 'dgram';
