@@ -772,7 +772,7 @@ export class Daemon implements UapiDevice {
       if (peer?.endpoint) initiate.push(peer);
     }
     if (initiate.length > 0) setImmediate(() => void this.initiateInSlices(initiate));
-    for (const w of next.warnings) this.log.warn({ warning: w }, 'config warning');
+    for (const w of [...next.warnings, ...endpointLoopWarnings(next)]) this.log.warn({ warning: w }, 'config warning');
     return {
       added: diff.added.length,
       removed: diff.removed.length,

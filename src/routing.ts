@@ -572,21 +572,29 @@ async function enableSrcValidMark(): Promise<void> {
  * when no fwmark lets such rules tell them apart. Endpoints given as host
  * names are not resolved here (check touches nothing).
  *
- * Linear: each endpoint's 33 (or 129) covering prefixes are looked up in a
- * map of the allowed IPs, instead of every endpoint against every prefix.
+ * Linear: each endpoint's covering prefixes, of the lengths the allowed
+ * IPs actually use (usually a handful), are looked up in a map of the
+ * allowed IPs, instead of every endpoint against every prefix.
  */
 export function endpointLoopWarnings(config: Pick<TunvpnConfig, 'interface' | 'peers'>): string[] {
   const table = config.interface.table;
   if (table === 'off') return [];
   const owner = new Map<string, string>();
-  config.peers.forEach((p, i) => p.allowedIPs.forEach((a, j) => owner.set(a, `peers[${i}].allowedIPs[${j}]`)));
+  const lengths = { 4: new Set<number>(), 6: new Set<number>() };
+  config.peers.forEach((p, i) =>
+    p.allowedIPs.forEach((a, j) => {
+      owner.set(a, `peers[${i}].allowedIPs[${j}]`);
+      lengths[a.includes(':') ? 6 : 4].add(Number(a.slice(a.indexOf('/') + 1)));
+    }),
+  );
+  const byLength = { 4: [...lengths[4]].sort((x, y) => y - x), 6: [...lengths[6]].sort((x, y) => y - x) };
   const out: string[] = [];
   config.peers.forEach((p, i) => {
     const host = p.endpoint?.host;
     if (host === undefined || isIP(host) === 0) return;
     const bytes = parseIp(host);
     const family: 4 | 6 = bytes.length === 4 ? 4 : 6;
-    for (let bits = bytes.length * 8; bits >= 0; bits--) {
+    for (const bits of byLength[family]) {
       const masked = Uint8Array.from(bytes, (b, k) => (k * 8 >= bits ? 0 : k * 8 + 8 <= bits ? b : b & (0xff << (8 - (bits - k * 8)))));
       const prefix = formatCidr({ family, bytes: masked, bits });
       const at = owner.get(prefix);
