@@ -28,7 +28,7 @@ import { parsePrefix } from '../../src/control/uapi-netip.js';
 import { keyToHex, parseSet } from '../../src/control/uapi-protocol.js';
 import { UapiError, type UapiInterfaceState, type UapiSetRequest } from '../../src/control/uapi-types.js';
 import { loadCrypto } from '../../src/crypto/index.js';
-import { planRoutes } from '../../src/routing.js';
+import { parseRouteKey, planRoutes, planRouting } from '../../src/routing.js';
 import { Netns, sleep, uniqueSuffix } from '../../src/testbed/netns.js';
 import { cliPath, ConfigDir, DaemonProcess } from '../../src/testbed/site-to-site.js';
 
@@ -222,7 +222,7 @@ function deviceLine(rng: Rng): string {
       return `listen_port=${p}`;
     }
     case 5:
-      return `fwmark=${rng.pick(['0', '0', '00', '7'])}`;
+      return `fwmark=${rng.pick(['0', '0', '00', '7', '51820', '4294967295'])}`;
     default:
       return 'replace_peers=true';
   }
@@ -545,7 +545,7 @@ export class DifferentialBed {
     const lines: string[] = [];
     if (tv.privateKey) lines.push(`private_key=${keyToHex(tv.privateKey)}`);
     // tunvpn's port is free in wireguard-go's namespace too (only the blocked one is taken in both).
-    lines.push(`listen_port=${tv.listenPort}`, 'fwmark=0', 'replace_peers=true');
+    lines.push(`listen_port=${tv.listenPort}`, `fwmark=${tv.fwmark}`, 'replace_peers=true');
     for (const p of tv.peers) {
       lines.push(`public_key=${keyToHex(p.publicKey)}`);
       if (p.presharedKey) lines.push(`preshared_key=${keyToHex(p.presharedKey)}`);
@@ -557,10 +557,18 @@ export class DifferentialBed {
     if (errno !== 0) throw new Error(`re-sync of wireguard-go failed: errno=${errno}`);
   }
 
-  /** Routes on tunvpn's interface minus what planRoutes wants of its allowed IPs, and the other way round. */
+  /**
+   * Main-table routes on tunvpn's interface minus what planRoutes wants of
+   * its allowed IPs, and the other way round (a full tunnel's default routes
+   * are in their own table: planRouting says which).
+   */
   async routeMismatch(tv: UapiInterfaceState): Promise<{ missing: string[]; extra: string[] } | undefined> {
     const allowed = tv.peers.flatMap((p) => p.allowedIPs.map(ourCidr));
-    const want = new Set([...(await planRoutes(TV_ADDRESSES, allowed)), ...this.baseline]);
+    const main = planRouting(await planRoutes(TV_ADDRESSES, allowed), 'auto', tv.fwmark)
+      .routes.map(parseRouteKey)
+      .filter((r) => r.table === 254)
+      .map((r) => r.prefix);
+    const want = new Set([...main, ...this.baseline]);
     const have = new Set(await routesOf(this.daemonPid, this.tvIf));
     const missing = [...want].filter((r) => !have.has(r)).sort();
     const extra = [...have].filter((r) => !want.has(r)).sort();
@@ -604,11 +612,6 @@ function go119OnlyPrefix(value: string): boolean {
 }
 
 export const DIVERGENCES: NamedDivergence[] = [
-  {
-    name: 'fwmark',
-    why: 'tunvpn does not support fwmark: a non-zero fwmark is EINVAL (wireguard-go sets it)',
-    applies: (c) => c.tvErrno === EINVAL && deviceOps(c).some((op) => op.kind === 'fwmark' && op.mark !== 0),
-  },
   {
     name: 'keyless interface',
     why: 'an all-zero private_key clears the key in wireguard-go; tunvpn cannot run without one (EINVAL)',

@@ -2,9 +2,10 @@
  * A wg-quick config, parsed, turned into a tunvpn config object (design.md
  * section 3). Every value is checked here, so that a mistake is reported
  * with its line number rather than as a JSON path of the output. What tunvpn
- * cannot carry over (DNS, routing table, fwmark...) is returned as notes,
- * never silently dropped. PreUp/PostUp/PreDown/PostDown become
- * interface.hooks, each line one ["/bin/sh", "-c", line] (with a note).
+ * cannot carry over (DNS, SaveConfig...) is returned as notes, never
+ * silently dropped. PreUp/PostUp/PreDown/PostDown become interface.hooks,
+ * each line one ["/bin/sh", "-c", line] (with a note); Table and FwMark are
+ * carried over with a note saying what the daemon will do with them.
  */
 import type { HookPhase, HooksConfig } from '../config/types.js';
 import { canonicalAddress, canonicalPrefix, interfaceName, MTU_MAX, MTU_MIN, parseEndpoint } from '../config/formats.js';
@@ -29,6 +30,9 @@ export interface ImportedConfig {
     mtu?: number;
     /** Present when the file has hook lines. */
     hooks?: HooksConfig;
+    fwmark?: number;
+    /** Absent: "auto" (the default). */
+    table?: 'off' | number;
   };
   peers: ImportedPeer[];
 }
@@ -44,9 +48,7 @@ export interface Conversion {
 /** Interface keys wg-quick or wg understand that tunvpn has no equivalent for. */
 const UNSUPPORTED_INTERFACE = new Map<string, string>([
   ['dns', 'set DNS servers with your resolver configuration'],
-  ['table', 'tunvpn adds no routes beyond the interface addresses'],
   ['saveconfig', 'tunvpn never writes its config back'],
-  ['fwmark', 'tunvpn does not mark its packets'],
 ]);
 
 /** wg-quick's hook keys and the interface.hooks list each goes to. */
@@ -90,6 +92,26 @@ function integer(e: WgQuickEntry, min: number, max: number): number {
   return n;
 }
 
+/** wg's FwMark: "off", decimal or 0x hex, 32 bits. */
+function fwmarkValue(e: WgQuickEntry): number {
+  const v = e.value.trim().toLowerCase();
+  if (v === 'off') return 0;
+  const n = /^0x[0-9a-f]{1,8}$/.test(v) ? Number.parseInt(v.slice(2), 16) : /^[0-9]{1,10}$/.test(v) ? Number(v) : NaN;
+  if (!Number.isInteger(n) || n > 0xffffffff) throw new WgQuickError(e.line, `${e.key}: "${e.value}" is not "off" or a number from 0 to 4294967295 (decimal or 0x hex)`);
+  return n;
+}
+
+/** wg-quick's Table: off, auto, main, or a number (other names from rt_tables are refused: give the number). */
+function tableValue(e: WgQuickEntry): 'off' | 'auto' | number {
+  const v = e.value.trim().toLowerCase();
+  if (v === 'off' || v === 'auto') return v;
+  if (v === 'main') return 254;
+  if (!/^[0-9]{1,10}$/.test(v)) throw new WgQuickError(e.line, `${e.key}: "${e.value}" is not off, auto, main or a table number (give a named table's number)`);
+  const n = Number(v);
+  if (n < 1 || n > 0xffffffff || n === 253 || n === 255) throw new WgQuickError(e.line, `${e.key}: ${n} is not a table tunvpn can route to (1 to 4294967295, not 253 or 255)`);
+  return n;
+}
+
 function list(e: WgQuickEntry, convert: (item: string) => string): string[] {
   const out: string[] = [];
   for (const item of e.value.split(',').map((s) => s.trim())) {
@@ -118,6 +140,8 @@ function convertInterface(section: WgQuickSection, name: string, notes: string[]
   let privateKey: string | undefined;
   let listenPort: number | undefined;
   let mtu: number | undefined;
+  let fwmark: number | undefined;
+  let table: { value: 'off' | 'auto' | number; line: number } | undefined;
   const addresses: string[] = [];
   const hooks: HooksConfig = { preUp: [], postUp: [], preDown: [], postDown: [] };
   const seen = new Seen(notes);
@@ -143,6 +167,14 @@ function convertInterface(section: WgQuickSection, name: string, notes: string[]
         seen.mark(e);
         mtu = integer(e, MTU_MIN, MTU_MAX);
         break;
+      case 'fwmark':
+        seen.mark(e);
+        fwmark = fwmarkValue(e);
+        break;
+      case 'table':
+        seen.mark(e);
+        table = { value: tableValue(e), line: e.line };
+        break;
       default: {
         const why = UNSUPPORTED_INTERFACE.get(e.lkey);
         if (why === undefined) throw new WgQuickError(e.line, `unknown key ${e.key} in [Interface]`);
@@ -158,6 +190,12 @@ function convertInterface(section: WgQuickSection, name: string, notes: string[]
   const iface: ImportedConfig['interface'] = { name, listenPort, addresses };
   if (mtu !== undefined) iface.mtu = mtu;
   if (Object.values(hooks).some((list) => list.length > 0)) iface.hooks = hooks;
+  if (fwmark !== undefined && fwmark !== 0) iface.fwmark = fwmark;
+  if (table !== undefined && table.value !== 'auto') iface.table = table.value;
+  if (table?.value === 'off') notes.push(`line ${table.line}: Table = off: imported as table "off": tunvpn adds no routes for AllowedIPs (you route)`);
+  else if (typeof table?.value === 'number') {
+    notes.push(`line ${table.line}: Table = ${table.value}: every AllowedIPs route goes to table ${table.value}, default routes too, with no policy rules (as wg-quick)`);
+  }
   return { iface, privateKey };
 }
 
@@ -239,6 +277,16 @@ export function convertWgQuick(text: string, name: string): Conversion {
     if (dup !== undefined) throw new WgQuickError(s.line, `[Peer] has the same PublicKey as the [Peer] on line ${dup}`);
     keys.set(peer.publicKey, s.line);
     peers.push(peer);
+  }
+  if (iface.table === undefined) {
+    const defaults = [...new Set(peers.flatMap((p) => p.allowedIPs.filter((a) => a === '0.0.0.0/0' || a === '::/0')))];
+    if (defaults.length > 0) {
+      const t = iface.fwmark ?? 51820;
+      notes.push(
+        `AllowedIPs ${defaults.join(', ')}: a full tunnel, as wg-quick makes it: the default route${defaults.length > 1 ? 's go' : ' goes'} to table ${t}, the UDP sockets get fwmark ${t}, ` +
+          `and per family the rules "not fwmark ${t} table ${t}" and "table main suppress_prefixlength 0"; other AllowedIPs are routed in the main table`,
+      );
+    }
   }
   return { config: { interface: iface, peers }, privateKey, notes };
 }

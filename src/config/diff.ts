@@ -46,6 +46,8 @@ function interfaceFields(a: InterfaceConfig, b: InterfaceConfig): string[] {
   if (!sameSet(a.addresses, b.addresses)) fields.push('addresses');
   if (a.mtu !== b.mtu) fields.push('mtu');
   if (!sameHooks(a.hooks, b.hooks)) fields.push('hooks');
+  if (a.fwmark !== b.fwmark) fields.push('fwmark');
+  if (a.table !== b.table) fields.push('table');
   return fields;
 }
 

@@ -226,6 +226,8 @@ export async function parseConfig(raw: unknown, opts: ParseOptions): Promise<Tun
       addresses,
       mtu: Number(iface.mtu),
       hooks: hooksSection(section(iface.hooks)),
+      fwmark: Number(iface.fwmark),
+      table: iface.table === 'auto' || iface.table === 'off' ? iface.table : Number(iface.table),
     },
     peers: peers.filter((p): p is PeerConfig => p !== undefined),
     log: { level: String(section(checked.log).level) },

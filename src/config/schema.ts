@@ -58,6 +58,25 @@ export const hooksSchema = {
     format: f.hookList,
   },
 } satisfies SectionSchema;
+/** A Linux firewall mark: 0 (none) to 2^32-1. */
+function fwmarkFormat(v: unknown): void {
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > 0xffffffff) {
+    throw new Error(`must be an integer from 0 to 4294967295 (0 = no mark), got ${typeof v === 'number' ? String(v) : v === null ? 'null' : Array.isArray(v) ? 'an array' : `a ${typeof v}`}`);
+  }
+}
+
+/** Routing tables a user may not send our routes to: 0 (unspecified), 253 (default), 255 (local). */
+export const RESERVED_TABLES: readonly number[] = [0, 253, 255];
+
+function tableFormat(v: unknown): void {
+  if (v === 'auto' || v === 'off') return;
+  if (typeof v === 'number' && Number.isInteger(v) && v >= 1 && v <= 0xffffffff) {
+    if (RESERVED_TABLES.includes(v)) throw new Error(`must not be table ${v} (reserved: ${v === 253 ? 'default' : 'local'})`);
+    return;
+  }
+  const got = typeof v === 'string' ? `"${v.slice(0, 32).replace(/[^\x20-\x7e]/g, '?')}"` : v === null ? 'null' : Array.isArray(v) ? 'an array' : typeof v === 'number' ? String(v) : `a ${typeof v}`;
+  throw new Error(`must be "auto", "off" or a routing table number from 1 to 4294967295, got ${got}`);
+}
 
 export const interfaceSchema = {
   name: {
@@ -95,6 +114,16 @@ export const interfaceSchema = {
     format: f.mtu,
   },
   hooks: hooksSchema,
+  fwmark: {
+    doc: 'Firewall mark (SO_MARK) on the daemon\'s UDP sockets, 0 to 4294967295; 0 = none (the default). Policy rules can match it to keep the tunnel\'s own datagrams off the tunnel. With table "auto" and a default route (0.0.0.0/0 or ::/0 in allowedIPs) a zero fwmark means 51820 (see table). Needs the native UDP binding (node:dgram cannot mark). Changed by reload and `wg set IF fwmark M` without a rebind.',
+    default: 0,
+    format: fwmarkFormat,
+  },
+  table: {
+    doc: 'Where the routes for allowed IPs go. "auto" (the default): the main table, except default routes (0.0.0.0/0, ::/0), which go to a table of their own, number fwmark (51820 when fwmark is 0), with the rules `not fwmark M table T` and `table main suppress_prefixlength 0` per family (a full tunnel, as wg-quick does it). "off": no routes at all (you route). A number (1 to 4294967295, not 253 or 255): every route goes to that table, no rules. A reload moves the routes.',
+    default: 'auto',
+    format: tableFormat,
+  },
 } satisfies SectionSchema;
 
 export const peerSchema = {

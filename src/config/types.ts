@@ -34,7 +34,13 @@ export interface InterfaceConfig {
   mtu: number;
   /** wg-quick's PreUp/PostUp/PreDown/PostDown (src/hooks.ts); absent: none (the loader always fills it in). */
   hooks?: HooksConfig;
+  /** SO_MARK for the UDP sockets; 0 = none. */
+  fwmark: number;
+  /** Where allowed-IP routes go: see the schema's doc. */
+  table: RouteTable;
 }
+
+export type RouteTable = 'auto' | 'off' | number;
 
 export type CryptoBackendChoice = 'auto' | 'sodium-native' | 'libsodium-wrappers';
 

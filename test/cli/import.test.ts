@@ -106,14 +106,36 @@ describe('convertWgQuick', () => {
     ]);
   });
 
-  it('gives listenPort 0 when there is no ListenPort, and notes Table and FwMark', () => {
+  it('gives listenPort 0 when there is no ListenPort; carries Table = off and FwMark over, saying what happens', () => {
     const { config, notes } = convertWgQuick(readFileSync(fixture('laptop.conf'), 'utf8'), 'laptop');
     expect(config.interface.listenPort).toBe(0);
     expect(config.interface.mtu).toBeUndefined();
     expect(config.peers[0].allowedIPs).toEqual(['0.0.0.0/0', '::/0']);
+    expect(config.interface.table).toBe('off');
+    expect(config.interface.fwmark).toBe(0x1234);
     expect(notes.join('\n')).toMatch(/line 1: no ListenPort/);
-    expect(notes.join('\n')).toMatch(/line 4: table is not supported/);
-    expect(notes.join('\n')).toMatch(/line 5: fwmark is not supported/);
+    expect(notes.join('\n')).toMatch(/line 4: Table = off: imported as table "off": tunvpn adds no routes for AllowedIPs/);
+    expect(notes.join('\n')).not.toMatch(/adds no routes beyond the interface addresses|not supported/);
+  });
+
+  it('issue 16: Table auto (absent), main, a number; FwMark off, decimal, hex; bad values refused with the line', () => {
+    const base = (extra: string, allowed = '0.0.0.0/0, ::/0'): string =>
+      `[Interface]\nPrivateKey = ${fixtureValue('wg0.conf', 'PrivateKey')}\n${extra}\n[Peer]\nPublicKey = HxDgnSLlE3ikH2XLPf1iZe6LdNLQMVXaMbSzktteo30=\nAllowedIPs = ${allowed}\n`;
+    const auto = convertWgQuick(base(''), 'ft0');
+    expect(auto.config.interface.table).toBeUndefined();
+    expect(auto.notes.join('\n')).toMatch(/a full tunnel, as wg-quick makes it: the default routes go to table 51820, the UDP sockets get fwmark 51820/);
+    const marked = convertWgQuick(base('FwMark = 0x10\nTable = auto'), 'ft0');
+    expect(marked.config.interface.fwmark).toBe(16);
+    expect(marked.notes.join('\n')).toMatch(/table 16, the UDP sockets get fwmark 16/);
+    expect(convertWgQuick(base('Table = main'), 'ft0').config.interface.table).toBe(254);
+    const numbered = convertWgQuick(base('Table = 1234\nFwMark = 77'), 'ft0');
+    expect(numbered.config.interface).toMatchObject({ table: 1234, fwmark: 77 });
+    expect(numbered.notes.join('\n')).toMatch(/line 3: Table = 1234: every AllowedIPs route goes to table 1234/);
+    expect(convertWgQuick(base('FwMark = off'), 'ft0').config.interface.fwmark).toBeUndefined();
+    expect(convertWgQuick(base('', '10.0.0.0/8'), 'ft0').notes.join('\n')).not.toMatch(/full tunnel/);
+    expect(() => convertWgQuick(base('Table = 255'), 'ft0')).toThrow(/line 3: Table: 255 is not a table/);
+    expect(() => convertWgQuick(base('Table = vpn'), 'ft0')).toThrow(/line 3: Table: "vpn" is not off, auto, main or a table number/);
+    expect(() => convertWgQuick(base('FwMark = 0x123456789'), 'ft0')).toThrow(/line 3: FwMark: "0x123456789" is not "off" or a number/);
   });
 
   it('reads CRLF files', () => {

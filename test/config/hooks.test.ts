@@ -115,7 +115,7 @@ describe('interface.hooks', () => {
 describe('diffConfig: hooks', () => {
   function cfg(hooks: TunvpnConfig['interface']['hooks']): TunvpnConfig {
     return {
-      interface: { name: 'tv0', privateKey: new Uint8Array(32).fill(9), listenPort: 1, addresses: [], mtu: 1420, hooks },
+      interface: { name: 'tv0', privateKey: new Uint8Array(32).fill(9), listenPort: 1, addresses: [], mtu: 1420, fwmark: 0, table: 'auto', hooks },
       peers: [],
       log: { level: 'info' },
       metrics: {},
