@@ -20,7 +20,9 @@ import { connect } from 'node:net';
 import { loadCrypto } from '../src/crypto/index.js';
 import { linkNamespaces, Netns, pingUntil, sleep, uniqueSuffix } from '../src/testbed/netns.js';
 import { cliPath, ConfigDir, DaemonProcess } from '../src/testbed/site-to-site.js';
+import type { ChildProcess } from 'node:child_process';
 import { numArg } from './lib/args.js';
+import { stopWireguardGo } from './lib/uapi-differential.js';
 
 const A_UNDER = '10.60.0.1';
 const B_UNDER = '10.60.0.2';
@@ -80,12 +82,14 @@ function startPing(ns: Netns, addr: string, deadlineS: number): { stop: () => Pr
     async stop() {
       child.kill('SIGINT');
       await exited;
-      const times = [...out.matchAll(/time=([\d.]+) ms/g)].map((m) => Number(m[1]));
-      const summary = /(\d+) packets transmitted, (\d+) received/.exec(out);
-      const sent = summary ? Number(summary[1]) : times.length;
+      const replies = [...out.matchAll(/icmp_seq=(\d+) .*time=([\d.]+) ms/g)];
+      const times = replies.map((m) => Number(m[2]));
+      // Sent = up to the last answered one: those still in flight when ping was stopped are not lost.
+      const lastSeq = replies.reduce((max, m) => Math.max(max, Number(m[1])), 0);
+      const received = new Set(replies.map((m) => Number(m[1]))).size;
       return {
-        sent,
-        received: summary ? Number(summary[2]) : times.length,
+        sent: lastSeq,
+        received,
         maxMs: times.length ? Math.max(...times) : Number.NaN,
         avgMs: times.length ? times.reduce((a, b) => a + b, 0) / times.length : Number.NaN,
       };
@@ -97,6 +101,8 @@ interface Row {
   what: string;
   bytes: number;
   applyMs: number;
+  /** The daemon's own account of the change (its log line), where it gives one: plan, prepare, commit. */
+  daemonMs?: string;
   errno: string;
   ping: PingStats;
 }
@@ -115,7 +121,7 @@ async function main(): Promise<void> {
   const suffix = uniqueSuffix();
   const ifA = `cba${suffix}`.slice(0, 15);
   const ifB = `cbb${suffix}`.slice(0, 15);
-  const made: { a?: Netns; b?: Netns; dir?: ConfigDir; daemon?: DaemonProcess } = {};
+  const made: { a?: Netns; b?: Netns; dir?: ConfigDir; daemon?: DaemonProcess; wg?: ChildProcess } = {};
   const rows: Row[] = [];
   try {
     made.a = await Netns.create('cba');
@@ -136,10 +142,12 @@ async function main(): Promise<void> {
       peers: [{ name: 'b', publicKey: Buffer.from(pubB).toString('base64'), endpoint: `${B_UNDER}:51820`, allowedIPs: [`${B_TUN}/32`] }],
       logLevel: 'info',
     });
-    made.daemon = new DaemonProcess(a.spawn(process.execPath, [cli, 'run', '--config', config], { stdio: ['ignore', 'pipe', 'pipe'] }));
-    await made.daemon.waitForLog(/^tunvpn up/, 30_000);
+    const daemon = new DaemonProcess(a.spawn(process.execPath, [cli, 'run', '--config', config], { stdio: ['ignore', 'pipe', 'pipe'] }));
+    made.daemon = daemon;
+    await daemon.waitForLog(/^tunvpn up/, 30_000);
 
     const wg = b.spawn('wireguard-go', ['-f', ifB], { env: { ...process.env, WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD: '1', LOG_LEVEL: 'error' } });
+    made.wg = wg;
     wg.stdout?.resume();
     wg.stderr?.resume();
     for (let i = 0; ; i++) {
@@ -188,7 +196,12 @@ async function main(): Promise<void> {
       const stats = await ping.stop();
       const peers = await peerCount(ifA);
       if (peers !== expectPeers) throw new Error(`${what}: ${peers} peers afterwards, expected ${expectPeers}`);
-      rows.push({ what, bytes: request.length, applyMs, errno, ping: stats });
+      const logged = daemon
+        .records()
+        .filter((r) => r.msg === 'configuration changed through the control socket')
+        .pop()?.ms as Record<string, number> | undefined;
+      const daemonMs = logged && typeof logged === 'object' ? Object.values(logged).join('/') : undefined;
+      rows.push({ what, bytes: request.length, applyMs, daemonMs, errno, ping: stats });
       console.error(`${what}: ${Math.round(applyMs)} ms, worst RTT ${stats.maxMs.toFixed(1)} ms, ${stats.sent - stats.received} of ${stats.sent} pings lost`);
     };
 
@@ -210,15 +223,17 @@ async function main(): Promise<void> {
     }
   } finally {
     await made.daemon?.stop();
+    if (made.wg) await stopWireguardGo(made.wg, ifB);
     await Promise.all([made.a?.destroy(), made.b?.destroy()]);
     await made.dir?.destroy();
   }
   const table = [
-    ['set', 'request', 'apply', 'errno', 'worst RTT', 'avg RTT', 'pings lost'],
+    ['set', 'request', 'apply', 'in daemon (plan/prepare/commit)', 'errno', 'worst RTT', 'avg RTT', 'pings lost'],
     ...rows.map((r) => [
       r.what,
       `${(r.bytes / 1e6).toFixed(2)} MB`,
       `${Math.round(r.applyMs)} ms`,
+      r.daemonMs === undefined ? '-' : `${r.daemonMs} ms`,
       r.errno,
       `${r.ping.maxMs.toFixed(1)} ms`,
       `${r.ping.avgMs.toFixed(2)} ms`,

@@ -44,11 +44,12 @@ import { resolveConstants } from './protocol/constants.js';
 import { DEFAULT_RESOLVE_INTERVAL_S, EndpointRefresher, MAX_CONCURRENT_LOOKUPS } from './peers/reresolve.js';
 import { Yielder } from './cooperative.js';
 import { parseCidr, formatCidr } from './peers/cidr.js';
-import { OwnedRoutes, RouteApplyError, RouteConflictError, planRoutes, type PendingRoutes } from './routing.js';
+import { OwnedRoutes, OwnedRules, endpointLoopWarnings, RouteApplyError, RouteConflictError, RuleApplyError, describeRule, planRoutes, planRouting, type PendingRoutes, type PendingRules, type RoutingPlan } from './routing.js';
 import { resolveEndpoint, formatEndpoint, type Endpoint } from './transport/endpoint.js';
 import { openTransport, type DatagramTransport, type TransportOptions } from './transport/datagram-transport.js';
 import { TunDevice, type TunStats } from './tun/tun-device.js';
 import { warmTransportPath } from './protocol/warmup.js';
+import { HookError, NO_HOOKS, runHookPhase } from './hooks.js';
 import * as ip from './tun/iproute.js';
 
 export class DaemonError extends TunvpnError {}
@@ -100,6 +101,12 @@ export interface DaemonOptions {
   logger: Logger;
   /** Timer tick period; the protocol's timers are coarse (seconds). */
   tickMs?: number;
+  /**
+   * Where the daemon records the policy rules it adds (IFNAME.rules.json),
+   * so a start after a crash removes exactly those. Default: TUNVPN_STATE_DIR
+   * or /run/tunvpn.
+   */
+  stateDir?: string;
 }
 
 const monotonicMs = (): number => performance.now();
@@ -129,8 +136,8 @@ function tunOffloadWanted(): boolean {
  * Socket buffers sized for bursts; TUNVPN_UDP=dgram forces the portable
  * node:dgram path (tests exercise both; the native one is the default).
  */
-function transportOptions(port: number, mtu: number): TransportOptions {
-  return { port, maxDatagram: maxDatagramFor(mtu), recvBufferSize: 4 << 20, sendBufferSize: 4 << 20, dgram: process.env.TUNVPN_UDP === 'dgram' };
+function transportOptions(port: number, mtu: number, fwmark: number): TransportOptions {
+  return { port, maxDatagram: maxDatagramFor(mtu), recvBufferSize: 4 << 20, sendBufferSize: 4 << 20, dgram: process.env.TUNVPN_UDP === 'dgram', fwmark };
 }
 
 /** The largest transport datagram an MTU makes: header 16 + padding up to 15 + tag 16. */
@@ -147,6 +154,7 @@ interface ApplyPlan {
   diff: ConfigDiff;
   rebind: boolean;
   wantedRoutes: string[];
+  routing: RoutingPlan;
   addressesToAdd: string[];
   addressesToDelete: string[];
   /** Resolved endpoints of added and changed peers, by public key (absent: none, or not resolvable). */
@@ -157,6 +165,7 @@ interface ApplyPlan {
 interface Prepared {
   transport: DatagramTransport | undefined;
   routes: PendingRoutes;
+  rules: PendingRules;
 }
 
 export class Daemon implements UapiDevice {
@@ -170,6 +179,9 @@ export class Daemon implements UapiDevice {
   private transport: DatagramTransport;
   private readonly pipeline: Pipeline;
   private readonly routes: OwnedRoutes;
+  private readonly rules: OwnedRules;
+  /** The mark the sockets carry: interface.fwmark, or a full tunnel's own (51820). */
+  private mark: number;
   /** While a commit runs: the configuration and peers before it, which `get` reports (never a half-applied state). */
   private committing: { config: TunvpnConfig; peers: Map<string, DaemonPeer> } | undefined;
   private ticker: NodeJS.Timeout | undefined;
@@ -190,6 +202,8 @@ export class Daemon implements UapiDevice {
     tun: TunDevice;
     transport: DatagramTransport;
     pipeline: Pipeline;
+    stateDir: string;
+    mark: number;
   }) {
     this.config = parts.config;
     this.log = parts.log;
@@ -201,6 +215,8 @@ export class Daemon implements UapiDevice {
     this.transport = parts.transport;
     this.pipeline = parts.pipeline;
     this.routes = new OwnedRoutes(parts.tun.name);
+    this.rules = new OwnedRules(parts.tun.name, parts.stateDir);
+    this.mark = parts.mark;
   }
 
   get interfaceName(): string {
@@ -215,7 +231,7 @@ export class Daemon implements UapiDevice {
   static async start(opts: DaemonOptions): Promise<Daemon> {
     const log = opts.logger;
     const config = opts.config;
-    for (const w of config.warnings) log.warn({ warning: w }, 'config warning');
+    for (const w of [...config.warnings, ...endpointLoopWarnings(config)]) log.warn({ warning: w }, 'config warning');
     const crypto = await loadCrypto(config.crypto.backend);
     log.info({ backend: crypto.name }, 'crypto backend loaded');
 
@@ -233,12 +249,18 @@ export class Daemon implements UapiDevice {
     let tun: TunDevice | undefined;
     let transport: DatagramTransport | undefined;
     let daemon: Daemon | undefined;
+    // Read once for this start; a reload's hooks apply at the next stop and start.
+    const hooks = config.interface.hooks ?? NO_HOOKS;
     try {
+      // wg-quick's PreUp: before the interface exists.
+      await runHookPhase({ phase: 'preUp', hooks: hooks.preUp, ifname: config.interface.name, log, stopOnFailure: true });
       tun = TunDevice.open({ name: config.interface.name, mtu: config.interface.mtu, offload: tunOffloadWanted() });
-      transport = await openTransport(transportOptions(config.interface.listenPort, config.interface.mtu));
+      const routing = planRouting(await planRoutesYielding(config, new Yielder()), config.interface.table, config.interface.fwmark);
+      transport = await openTransport(transportOptions(config.interface.listenPort, config.interface.mtu, routing.mark));
       log.info({ transport: transport.kind, tunOffload: tun.offload }, 'UDP transport open');
       const pipeline = new Pipeline({ device, table, tun, transport, log, mtu: config.interface.mtu });
-      daemon = new Daemon({ config, log, configPath: opts.configPath, crypto, device, table, tun, transport, pipeline });
+      const stateDir = opts.stateDir ?? process.env.TUNVPN_STATE_DIR ?? '/run/tunvpn';
+      daemon = new Daemon({ config, log, configPath: opts.configPath, crypto, device, table, tun, transport, pipeline, stateDir, mark: routing.mark });
       const y = new Yielder();
       const endpoints = await daemon.resolveEndpoints(config.peers, y);
       for (const peer of config.peers) await daemon.addPeer(peer, endpoints.get(peer.publicKey), y);
@@ -273,14 +295,21 @@ export class Daemon implements UapiDevice {
       for (const p of table.values()) {
         if (p.endpoint) pipeline.initiate(p);
       }
+      // wg-quick's PostUp: the interface, addresses, routes and control socket are up, packets move.
+      await runHookPhase({ phase: 'postUp', hooks: hooks.postUp, ifname: tun.name, log, stopOnFailure: true });
       log.info(
         { interface: tun.name, listenPort: transport.port, peers: config.peers.length },
         `tunvpn up: ${summarizeConfig({ ...config, interface: { ...config.interface, name: tun.name } })}`,
       );
       return daemon;
     } catch (err) {
+      if (daemon?.ticker) clearInterval(daemon.ticker);
+      daemon?.pipeline.stop();
+      if (err instanceof HookError) log.error({ hook: `interface.hooks.${err.phase}[${err.index}]` }, 'start abandoned: no further hooks run, the interface is removed');
       await daemon?.control?.close();
       await daemon?.metrics?.close();
+      // Rules outlive the interface: delete the ones this start added.
+      if (daemon) for (const f of await daemon.rules.removeAll()) log.warn({ rule: f }, 'could not remove rule');
       if (transport) await transport.close();
       tun?.close();
       throw err;
@@ -326,7 +355,9 @@ export class Daemon implements UapiDevice {
     return {
       privateKey: this.config.interface.privateKey,
       listenPort: this.transport.port,
-      fwmark: 0,
+      // The configured mark, as wireguard-go reports what was set; a full
+      // tunnel's own 51820 (with no fwmark set) is in status() and the log.
+      fwmark: this.config.interface.fwmark,
       peers: this.table.values().map((p) => ({
         publicKey: p.config.publicKeyBytes,
         presharedKey: p.config.presharedKey,
@@ -363,7 +394,7 @@ export class Daemon implements UapiDevice {
         allowedIPs: cidrs.map(formatCidr),
       });
     }
-    return { privateKey: config.interface.privateKey, listenPort: this.transport.port, fwmark: 0, peers: out };
+    return { privateKey: config.interface.privateKey, listenPort: this.transport.port, fwmark: config.interface.fwmark, peers: out };
   }
 
   /**
@@ -398,15 +429,31 @@ export class Daemon implements UapiDevice {
     for (const addr of this.config.interface.addresses) await ip.addAddress(name, addr);
     await ip.setUp(name);
     const y = new Yielder();
-    const wanted = await planRoutesYielding(this.config, y);
+    const routing = planRouting(await planRoutesYielding(this.config, y), this.config.interface.table, this.config.interface.fwmark);
+    // A run that crashed (kill -9) left its rules: the interface, and every
+    // route through it, went with the process; rules do not.
+    for (const r of await this.rules.removeLeftovers(routing.rules)) this.log.warn({ rule: describeRule(r) }, 'removed a rule an earlier run of this interface left behind');
+    let pending: PendingRoutes;
     try {
-      await this.routes.commit(await this.routes.prepare(wanted, y), y);
+      pending = await this.routes.prepare(routing.routes, y);
     } catch (err) {
       if (err instanceof RouteConflictError || err instanceof RouteApplyError) {
         throw new DaemonError(err.code, `${err.message}${routeField(this.config, err.prefix)}`, { cause: err });
       }
       throw err;
     }
+    try {
+      await this.rules.commit(await this.rules.prepare(routing.rules));
+    } catch (err) {
+      await this.routes.undo(pending, y);
+      if (err instanceof RuleApplyError) throw new DaemonError(err.code, `${err.message} (interface.table)`, { cause: err });
+      throw err;
+    }
+    await this.routes.commit(pending, y);
+    if (this.rules.recordProblem !== undefined) {
+      this.log.warn({ record: this.rules.record, err: this.rules.recordProblem }, 'cannot record the policy rules: after a crash only those the next start wants itself are found again');
+    }
+    if (routing.rules.length > 0) this.log.info({ table: routing.rules[0].table, fwmark: routing.mark, rules: routing.rules.map(describeRule) }, 'full tunnel: default routes in their own table');
   }
 
   /**
@@ -506,6 +553,8 @@ export class Daemon implements UapiDevice {
       }
       try {
         await this.applyConfig(next, { recreated: new Set(), yielder: new Yielder(), what: 'configuration reloaded' });
+        // As tunvpn check says it (tens of ms for 20,000 peers: not on the control socket's path).
+        for (const w of endpointLoopWarnings(this.config)) this.log.warn({ warning: w }, 'config warning');
         return true;
       } catch (err) {
         if (err instanceof ApplyError) {
@@ -609,13 +658,18 @@ export class Daemon implements UapiDevice {
     // `wg showconf | wg setconf` works after listen_port=0); 0 asks for a
     // new kernel-chosen port unless it already was 0.
     const rebind = nxt.listenPort !== cur.listenPort && (nxt.listenPort === 0 || nxt.listenPort !== this.transport.port);
-    const wantedRoutes = await planRoutesYielding(next, y);
+    const routing = planRouting(await planRoutesYielding(next, y), nxt.table, nxt.fwmark);
+    const wantedRoutes = routing.routes;
+    if (routing.mark !== 0 && this.transport.kind === 'dgram') {
+      const why = nxt.fwmark !== 0 ? `fwmark ${nxt.fwmark}` : `a full tunnel (its sockets need fwmark ${routing.mark})`;
+      throw new ApplyError(UAPI_EINVAL, `${why} needs the native UDP binding: node:dgram cannot set SO_MARK`, 'interface.fwmark');
+    }
     const addressesToAdd = diff.interfaceChanged.includes('addresses') ? nxt.addresses.filter((a) => !cur.addresses.includes(a)) : [];
     const addressesToDelete = diff.interfaceChanged.includes('addresses') ? cur.addresses.filter((a) => !nxt.addresses.includes(a)) : [];
     const needEndpoint: PeerConfig[] = [...diff.added];
     for (const c of diff.changed) if (c.fields.includes('endpoint')) needEndpoint.push(c.after);
     const endpoints = await this.resolveEndpoints(needEndpoint, y);
-    return { next, diff, rebind, wantedRoutes, addressesToAdd, addressesToDelete, endpoints, yielder: y };
+    return { next, diff, rebind, wantedRoutes, routing, addressesToAdd, addressesToDelete, endpoints, yielder: y };
   }
 
   /** IP literals at once, host names looked up together; an unresolvable name is a warning (the peer can still roam to us). */
@@ -651,12 +705,22 @@ export class Daemon implements UapiDevice {
       let transport: DatagramTransport | undefined;
       if (plan.rebind) {
         try {
-          transport = await openTransport(transportOptions(nxt.listenPort, nxt.mtu));
+          transport = await openTransport(transportOptions(nxt.listenPort, nxt.mtu, plan.routing.mark));
         } catch (err) {
           throw portError(err, nxt.listenPort);
         }
         const t = transport;
         undo.push(() => t.close());
+      }
+      const markBefore = this.mark;
+      if (!plan.rebind && plan.routing.mark !== this.mark) {
+        // SO_MARK on the running sockets: no rebind, sessions and port stay.
+        try {
+          this.transport.setMark(plan.routing.mark);
+        } catch (err) {
+          throw new ApplyError(UAPI_EINVAL, `cannot set fwmark ${plan.routing.mark}: ${(err as Error).message}`, 'interface.fwmark', { cause: err });
+        }
+        undo.push(async () => this.transport.setMark(markBefore));
       }
       if (nxt.mtu !== cur.mtu) {
         await ip.setMtu(name, nxt.mtu).catch((err: unknown) => {
@@ -682,7 +746,16 @@ export class Daemon implements UapiDevice {
         }
         throw new ApplyError(UAPI_EINVAL, `routes: ${(err as Error).message}`, undefined, { cause: err });
       }
-      return { transport, routes };
+      const pendingRoutes = routes;
+      undo.push(() => this.routes.undo(pendingRoutes, plan.yielder));
+      let rules: PendingRules;
+      try {
+        rules = await this.rules.prepare(plan.routing.rules);
+      } catch (err) {
+        if (err instanceof RuleApplyError) throw new ApplyError(err.exists ? UAPI_EEXIST : UAPI_EINVAL, err.message, 'interface.table', { cause: err });
+        throw new ApplyError(UAPI_EINVAL, `rules: ${(err as Error).message}`, 'interface.table', { cause: err });
+      }
+      return { transport, routes, rules };
     } catch (err) {
       for (const step of undo.reverse()) {
         await step().catch((e: unknown) => this.log.error({ err: (e as Error).message }, 'could not undo a prepared step'));
@@ -733,6 +806,8 @@ export class Daemon implements UapiDevice {
       }
       if (next.interface.mtu !== old.interface.mtu) this.pipeline.setMtu(next.interface.mtu);
       for (const failure of await this.routes.commit(prepared.routes, y)) this.log.warn({ route: failure }, 'could not remove route');
+      for (const failure of await this.rules.commit(prepared.rules)) this.log.warn({ rule: failure }, 'could not remove rule');
+      this.mark = plan.routing.mark;
       for (const a of plan.addressesToDelete) {
         await ip.delAddress(this.tun.name, a).catch((err: unknown) => this.log.warn({ address: a, err: (err as Error).message }, 'could not remove address'));
       }
@@ -753,6 +828,7 @@ export class Daemon implements UapiDevice {
     }
     if (initiate.length > 0) setImmediate(() => void this.initiateInSlices(initiate));
     for (const w of next.warnings) this.log.warn({ warning: w }, 'config warning');
+    if (diff.interfaceChanged.includes('hooks')) this.log.info({ field: 'interface.hooks' }, 'interface.hooks changed: the new hooks run at the next stop and start; postUp is not run again');
     return {
       added: diff.added.length,
       removed: diff.removed.length,
@@ -777,6 +853,11 @@ export class Daemon implements UapiDevice {
   async stop(): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
+    // The effective config's hooks: a reload's changes apply here.
+    const hooks = this.config.interface.hooks ?? NO_HOOKS;
+    const ifname = this.tun.name;
+    // wg-quick's PreDown: the interface still up; a failure does not stop the teardown.
+    await runHookPhase({ phase: 'preDown', hooks: hooks.preDown, ifname, log: this.log, stopOnFailure: false });
     if (this.ticker) clearInterval(this.ticker);
     this.refresher?.stop();
     await this.control?.close();
@@ -784,12 +865,15 @@ export class Daemon implements UapiDevice {
     this.pipeline.stop();
     // Exactly the routes we added (one ip process), never the kernel's or an operator's.
     for (const failure of await this.routes.removeAll(new Yielder())) this.log.debug({ route: failure }, 'route already gone');
+    for (const failure of await this.rules.removeAll()) this.log.warn({ rule: failure }, 'could not remove rule');
     await this.transport.close();
     // Closing the TUN fd deletes the (non-persistent) interface and with it
     // its addresses and any routes left.
     this.tun.close();
     for (const p of this.table.values()) this.device.removePeer(p.config.publicKeyBytes);
     wipeConfigSecrets(this.config);
+    // wg-quick's PostDown: the interface is gone.
+    await runHookPhase({ phase: 'postDown', hooks: hooks.postDown, ifname, log: this.log, stopOnFailure: false });
     this.log.info({ interface: this.tun.name }, 'tunvpn stopped');
   }
 
@@ -814,6 +898,8 @@ export class Daemon implements UapiDevice {
       cookieRepliesSent: this.pipeline.cookieRepliesSent,
       tun: { offload: this.tun.offload, ...this.tun.stats },
       routes: [...this.routes.owned],
+      rules: this.rules.owned.map(describeRule),
+      fwmark: this.mark,
     };
   }
 }
@@ -839,7 +925,12 @@ export interface DaemonStatus {
   cookieRepliesSent: number;
   /** The TUN device's offload state and counters (see TunDevice). */
   tun: { offload: boolean } & TunStats;
+  /** Owned routes: "prefix" (main table) or "prefix table N". */
   routes: string[];
+  /** Owned policy rules (a full tunnel's), as `ip rule` arguments. */
+  rules: string[];
+  /** The mark the UDP sockets carry (0 = none). */
+  fwmark: number;
 }
 
 /** dns.resolveInterval in ms (configs built in code may leave it out: the default). */

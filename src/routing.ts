@@ -1,5 +1,9 @@
+import { promises as fs } from 'node:fs';
+import * as path from 'node:path';
 import { TunvpnError } from './errors.js';
-import { parseCidr, formatCidr, type Cidr } from './peers/cidr.js';
+import { isIP } from 'node:net';
+import { parseCidr, parseIp, formatCidr, type Cidr } from './peers/cidr.js';
+import type { TunvpnConfig } from './config/types.js';
 import * as ip from './tun/iproute.js';
 import type { KernelRoute } from './tun/iproute.js';
 
@@ -94,6 +98,65 @@ export async function planRoutes(interfaceAddresses: readonly string[], allowedI
   return routes;
 }
 
+/**
+ * A route as the daemon keeps it: the prefix alone for the main table (as
+ * before tables existed), "prefix table N" for any other table. One string
+ * per route keeps the owned set a Set<string> and the status output short.
+ */
+export function routeKey(prefix: string, table: number): string {
+  return table === ip.MAIN_TABLE ? prefix : `${prefix} table ${table}`;
+}
+
+export function parseRouteKey(key: string): { prefix: string; table: number } {
+  const at = key.indexOf(' table ');
+  return at < 0 ? { prefix: key, table: ip.MAIN_TABLE } : { prefix: key.slice(0, at), table: Number(key.slice(at + 7)) };
+}
+
+/** The table wg-quick uses for a full tunnel when no fwmark is set (and the mark then given to the sockets). */
+export const FULL_TUNNEL_TABLE = 51820;
+/** Rule priorities of a full tunnel: suppress is looked at first, then not-fwmark, then main (32766). */
+export const SUPPRESS_PRIORITY = 32764;
+export const NOT_FWMARK_PRIORITY = 32765;
+
+export function isDefaultPrefix(prefix: string): boolean {
+  return prefix === '0.0.0.0/0' || prefix === '::/0';
+}
+
+/** What a table setting makes of the planned prefixes: route keys, and the rules of a full tunnel. */
+export interface RoutingPlan {
+  routes: string[];
+  rules: ip.PolicyRule[];
+  /** The mark the sockets must carry: the configured one, or the full tunnel's own. */
+  mark: number;
+}
+
+/**
+ * table "off": nothing; a number: every prefix into that table, no rules;
+ * "auto": the main table, except default routes, which go to table
+ * (fwmark || 51820) with the two rules per family that has one, and the
+ * sockets then carry that mark (wg-quick's add_default).
+ */
+export function planRouting(prefixes: readonly string[], table: 'auto' | 'off' | number, fwmark: number): RoutingPlan {
+  if (table === 'off') return { routes: [], rules: [], mark: fwmark };
+  if (typeof table === 'number') return { routes: prefixes.map((p) => routeKey(p, table)), rules: [], mark: fwmark };
+  const own = fwmark !== 0 ? fwmark : FULL_TUNNEL_TABLE;
+  const routes: string[] = [];
+  const families = new Set<4 | 6>();
+  for (const p of prefixes) {
+    if (isDefaultPrefix(p)) {
+      routes.push(routeKey(p, own));
+      families.add(p.includes(':') ? 6 : 4);
+    } else routes.push(p);
+  }
+  const rules: ip.PolicyRule[] = [];
+  for (const family of [4, 6] as const) {
+    if (!families.has(family)) continue;
+    rules.push({ family, priority: NOT_FWMARK_PRIORITY, kind: 'not-fwmark', mark: own, table: own });
+    rules.push({ family, priority: SUPPRESS_PRIORITY, kind: 'suppress', mark: 0, table: ip.MAIN_TABLE });
+  }
+  return { routes, rules, mark: rules.length > 0 ? own : fwmark };
+}
+
 /** A wanted route that another device (or a route without one) already has. */
 export class RouteConflictError extends TunvpnError {
   readonly prefix: string;
@@ -157,7 +220,7 @@ export async function planRouteChanges(
   for (const r of kernel) {
     if (candidates.size === 0) break;
     if (y.due()) await y.pause();
-    const prefix = kernelPrefix(r);
+    const prefix = routeKey(kernelPrefix(r), r.table ?? ip.MAIN_TABLE);
     if (!candidates.has(prefix)) continue;
     if (r.dev === ifname) onOurs.add(prefix);
     else if (!elsewhere.has(prefix)) elsewhere.set(prefix, r.dev === undefined ? r.type : `dev ${r.dev}`);
@@ -205,7 +268,8 @@ export class OwnedRoutes {
   private async lines(op: 'add' | 'del', routes: readonly string[], y: Slicer): Promise<string[]> {
     const out: string[] = [];
     for (const r of routes) {
-      out.push(ip.routeLine(op, this.ifname, r));
+      const { prefix, table } = parseRouteKey(r);
+      out.push(ip.routeLine(op, this.ifname, prefix, table));
       if (y.due()) await y.pause();
     }
     return out;
@@ -221,17 +285,23 @@ export class OwnedRoutes {
    * line; either way nothing stays added.
    */
   async prepare(wanted: readonly string[], y: Slicer = NO_SLICES): Promise<PendingRoutes> {
-    let missing = false;
-    const families = new Set<4 | 6>();
+    // The tables (and families in each) that a missing route goes to: each listed once.
+    const tables = new Map<number, Set<4 | 6>>();
     for (const r of wanted) {
       if (!this.ours.has(r)) {
-        missing = true;
-        families.add(r.includes(':') ? 6 : 4);
+        const { prefix, table } = parseRouteKey(r);
+        let families = tables.get(table);
+        if (families === undefined) tables.set(table, (families = new Set()));
+        families.add(prefix.includes(':') ? 6 : 4);
       }
     }
-    const kernel = missing ? await ip.listMainRoutes(this.opts, [...families].sort()) : [];
+    const kernel: KernelRoute[] = [];
+    for (const [table, families] of tables) kernel.push(...(await ip.listTableRoutes(table, this.opts, [...families].sort())));
     const plan = await planRouteChanges(wanted, this.ours, kernel, this.ifname, y);
-    if (plan.conflicts.length > 0) throw new RouteConflictError(plan.conflicts[0].prefix, plan.conflicts[0].via);
+    if (plan.conflicts.length > 0) {
+      const { prefix, table } = parseRouteKey(plan.conflicts[0].prefix);
+      throw new RouteConflictError(prefix, table === ip.MAIN_TABLE ? plan.conflicts[0].via : `${plan.conflicts[0].via} in table ${table}`);
+    }
     const result = await ip.runIpBatch(await this.lines('add', plan.add, y), this.opts);
     if (result.failed.size > 0 || result.aborted !== undefined) {
       const ok = plan.add.filter((_, i) => !result.failed.has(i));
@@ -240,7 +310,7 @@ export class OwnedRoutes {
       await this.deleteRoutes(result.aborted !== undefined ? plan.add : ok, y);
       const [first] = result.failed;
       if (first === undefined) throw new RouteApplyError(undefined, result.aborted ?? 'ip failed');
-      throw new RouteApplyError(plan.add[first[0]], first[1]);
+      throw new RouteApplyError(parseRouteKey(plan.add[first[0]]).prefix, first[1]);
     }
     return { added: plan.add, remove: plan.remove, satisfied: plan.satisfied };
   }
@@ -275,4 +345,270 @@ export class OwnedRoutes {
       return [(err as Error).message];
     }
   }
+}
+
+/** `ip rule` refused one of a full tunnel's rules. */
+export class RuleApplyError extends TunvpnError {
+  readonly exists: boolean;
+
+  constructor(rule: ip.PolicyRule, reason: string) {
+    super('RULE_FAILED', `rule ${describeRule(rule)} could not be added: ${reason}`);
+    this.exists = /File exists/i.test(reason);
+  }
+}
+
+export function describeRule(r: ip.PolicyRule): string {
+  return r.kind === 'suppress'
+    ? `-${r.family} priority ${r.priority} table main suppress_prefixlength 0`
+    : `-${r.family} priority ${r.priority} not fwmark ${r.mark} table ${r.table}`;
+}
+
+function ruleKey(r: ip.PolicyRule): string {
+  return `${r.family}/${r.priority}/${r.kind}/${r.mark}/${r.table}`;
+}
+
+function isPolicyRule(v: unknown): v is ip.PolicyRule {
+  if (typeof v !== 'object' || v === null) return false;
+  const r = v as Record<string, unknown>;
+  return (
+    (r.family === 4 || r.family === 6) &&
+    typeof r.priority === 'number' &&
+    (r.kind === 'not-fwmark' || r.kind === 'suppress') &&
+    typeof r.mark === 'number' &&
+    typeof r.table === 'number'
+  );
+}
+
+export interface PendingRules {
+  readonly added: readonly ip.PolicyRule[];
+  readonly wanted: readonly ip.PolicyRule[];
+}
+
+/**
+ * The policy rules of a full tunnel that the daemon added, and only those.
+ * Rules outlive the interface (routes through a deleted device go with
+ * it, rules do not), so after a crash the next start must find the
+ * previous run's, two ways:
+ *  - recorded: every change first writes the rules it may add to
+ *    STATE_DIR/IFNAME.rules.json (before adding them, so a crash in between
+ *    leaves them recorded); start deletes exactly the recorded rules that
+ *    `ip rule show` still lists with the same priority, selector and table.
+ *    Best effort: under the systemd units /run is read-only
+ *    (ProtectSystem=strict) unless the unit has RuntimeDirectory=tunvpn.
+ *  - derived: a rule the new run wants (same priority, `not fwmark M`,
+ *    table T) that exists already while table T has no route at all is
+ *    a leftover: a live full tunnel has its default route there. Then the
+ *    suppress rule of that family at our priority goes too.
+ * A rule someone else added with other values is never touched, nor one
+ * whose table still routes (adding ours then fails with EEXIST: two full
+ * tunnels cannot share a table).
+ */
+export class OwnedRules {
+  private ours: ip.PolicyRule[] = [];
+  private readonly recordPath: string;
+
+  constructor(
+    ifname: string,
+    stateDir: string,
+    private readonly opts: ip.IpOptions = {},
+  ) {
+    this.recordPath = path.join(stateDir, `${ifname}.rules.json`);
+  }
+
+  get owned(): readonly ip.PolicyRule[] {
+    return this.ours;
+  }
+
+  get record(): string {
+    return this.recordPath;
+  }
+
+  /** Set when the record could not be written (read-only /run): the reason, once. */
+  recordProblem: string | undefined;
+
+  private async writeRecord(rules: readonly ip.PolicyRule[]): Promise<void> {
+    try {
+      await this.writeRecordOrThrow(rules);
+    } catch (err) {
+      this.recordProblem ??= (err as Error).message;
+    }
+  }
+
+  private async writeRecordOrThrow(rules: readonly ip.PolicyRule[]): Promise<void> {
+    if (rules.length === 0) {
+      await fs.rm(this.recordPath, { force: true });
+      return;
+    }
+    await fs.mkdir(path.dirname(this.recordPath), { recursive: true, mode: 0o755 });
+    const tmp = `${this.recordPath}.${process.pid}.tmp`;
+    await fs.writeFile(tmp, JSON.stringify(rules) + '\n', { mode: 0o644 });
+    await fs.rename(tmp, this.recordPath);
+  }
+
+  /**
+   * At start: deletes the rules an earlier run of this interface left
+   * behind: those it recorded, and those of `wanted` that are stale (see
+   * the class comment). Returns them.
+   */
+  async removeLeftovers(wanted: readonly ip.PolicyRule[] = []): Promise<ip.PolicyRule[]> {
+    let parsed: unknown = [];
+    try {
+      parsed = JSON.parse(await fs.readFile(this.recordPath, 'utf8'));
+    } catch {
+      /* no record (or not readable): only the derived leftovers */
+    }
+    const candidates = Array.isArray(parsed) ? parsed.filter(isPolicyRule) : [];
+    for (const r of wanted) {
+      if (r.kind !== 'not-fwmark') continue;
+      try {
+        if (!(await ip.ruleExists(r, this.opts))) continue;
+        if ((await ip.listTableRoutes(r.table, this.opts, [r.family])).length > 0) continue;
+      } catch {
+        continue;
+      }
+      candidates.push(r);
+      const suppress = wanted.find((w) => w.kind === 'suppress' && w.family === r.family);
+      if (suppress) candidates.push(suppress);
+    }
+    const removed: ip.PolicyRule[] = [];
+    const seen = new Set<string>();
+    for (const r of candidates) {
+      if (seen.has(ruleKey(r))) continue;
+      seen.add(ruleKey(r));
+      try {
+        if (await ip.ruleExists(r, this.opts)) {
+          await ip.delRule(r, this.opts);
+          removed.push(r);
+        }
+      } catch {
+        /* an invalid record entry or a rule already gone: nothing of ours to delete */
+      }
+    }
+    await fs.rm(this.recordPath, { force: true }).catch(() => undefined);
+    return removed;
+  }
+
+  /** Adds the wanted rules we do not have; on a failure deletes what it added and throws RuleApplyError. */
+  async prepare(wanted: readonly ip.PolicyRule[]): Promise<PendingRules> {
+    const have = new Set(this.ours.map(ruleKey));
+    const missing = wanted.filter((r) => !have.has(ruleKey(r)));
+    if (missing.length === 0) return { added: [], wanted };
+    const union = [...this.ours, ...missing];
+    await this.writeRecord(union);
+    const added: ip.PolicyRule[] = [];
+    try {
+      for (const r of missing) {
+        try {
+          await ip.addRule(r, this.opts);
+        } catch (err) {
+          const why = err instanceof ip.IpCommandError ? err.stderr.trim() || err.message : (err as Error).message;
+          throw new RuleApplyError(r, why);
+        }
+        added.push(r);
+        if (r.family === 4 && r.kind === 'not-fwmark' && this.opts.netns === undefined) await enableSrcValidMark();
+      }
+    } catch (err) {
+      await this.deleteRules(added);
+      await this.writeRecord(this.ours);
+      throw err;
+    }
+    return { added, wanted };
+  }
+
+  async undo(p: PendingRules): Promise<void> {
+    await this.deleteRules(p.added);
+    await this.writeRecord(this.ours);
+  }
+
+  /** Takes the added rules as ours, deletes ours no longer wanted. Never throws: returns failures. */
+  async commit(p: PendingRules): Promise<string[]> {
+    const want = new Set(p.wanted.map(ruleKey));
+    const stale = this.ours.filter((r) => !want.has(ruleKey(r)));
+    const failures = await this.deleteRules(stale);
+    const byKey = new Map<string, ip.PolicyRule>();
+    for (const r of [...this.ours, ...p.added]) if (want.has(ruleKey(r))) byKey.set(ruleKey(r), r);
+    this.ours = [...byKey.values()];
+    await this.writeRecord(this.ours);
+    return failures;
+  }
+
+  /** At stop. Never throws. */
+  async removeAll(): Promise<string[]> {
+    const all = this.ours;
+    this.ours = [];
+    const failures = await this.deleteRules(all);
+    await this.writeRecord([]);
+    return failures;
+  }
+
+  private async deleteRules(rules: readonly ip.PolicyRule[]): Promise<string[]> {
+    const failures: string[] = [];
+    for (const r of rules) {
+      await ip.delRule(r, this.opts).catch((err: unknown) => failures.push(`${describeRule(r)}: ${(err as Error).message}`));
+    }
+    return failures;
+  }
+}
+
+/**
+ * net.ipv4.conf.all.src_valid_mark=1, as wg-quick sets it: without it the
+ * reverse-path filter looks up a marked reply's source without the mark
+ * and can drop it. Left set at stop (as wg-quick does): it only makes the
+ * check take marks into account.
+ */
+async function enableSrcValidMark(): Promise<void> {
+  await fs.writeFile('/proc/sys/net/ipv4/conf/all/src_valid_mark', '1\n').catch(() => undefined);
+}
+
+/**
+ * Issue 16 item 2: an allowed prefix that covers a peer's own endpoint
+ * sends the tunnel's datagrams to that peer into the tunnel itself (a
+ * loop: nothing gets through), unless a full tunnel keeps them out: table
+ * "auto" with the prefix a default route (its own table, the sockets
+ * marked, `not fwmark` sending marked datagrams to the main table). Table
+ * "off" adds no routes, so no loop of ours. A prefix in the main table
+ * (auto and not /0, or table 254) always loops; one in another table loops
+ * when rules send the datagrams there, which tunvpn cannot see: a warning
+ * when no fwmark lets such rules tell them apart. Endpoints given as host
+ * names are not resolved here (check touches nothing).
+ *
+ * Linear: each endpoint's covering prefixes, of the lengths the allowed
+ * IPs actually use (usually a handful), are looked up in a map of the
+ * allowed IPs, instead of every endpoint against every prefix.
+ */
+export function endpointLoopWarnings(config: Pick<TunvpnConfig, 'interface' | 'peers'>): string[] {
+  const table = config.interface.table;
+  if (table === 'off') return [];
+  const owner = new Map<string, string>();
+  const lengths = { 4: new Set<number>(), 6: new Set<number>() };
+  config.peers.forEach((p, i) =>
+    p.allowedIPs.forEach((a, j) => {
+      owner.set(a, `peers[${i}].allowedIPs[${j}]`);
+      lengths[a.includes(':') ? 6 : 4].add(Number(a.slice(a.indexOf('/') + 1)));
+    }),
+  );
+  const byLength = { 4: [...lengths[4]].sort((x, y) => y - x), 6: [...lengths[6]].sort((x, y) => y - x) };
+  const out: string[] = [];
+  config.peers.forEach((p, i) => {
+    const host = p.endpoint?.host;
+    if (host === undefined || isIP(host) === 0) return;
+    const bytes = parseIp(host);
+    const family: 4 | 6 = bytes.length === 4 ? 4 : 6;
+    for (const bits of byLength[family]) {
+      const masked = Uint8Array.from(bytes, (b, k) => (k * 8 >= bits ? 0 : k * 8 + 8 <= bits ? b : b & (0xff << (8 - (bits - k * 8)))));
+      const prefix = formatCidr({ family, bytes: masked, bits });
+      const at = owner.get(prefix);
+      if (at === undefined) continue;
+      const where = `${at}: ${prefix} covers peers[${i}].endpoint ${host}`;
+      if (table === 'auto') {
+        if (bits !== 0) out.push(`${where}: the tunnel's own datagrams to that peer would be routed into the tunnel (a loop); only a default route (${family === 4 ? '0.0.0.0/0' : '::/0'}) with table "auto" is kept off it (full tunnel), so exclude the endpoint from this prefix`);
+      } else if (table === ip.MAIN_TABLE) {
+        out.push(`${where}: with table 254 (main) the tunnel's own datagrams to that peer are routed into the tunnel (a loop); use table "auto" for a full tunnel`);
+      } else if (config.interface.fwmark === 0) {
+        out.push(`${where}: routes go to table ${table}; if your rules send the tunnel's own datagrams there they loop, and with fwmark 0 no rule can tell them apart (set interface.fwmark and a rule "not fwmark M table ${table}")`);
+      }
+      return;
+    }
+  });
+  return out;
 }

@@ -19,7 +19,8 @@
  * into tunvpn's state before the next request.
  */
 import { createHash } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
+import type { ChildProcess } from 'node:child_process';
+import { readFile, rm } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { formatCidr } from '../../src/peers/cidr.js';
 import { parseGetResponse } from '../../src/control/uapi-client.js';
@@ -27,7 +28,7 @@ import { parsePrefix } from '../../src/control/uapi-netip.js';
 import { keyToHex, parseSet } from '../../src/control/uapi-protocol.js';
 import { UapiError, type UapiInterfaceState, type UapiSetRequest } from '../../src/control/uapi-types.js';
 import { loadCrypto } from '../../src/crypto/index.js';
-import { planRoutes } from '../../src/routing.js';
+import { parseRouteKey, planRoutes, planRouting } from '../../src/routing.js';
 import { Netns, sleep, uniqueSuffix } from '../../src/testbed/netns.js';
 import { cliPath, ConfigDir, DaemonProcess } from '../../src/testbed/site-to-site.js';
 
@@ -221,7 +222,7 @@ function deviceLine(rng: Rng): string {
       return `listen_port=${p}`;
     }
     case 5:
-      return `fwmark=${rng.pick(['0', '0', '00', '7'])}`;
+      return `fwmark=${rng.pick(['0', '0', '00', '7', '51820', '4294967295'])}`;
     default:
       return 'replace_peers=true';
   }
@@ -402,6 +403,22 @@ function ourCidr(text: string): string {
   return formatCidr({ family: p.addr.family, bytes: p.addr.bytes, bits: p.bits });
 }
 
+/**
+ * Stops a wireguard-go started with spawn(): SIGTERM (it removes its socket
+ * file then), SIGKILL after 2 s, and the socket file removed if it is left:
+ * /var/run/wireguard is shared by every namespace and every test.
+ */
+export async function stopWireguardGo(child: ChildProcess, ifname: string): Promise<void> {
+  if (child.exitCode === null && child.signalCode === null) {
+    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+    child.kill('SIGTERM');
+    const timer = setTimeout(() => child.kill('SIGKILL'), 2000);
+    await exited;
+    clearTimeout(timer);
+  }
+  await rm(`/var/run/wireguard/${ifname}.sock`, { force: true });
+}
+
 export interface BedOptions {
   /** The tunvpn CLI to run (default: this tree's dist/src/cli/main.js). */
   cli?: string;
@@ -421,6 +438,7 @@ export class DifferentialBed {
     readonly wgIf: string,
     readonly daemon: DaemonProcess,
     private readonly dir: ConfigDir,
+    private readonly wgChild: ChildProcess,
   ) {}
 
   static async create(opts: BedOptions = {}): Promise<DifferentialBed> {
@@ -428,7 +446,7 @@ export class DifferentialBed {
     const suffix = uniqueSuffix();
     const tvIf = `dtv${suffix}`.slice(0, 15);
     const wgIf = `dwg${suffix}`.slice(0, 15);
-    const made: { tv?: Netns; wg?: Netns; dir?: ConfigDir; daemon?: DaemonProcess } = {};
+    const made: { tv?: Netns; wg?: Netns; dir?: ConfigDir; daemon?: DaemonProcess; wgChild?: ChildProcess } = {};
     try {
       made.tv = await Netns.create('udtv');
       made.wg = await Netns.create('udwg');
@@ -466,6 +484,7 @@ export class DifferentialBed {
       await made.daemon.waitForLog(/^tunvpn up/, 30_000);
 
       const wgChild = wg.spawn('wireguard-go', ['-f', wgIf], { env: { ...process.env, WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD: '1', LOG_LEVEL: 'error' } });
+      made.wgChild = wgChild;
       wgChild.stdout?.resume();
       wgChild.stderr?.resume();
       for (let i = 0; ; i++) {
@@ -478,12 +497,13 @@ export class DifferentialBed {
         }
       }
       await wg.exec('ip', ['link', 'set', wgIf, 'up']);
-      const bed = new DifferentialBed(keys, tv, wg, tvIf, wgIf, made.daemon, made.dir);
+      const bed = new DifferentialBed(keys, tv, wg, tvIf, wgIf, made.daemon, made.dir, wgChild);
       await bed.resetBoth();
       bed.baseline = await routesOf(bed.daemonPid, tvIf);
       return bed;
     } catch (err) {
       await made.daemon?.stop();
+      if (made.wgChild) await stopWireguardGo(made.wgChild, wgIf);
       await Promise.all([made.tv?.destroy(), made.wg?.destroy()]);
       await made.dir?.destroy();
       throw err;
@@ -498,6 +518,7 @@ export class DifferentialBed {
 
   async destroy(): Promise<void> {
     await this.daemon.stop();
+    await stopWireguardGo(this.wgChild, this.wgIf);
     await Promise.all([this.tvNs.destroy(), this.wgNs.destroy()]);
     await this.dir.destroy();
   }
@@ -524,7 +545,7 @@ export class DifferentialBed {
     const lines: string[] = [];
     if (tv.privateKey) lines.push(`private_key=${keyToHex(tv.privateKey)}`);
     // tunvpn's port is free in wireguard-go's namespace too (only the blocked one is taken in both).
-    lines.push(`listen_port=${tv.listenPort}`, 'fwmark=0', 'replace_peers=true');
+    lines.push(`listen_port=${tv.listenPort}`, `fwmark=${tv.fwmark}`, 'replace_peers=true');
     for (const p of tv.peers) {
       lines.push(`public_key=${keyToHex(p.publicKey)}`);
       if (p.presharedKey) lines.push(`preshared_key=${keyToHex(p.presharedKey)}`);
@@ -536,10 +557,18 @@ export class DifferentialBed {
     if (errno !== 0) throw new Error(`re-sync of wireguard-go failed: errno=${errno}`);
   }
 
-  /** Routes on tunvpn's interface minus what planRoutes wants of its allowed IPs, and the other way round. */
+  /**
+   * Main-table routes on tunvpn's interface minus what planRoutes wants of
+   * its allowed IPs, and the other way round (a full tunnel's default routes
+   * are in their own table: planRouting says which).
+   */
   async routeMismatch(tv: UapiInterfaceState): Promise<{ missing: string[]; extra: string[] } | undefined> {
     const allowed = tv.peers.flatMap((p) => p.allowedIPs.map(ourCidr));
-    const want = new Set([...(await planRoutes(TV_ADDRESSES, allowed)), ...this.baseline]);
+    const main = planRouting(await planRoutes(TV_ADDRESSES, allowed), 'auto', tv.fwmark)
+      .routes.map(parseRouteKey)
+      .filter((r) => r.table === 254)
+      .map((r) => r.prefix);
+    const want = new Set([...main, ...this.baseline]);
     const have = new Set(await routesOf(this.daemonPid, this.tvIf));
     const missing = [...want].filter((r) => !have.has(r)).sort();
     const extra = [...have].filter((r) => !want.has(r)).sort();
@@ -583,11 +612,6 @@ function go119OnlyPrefix(value: string): boolean {
 }
 
 export const DIVERGENCES: NamedDivergence[] = [
-  {
-    name: 'fwmark',
-    why: 'tunvpn does not support fwmark: a non-zero fwmark is EINVAL (wireguard-go sets it)',
-    applies: (c) => c.tvErrno === EINVAL && deviceOps(c).some((op) => op.kind === 'fwmark' && op.mark !== 0),
-  },
   {
     name: 'keyless interface',
     why: 'an all-zero private_key clears the key in wireguard-go; tunvpn cannot run without one (EINVAL)',

@@ -1,10 +1,12 @@
 import { ConfigError, escapeAll, escapeControl, loadConfig, resolveConfigPath, sanitize, summarizeConfig } from '../config/index.js';
+import { endpointLoopWarnings } from '../routing.js';
 import { EXIT_CONFIG, EXIT_OK, parseCommandArgs, type CliCommand } from './command.js';
 
 export const CHECK_HELP = `Usage: tunvpn check [--config FILE]
 
 Validates a configuration file without touching the system: schema, keys,
-key files and their modes, addresses, endpoints. Prints a one-line summary
+key files and their modes, addresses, endpoints, an allowed prefix that
+covers a peer's own endpoint (a routing loop without a full tunnel). Prints a one-line summary
 and any warnings, and exits 0; or prints every problem found and exits 78.
 
 Options:
@@ -31,7 +33,7 @@ export const checkCommand: CliCommand = {
       // here (idempotent) keeps check safe when called with raw streams.
       // Warnings are redacted when made, sanitize() again covers any added later.
       io.stdout.write(`${escapeAll(path)}: OK\n${escapeAll(summarizeConfig(cfg))}\n`);
-      for (const w of cfg.warnings) io.stderr.write(`warning: ${sanitize(w)}\n`);
+      for (const w of [...cfg.warnings, ...endpointLoopWarnings(cfg)]) io.stderr.write(`warning: ${sanitize(w)}\n`);
       cfg.interface.privateKey.fill(0);
       for (const p of cfg.peers) p.presharedKey?.fill(0);
       return EXIT_OK;

@@ -18,8 +18,10 @@ export const IMPORT_HELP = `Usage: tunvpn import FILE [--name IFACE] [--private-
 Converts a wg-quick config (e.g. /etc/wireguard/wg0.conf) into a tunvpn JSON
 config, printed on stdout. Carried over: PrivateKey, ListenPort, Address, MTU;
 per [Peer]: PublicKey, PresharedKey, Endpoint, AllowedIPs, PersistentKeepalive.
-Keys tunvpn has no equivalent for (DNS, Table, PreUp/PostUp/PreDown/PostDown,
-SaveConfig, FwMark) are listed on stderr with their line numbers and left out.
+PreUp/PostUp/PreDown/PostDown become interface.hooks, each line run as
+["/bin/sh", "-c", LINE] (wg-quick uses bash; %i is kept); stderr says so.
+Keys tunvpn has no equivalent for (DNS, Table, SaveConfig, FwMark) are
+listed on stderr with their line numbers and left out.
 A config without ListenPort gets listenPort 0 (a random port, as with wg-quick).
 
 The interface name is the file name without ".conf" (wg0.conf gives "wg0").
@@ -130,6 +132,7 @@ export async function runImport(args: string[], io: CliIo): Promise<number> {
   iface.listenPort = config.interface.listenPort;
   iface.addresses = config.interface.addresses;
   if (config.interface.mtu !== undefined) iface.mtu = config.interface.mtu;
+  if (config.interface.hooks !== undefined) iface.hooks = config.interface.hooks;
 
   for (const note of notes) io.stderr.write(`${label}: ${safe(note)}\n`);
   if (keyFile === undefined) {

@@ -2,9 +2,12 @@
  * A wg-quick config, parsed, turned into a tunvpn config object (design.md
  * section 3). Every value is checked here, so that a mistake is reported
  * with its line number rather than as a JSON path of the output. What tunvpn
- * cannot carry over (hooks, DNS, routing table, fwmark...) is returned as
- * notes, never silently dropped.
+ * cannot carry over (DNS, SaveConfig...) is returned as notes, never
+ * silently dropped. PreUp/PostUp/PreDown/PostDown become interface.hooks,
+ * each line one ["/bin/sh", "-c", line] (with a note); Table and FwMark are
+ * carried over with a note saying what the daemon will do with them.
  */
+import type { HookPhase, HooksConfig } from '../config/types.js';
 import { canonicalAddress, canonicalPrefix, interfaceName, MTU_MAX, MTU_MIN, parseEndpoint } from '../config/formats.js';
 import { keyTextProblem } from '../config/keys.js';
 import { parseWgQuick, WgQuickError, type WgQuickEntry, type WgQuickSection } from './wgquick-parse.js';
@@ -25,6 +28,11 @@ export interface ImportedConfig {
     listenPort: number;
     addresses: string[];
     mtu?: number;
+    /** Present when the file has hook lines. */
+    hooks?: HooksConfig;
+    fwmark?: number;
+    /** Absent: "auto" (the default). */
+    table?: 'off' | number;
   };
   peers: ImportedPeer[];
 }
@@ -40,14 +48,35 @@ export interface Conversion {
 /** Interface keys wg-quick or wg understand that tunvpn has no equivalent for. */
 const UNSUPPORTED_INTERFACE = new Map<string, string>([
   ['dns', 'set DNS servers with your resolver configuration'],
-  ['table', 'tunvpn adds no routes beyond the interface addresses'],
-  ['preup', 'hooks are not run; use systemd ExecStartPre='],
-  ['postup', 'hooks are not run; use systemd ExecStartPost='],
-  ['predown', 'hooks are not run; use systemd ExecStop='],
-  ['postdown', 'hooks are not run; use systemd ExecStopPost='],
   ['saveconfig', 'tunvpn never writes its config back'],
-  ['fwmark', 'tunvpn does not mark its packets'],
 ]);
+
+/** wg-quick's hook keys and the interface.hooks list each goes to. */
+const HOOK_KEYS = new Map<string, HookPhase>([
+  ['preup', 'preUp'],
+  ['postup', 'postUp'],
+  ['predown', 'preDown'],
+  ['postdown', 'postDown'],
+]);
+
+/**
+ * wg-quick runs each hook line with bash (`eval`); tunvpn runs argument
+ * vectors without a shell, so a line becomes ["/bin/sh", "-c", line]. "%i"
+ * stays: tunvpn replaces it with the interface name when it runs the hook,
+ * as wg-quick does.
+ */
+function convertHook(e: WgQuickEntry, phase: HookPhase, hooks: HooksConfig, notes: string[]): void {
+  if (e.value === '') {
+    notes.push(`line ${e.line}: ${e.key} is empty; nothing to run, left out`);
+    return;
+  }
+  const index = hooks[phase].length;
+  hooks[phase].push(['/bin/sh', '-c', e.value]);
+  notes.push(
+    `line ${e.line}: ${e.key} imported as interface.hooks.${phase}[${index}] = ["/bin/sh", "-c", <the line>] ` +
+      '(wg-quick runs it with bash: if it uses bash syntax, make argv[0] "/bin/bash"; %i is kept and replaced by the interface name)',
+  );
+}
 
 function keyValue(e: WgQuickEntry, what: string): string {
   const problem = keyTextProblem(e.value);
@@ -60,6 +89,26 @@ function integer(e: WgQuickEntry, min: number, max: number): number {
   if (!/^[0-9]{1,10}$/.test(e.value)) throw new WgQuickError(e.line, `${e.key}: "${e.value}" is not a number from ${min} to ${max}`);
   const n = Number(e.value);
   if (n < min || n > max) throw new WgQuickError(e.line, `${e.key}: ${n} is out of range (${min} to ${max})`);
+  return n;
+}
+
+/** wg's FwMark: "off", decimal or 0x hex, 32 bits. */
+function fwmarkValue(e: WgQuickEntry): number {
+  const v = e.value.trim().toLowerCase();
+  if (v === 'off') return 0;
+  const n = /^0x[0-9a-f]{1,8}$/.test(v) ? Number.parseInt(v.slice(2), 16) : /^[0-9]{1,10}$/.test(v) ? Number(v) : NaN;
+  if (!Number.isInteger(n) || n > 0xffffffff) throw new WgQuickError(e.line, `${e.key}: "${e.value}" is not "off" or a number from 0 to 4294967295 (decimal or 0x hex)`);
+  return n;
+}
+
+/** wg-quick's Table: off, auto, main, or a number (other names from rt_tables are refused: give the number). */
+function tableValue(e: WgQuickEntry): 'off' | 'auto' | number {
+  const v = e.value.trim().toLowerCase();
+  if (v === 'off' || v === 'auto') return v;
+  if (v === 'main') return 254;
+  if (!/^[0-9]{1,10}$/.test(v)) throw new WgQuickError(e.line, `${e.key}: "${e.value}" is not off, auto, main or a table number (give a named table's number)`);
+  const n = Number(v);
+  if (n < 1 || n > 0xffffffff || n === 253 || n === 255) throw new WgQuickError(e.line, `${e.key}: ${n} is not a table tunvpn can route to (1 to 4294967295, not 253 or 255)`);
   return n;
 }
 
@@ -91,9 +140,17 @@ function convertInterface(section: WgQuickSection, name: string, notes: string[]
   let privateKey: string | undefined;
   let listenPort: number | undefined;
   let mtu: number | undefined;
+  let fwmark: number | undefined;
+  let table: { value: 'off' | 'auto' | number; line: number } | undefined;
   const addresses: string[] = [];
+  const hooks: HooksConfig = { preUp: [], postUp: [], preDown: [], postDown: [] };
   const seen = new Seen(notes);
   for (const e of section.entries) {
+    const phase = HOOK_KEYS.get(e.lkey);
+    if (phase !== undefined) {
+      convertHook(e, phase, hooks, notes);
+      continue;
+    }
     switch (e.lkey) {
       case 'privatekey':
         seen.mark(e);
@@ -110,6 +167,14 @@ function convertInterface(section: WgQuickSection, name: string, notes: string[]
         seen.mark(e);
         mtu = integer(e, MTU_MIN, MTU_MAX);
         break;
+      case 'fwmark':
+        seen.mark(e);
+        fwmark = fwmarkValue(e);
+        break;
+      case 'table':
+        seen.mark(e);
+        table = { value: tableValue(e), line: e.line };
+        break;
       default: {
         const why = UNSUPPORTED_INTERFACE.get(e.lkey);
         if (why === undefined) throw new WgQuickError(e.line, `unknown key ${e.key} in [Interface]`);
@@ -124,6 +189,13 @@ function convertInterface(section: WgQuickSection, name: string, notes: string[]
   }
   const iface: ImportedConfig['interface'] = { name, listenPort, addresses };
   if (mtu !== undefined) iface.mtu = mtu;
+  if (Object.values(hooks).some((list) => list.length > 0)) iface.hooks = hooks;
+  if (fwmark !== undefined && fwmark !== 0) iface.fwmark = fwmark;
+  if (table !== undefined && table.value !== 'auto') iface.table = table.value;
+  if (table?.value === 'off') notes.push(`line ${table.line}: Table = off: imported as table "off": tunvpn adds no routes for AllowedIPs (you route)`);
+  else if (typeof table?.value === 'number') {
+    notes.push(`line ${table.line}: Table = ${table.value}: every AllowedIPs route goes to table ${table.value}, default routes too, with no policy rules (as wg-quick)`);
+  }
   return { iface, privateKey };
 }
 
@@ -205,6 +277,16 @@ export function convertWgQuick(text: string, name: string): Conversion {
     if (dup !== undefined) throw new WgQuickError(s.line, `[Peer] has the same PublicKey as the [Peer] on line ${dup}`);
     keys.set(peer.publicKey, s.line);
     peers.push(peer);
+  }
+  if (iface.table === undefined) {
+    const defaults = [...new Set(peers.flatMap((p) => p.allowedIPs.filter((a) => a === '0.0.0.0/0' || a === '::/0')))];
+    if (defaults.length > 0) {
+      const t = iface.fwmark ?? 51820;
+      notes.push(
+        `AllowedIPs ${defaults.join(', ')}: a full tunnel, as wg-quick makes it: the default route${defaults.length > 1 ? 's go' : ' goes'} to table ${t}, the UDP sockets get fwmark ${t}, ` +
+          `and per family the rules "not fwmark ${t} table ${t}" and "table main suppress_prefixlength 0"; other AllowedIPs are routed in the main table`,
+      );
+    }
   }
   return { config: { interface: iface, peers }, privateKey, notes };
 }

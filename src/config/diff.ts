@@ -45,7 +45,16 @@ function interfaceFields(a: InterfaceConfig, b: InterfaceConfig): string[] {
   if (a.listenPort !== b.listenPort) fields.push('listenPort');
   if (!sameSet(a.addresses, b.addresses)) fields.push('addresses');
   if (a.mtu !== b.mtu) fields.push('mtu');
+  if (!sameHooks(a.hooks, b.hooks)) fields.push('hooks');
+  if (a.fwmark !== b.fwmark) fields.push('fwmark');
+  if (a.table !== b.table) fields.push('table');
   return fields;
+}
+
+/** Hooks are compared as written, order included (it is the order they run in). */
+function sameHooks(a: InterfaceConfig['hooks'], b: InterfaceConfig['hooks']): boolean {
+  const phases = ['preUp', 'postUp', 'preDown', 'postDown'] as const;
+  return phases.every((p) => JSON.stringify(a?.[p] ?? []) === JSON.stringify(b?.[p] ?? []));
 }
 
 /** `recreated`: public keys to treat as removed + added even though both configs have them. */

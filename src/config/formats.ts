@@ -13,10 +13,11 @@ import { ipv6EndpointProblem } from '../transport/endpoint.js';
 
 /** A problem with some elements of a list field; the walker reports each one at `path[i]`. */
 export class ListItemsError extends Error {
-  readonly items: { index: number; message: string }[];
+  /** `path`: a deeper step below `[index]`, e.g. "[0]" for an element of a nested list. */
+  readonly items: { index: number; message: string; path?: string }[];
 
-  constructor(items: { index: number; message: string }[]) {
-    super(items.map((i) => `[${i.index}] ${i.message}`).join('; '));
+  constructor(items: { index: number; message: string; path?: string }[]) {
+    super(items.map((i) => `[${i.index}]${i.path ?? ''} ${i.message}`).join('; '));
     this.items = items;
   }
 }
@@ -161,6 +162,50 @@ function listOf(convert: (text: string) => unknown, what: string): (v: unknown) 
 }
 
 export const addressList = listOf(canonicalAddress, 'CIDR address');
+
+/** Longest argument of a hook, and most arguments in one vector: generous, but bounded. */
+export const HOOK_ARG_MAX = 65536;
+export const HOOK_ARGS_MAX = 1024;
+
+/**
+ * A list of hooks (interface.hooks.*): each an argument vector, a
+ * non-empty array of strings run without a shell. argv[0] is an absolute
+ * path or a bare name looked up in PATH; a relative path is refused (the
+ * daemon's working directory is not the config's).
+ */
+export function hookList(v: unknown): void {
+  if (!Array.isArray(v)) fail(`must be an array of argument vectors (e.g. [["/usr/sbin/nft", "add", "table", "ip", "nat"]]), got ${describeType(v)}`);
+  const items: { index: number; message: string; path?: string }[] = [];
+  v.forEach((hook: unknown, i: number) => {
+    if (typeof hook === 'string') {
+      items.push({ index: i, message: 'must be an argument vector (an array of strings), not a string; a shell command is ["/bin/sh", "-c", "..."]' });
+      return;
+    }
+    if (!Array.isArray(hook)) {
+      items.push({ index: i, message: `must be an argument vector (an array of strings), got ${describeType(hook)}` });
+      return;
+    }
+    if (hook.length === 0) {
+      items.push({ index: i, message: 'must not be empty: argv[0] is the program to run' });
+      return;
+    }
+    if (hook.length > HOOK_ARGS_MAX) {
+      items.push({ index: i, message: `has ${hook.length} arguments; at most ${HOOK_ARGS_MAX}` });
+      return;
+    }
+    hook.forEach((arg: unknown, j: number) => {
+      const path = `[${j}]`;
+      if (typeof arg !== 'string') items.push({ index: i, path, message: `must be a string, got ${describeType(arg)}` });
+      else if (arg.includes('\0')) items.push({ index: i, path, message: 'must not contain a NUL character' });
+      else if (arg.length > HOOK_ARG_MAX) items.push({ index: i, path, message: `is ${arg.length} characters long; at most ${HOOK_ARG_MAX}` });
+      else if (j === 0 && arg === '') items.push({ index: i, path, message: 'must not be empty: it is the program to run' });
+      else if (j === 0 && !arg.startsWith('/') && arg.includes('/')) {
+        items.push({ index: i, path, message: `${quote(arg)} is a relative path; give an absolute path or a bare name looked up in PATH` });
+      }
+    });
+  });
+  if (items.length > 0) throw new ListItemsError(items);
+}
 export const prefixList = listOf(canonicalPrefix, 'CIDR');
 
 const HOST_LABEL = /^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/;

@@ -10,7 +10,7 @@ import { canonicalAddress, canonicalPrefix, MTU_MIN_IPV6, parseEndpoint, quote }
 import { decodeKey, encodeKey } from './keys.js';
 import { configSchema } from './schema.js';
 import { derivePublicKey, KeyFileReader } from './secrets.js';
-import type { CryptoBackendChoice, PeerConfig, TunvpnConfig } from './types.js';
+import type { CryptoBackendChoice, HooksConfig, PeerConfig, TunvpnConfig } from './types.js';
 import { checkSection, isPlainObject, type Plain } from './validate.js';
 
 export interface ParseOptions {
@@ -225,6 +225,9 @@ export async function parseConfig(raw: unknown, opts: ParseOptions): Promise<Tun
       listenPort: Number(iface.listenPort),
       addresses,
       mtu: Number(iface.mtu),
+      hooks: hooksSection(section(iface.hooks)),
+      fwmark: Number(iface.fwmark),
+      table: iface.table === 'auto' || iface.table === 'off' ? iface.table : Number(iface.table),
     },
     peers: peers.filter((p): p is PeerConfig => p !== undefined),
     log: { level: String(section(checked.log).level) },
@@ -258,4 +261,10 @@ function sortIssues(issues: ConfigIssue[]): ConfigIssue[] {
 
 function metricsSection(m: Record<string, unknown>): TunvpnConfig['metrics'] {
   return typeof m.listen === 'string' ? { listen: parseEndpoint(m.listen) } : {};
+}
+
+function hooksSection(h: Record<string, unknown>): HooksConfig {
+  // Valid by now (the walk rejected anything else); copied so the config owns its lists.
+  const list = (v: unknown): string[][] => (Array.isArray(v) ? v.map((argv) => (Array.isArray(argv) ? argv.map(String) : [])) : []);
+  return { preUp: list(h.preUp), postUp: list(h.postUp), preDown: list(h.preDown), postDown: list(h.postDown) };
 }

@@ -32,6 +32,52 @@ export function isField(node: FieldSchema | SectionSchema): node is FieldSchema 
 export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
 export const CRYPTO_BACKENDS = ['auto', 'sodium-native', 'libsodium-wrappers'] as const;
 
+const HOOK_DOC =
+  'Each hook is an argument vector (["/usr/sbin/nft", "add", "rule", ...]) run without a shell, in order; "%i" in any argument becomes the interface name. For a shell command: ["/bin/sh", "-c", "..."]. argv[0] is an absolute path or a name looked up in PATH. Each hook may run 30 s, then it is killed; its command and exit status are logged at info, its output at debug. A changed list applies at the next start or stop (a reload never runs hooks).';
+
+/** wg-quick's PreUp, PostUp, PreDown, PostDown (src/hooks.ts). */
+export const hooksSchema = {
+  preUp: {
+    doc: `Run before the interface is created; one failing stops the start (exit 1; nothing more runs). ${HOOK_DOC}`,
+    default: [] as string[][],
+    format: f.hookList,
+  },
+  postUp: {
+    doc: `Run once the interface, its addresses and routes are up (e.g. NAT and firewall rules); one failing stops the start: the later hooks do not run and the interface is removed (exit 1). ${HOOK_DOC}`,
+    default: [] as string[][],
+    format: f.hookList,
+  },
+  preDown: {
+    doc: `Run at stop while the interface still exists; a failure is logged and the stop continues. ${HOOK_DOC}`,
+    default: [] as string[][],
+    format: f.hookList,
+  },
+  postDown: {
+    doc: `Run at stop after the interface is removed (e.g. delete what postUp added); a failure is logged and the stop continues. ${HOOK_DOC}`,
+    default: [] as string[][],
+    format: f.hookList,
+  },
+} satisfies SectionSchema;
+/** A Linux firewall mark: 0 (none) to 2^32-1. */
+function fwmarkFormat(v: unknown): void {
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > 0xffffffff) {
+    throw new Error(`must be an integer from 0 to 4294967295 (0 = no mark), got ${typeof v === 'number' ? String(v) : v === null ? 'null' : Array.isArray(v) ? 'an array' : `a ${typeof v}`}`);
+  }
+}
+
+/** Routing tables a user may not send our routes to: 0 (unspecified), 253 (default), 255 (local). */
+export const RESERVED_TABLES: readonly number[] = [0, 253, 255];
+
+function tableFormat(v: unknown): void {
+  if (v === 'auto' || v === 'off') return;
+  if (typeof v === 'number' && Number.isInteger(v) && v >= 1 && v <= 0xffffffff) {
+    if (RESERVED_TABLES.includes(v)) throw new Error(`must not be table ${v} (reserved: ${v === 253 ? 'default' : 'local'})`);
+    return;
+  }
+  const got = typeof v === 'string' ? `"${v.slice(0, 32).replace(/[^\x20-\x7e]/g, '?')}"` : v === null ? 'null' : Array.isArray(v) ? 'an array' : typeof v === 'number' ? String(v) : `a ${typeof v}`;
+  throw new Error(`must be "auto", "off" or a routing table number from 1 to 4294967295, got ${got}`);
+}
+
 export const interfaceSchema = {
   name: {
     doc:
@@ -67,6 +113,17 @@ export const interfaceSchema = {
     default: 1420,
     format: f.mtu,
   },
+  hooks: hooksSchema,
+  fwmark: {
+    doc: 'Firewall mark (SO_MARK) on the daemon\'s UDP sockets, 0 to 4294967295; 0 = none (the default). Policy rules can match it to keep the tunnel\'s own datagrams off the tunnel. With table "auto" and a default route (0.0.0.0/0 or ::/0 in allowedIPs) a zero fwmark means 51820 (see table). Needs the native UDP binding (node:dgram cannot mark). Changed by reload and `wg set IF fwmark M` without a rebind.',
+    default: 0,
+    format: fwmarkFormat,
+  },
+  table: {
+    doc: 'Where the routes for allowed IPs go. "auto" (the default): the main table, except default routes (0.0.0.0/0, ::/0), which go to a table of their own, number fwmark (51820 when fwmark is 0), with the rules `not fwmark M table T` and `table main suppress_prefixlength 0` per family (a full tunnel, as wg-quick does it). "off": no routes at all (you route). A number (1 to 4294967295, not 253 or 255): every route goes to that table, no rules. A reload moves the routes.',
+    default: 'auto',
+    format: tableFormat,
+  },
 } satisfies SectionSchema;
 
 export const peerSchema = {
@@ -97,7 +154,7 @@ export const peerSchema = {
     format: f.filePath,
   },
   endpoint: {
-    doc: 'Where to reach the peer: "203.0.113.7:51820", "[2001:db8::7]:51820" or "vpn.example.org:51820". Optional: without it we wait for the peer to contact us. Updated at run time to the source of the peer\'s latest authenticated packet.',
+    doc: 'Where to reach the peer: "203.0.113.7:51820", "[2001:db8::7]:51820", "[fe80::1%eth0]:51820" (an IPv6 link-local address needs its zone: an interface name or index; no other address may have one) or "vpn.example.org:51820". Optional: without it we wait for the peer to contact us. Updated at run time to the source of the peer\'s latest authenticated packet.',
     default: null,
     nullable: true,
     format: f.endpoint,

@@ -1,5 +1,11 @@
 /** The validated, ready-to-use configuration the daemon is built from. */
 
+/** wg-quick's four hook phases, in the order a start and a stop run them. */
+export type HookPhase = 'preUp' | 'postUp' | 'preDown' | 'postDown';
+
+/** Each phase: a list of argument vectors, argv[0] the program (src/hooks.ts runs them). */
+export type HooksConfig = Record<HookPhase, string[][]>;
+
 /** A peer's configured endpoint; `host` is an IP literal (IPv6 without brackets) or a hostname. */
 export interface EndpointConfig {
   host: string;
@@ -26,7 +32,15 @@ export interface InterfaceConfig {
   /** Canonical "address/prefix" text; the host part is kept. */
   addresses: string[];
   mtu: number;
+  /** wg-quick's PreUp/PostUp/PreDown/PostDown (src/hooks.ts); absent: none (the loader always fills it in). */
+  hooks?: HooksConfig;
+  /** SO_MARK for the UDP sockets; 0 = none. */
+  fwmark: number;
+  /** Where allowed-IP routes go: see the schema's doc. */
+  table: RouteTable;
 }
+
+export type RouteTable = 'auto' | 'off' | number;
 
 export type CryptoBackendChoice = 'auto' | 'sodium-native' | 'libsodium-wrappers';
 

@@ -98,7 +98,7 @@ function checkField(node: FieldSchema, value: unknown, path: string, issues: Iss
     if (err instanceof ListItemsError && Array.isArray(value)) {
       const bad = new Set<number>();
       for (const item of err.items) {
-        issues.push({ path: `${path}[${item.index}]`, message: item.message });
+        issues.push({ path: `${path}[${item.index}]${item.path ?? ''}`, message: item.message });
         bad.add(item.index);
       }
       // Keep the good elements so later cross-checks still see them.

@@ -154,7 +154,8 @@ class Draft {
  * The configuration after `req`. Does not modify `current` or `req` (the
  * caller wipes the request's keys). Throws UapiError(EINVAL) for what tunvpn
  * refuses: no private key, a private key whose public key is one of the
- * peers', a fwmark.
+ * peers'. `fwmark=M` sets the mark, 0 clears it (wireguard-go); whether the
+ * sockets can carry it is the plan's business (node:dgram cannot).
  */
 export async function mergeUapiRequest(current: TunvpnConfig, req: UapiSetRequest, ctx: MergeContext): Promise<MergeResult> {
   const y = ctx.yielder;
@@ -163,6 +164,7 @@ export async function mergeUapiRequest(current: TunvpnConfig, req: UapiSetReques
   try {
     let ownPublic = keyText(ctx.publicKeyOf(privateKey));
     let listenPort = current.interface.listenPort;
+    let fwmark = current.interface.fwmark;
 
     // Public keys our new private key gave us while a peer had them. A
     // replace_peers later in the request removes that peer (wireguard-go
@@ -186,7 +188,7 @@ export async function mergeUapiRequest(current: TunvpnConfig, req: UapiSetReques
           listenPort = op.port;
           break;
         case 'fwmark':
-          if (op.mark !== 0) throw new UapiError(UAPI_EINVAL, 'fwmark: tunvpn does not support fwmark');
+          fwmark = op.mark;
           break;
         case 'replace-peers':
           draft.removeAll();
@@ -225,7 +227,7 @@ export async function mergeUapiRequest(current: TunvpnConfig, req: UapiSetReques
       peers.push(p);
       if (y?.due()) await y.pause();
     }
-    const iface = { ...current.interface, addresses: [...current.interface.addresses], privateKey, listenPort };
+    const iface = { ...current.interface, addresses: [...current.interface.addresses], privateKey, listenPort, fwmark };
     return { config: { ...current, interface: iface, peers, warnings: [] }, recreated: draft.recreated() };
   } catch (err) {
     draft.wipe();

@@ -335,7 +335,7 @@ export class SetRequestParser {
         parseTrue(key, value);
         return { kind: 'replace-peers' };
       default:
-        throw invalid(`line ${this.lineNo}: unknown interface key "${printable(key)}"`);
+        throw invalid(`line ${this.lineNo}: unknown interface key ${printable(key)}`);
     }
   }
 
@@ -365,13 +365,16 @@ export class SetRequestParser {
         if (value !== '1') throw invalid('protocol_version: only 1 is supported');
         return undefined;
       default:
-        throw invalid(`line ${this.lineNo}: unknown peer key "${printable(key)}"`);
+        throw invalid(`line ${this.lineNo}: unknown peer key ${printable(key)}`);
     }
   }
 }
 
-/** Keys go into error messages (logs): keep them short and free of control characters. */
+/**
+ * Line keys go into error messages (logs). Real ones are lower-case words
+ * with underscores; anything else is described, never echoed: it could be
+ * a key pasted into the wrong place, or a terminal escape sequence.
+ */
 function printable(text: string): string {
-  const cut = text.length > 40 ? `${text.slice(0, 40)}...` : text;
-  return cut.replace(/[^\x20-\x7e]/g, '?');
+  return /^[a-z_]{1,32}$/.test(text) ? `"${text}"` : `of ${text.length} characters (not shown)`;
 }

@@ -31,6 +31,12 @@ export interface DatagramTransport {
   sendFailures(): { count: number; last: string | undefined };
   /** Datagrams dropped on receive because they did not fit a slot, so far. */
   oversizedReceived(): number;
+  /**
+   * Sets the firewall mark (SO_MARK) of every socket, for the next datagram
+   * on: no rebind, sessions stay. 0 clears it. Throws FwmarkUnsupportedError
+   * on node:dgram (which cannot set socket options) for a non-zero mark.
+   */
+  setMark(mark: number): void;
   /** The largest datagram it receives whole (0 = no limit). */
   readonly maxDatagram: number;
   close(): Promise<void>;
@@ -44,11 +50,37 @@ export interface TransportOptions {
   sendBufferSize: number;
   /** Force the node:dgram path (tests, or a platform without the addon). */
   dgram?: boolean;
+  /** SO_MARK for the sockets (0 or absent: none). node:dgram refuses a non-zero one. */
+  fwmark?: number;
+}
+
+/**
+ * node:dgram has no way to set SO_MARK (no setsockopt, no fd), so a mark
+ * cannot be honoured there: refused rather than silently ignored, because
+ * an unmarked full tunnel would route its own datagrams into itself.
+ */
+export class FwmarkUnsupportedError extends TransportError {
+  constructor() {
+    super('FWMARK_UNSUPPORTED', "a fwmark (interface.fwmark, or a full tunnel's own mark) needs the native UDP binding (build/Release/tunvpn_udp.node); node:dgram cannot set SO_MARK");
+  }
 }
 
 /** Opens the native batched sockets when the addon is built, else node:dgram. */
 export async function openTransport(opts: TransportOptions): Promise<DatagramTransport> {
-  if (!opts.dgram && nativeUdpAvailable()) return NativeTransport.open(opts);
+  const mark = opts.fwmark ?? 0;
+  if (!opts.dgram && nativeUdpAvailable()) {
+    const t = NativeTransport.open(opts);
+    if (mark !== 0) {
+      try {
+        t.setMark(mark);
+      } catch (err) {
+        await t.close();
+        throw err;
+      }
+    }
+    return t;
+  }
+  if (mark !== 0) throw new FwmarkUnsupportedError();
   return DgramTransport.open(opts);
 }
 
@@ -92,6 +124,21 @@ class NativeTransport implements DatagramTransport {
   get port(): number {
     return this.v4.port;
   }
+
+  setMark(mark: number): void {
+    const before = this.mark;
+    this.v4.setMark(mark);
+    try {
+      this.v6?.setMark(mark);
+    } catch (err) {
+      // Both sockets or neither.
+      this.v4.setMark(before);
+      throw err;
+    }
+    this.mark = mark;
+  }
+
+  private mark = 0;
 
   get maxDatagram(): number {
     return this.v4.slotSize;
@@ -176,6 +223,10 @@ class DgramTransport implements DatagramTransport {
   }
 
   readonly maxDatagram = 0;
+
+  setMark(mark: number): void {
+    if (mark !== 0) throw new FwmarkUnsupportedError();
+  }
 
   oversizedReceived(): number {
     return 0;

@@ -128,6 +128,7 @@ interface NativeUdp {
     counters: Float64Array,
     gso: boolean,
   ): [NativeHandle, number, number, number];
+  setMark(handle: NativeHandle, mark: number): void;
   startReceiving(
     handle: NativeHandle,
     slab: ArrayBuffer,
@@ -381,6 +382,20 @@ export class NativeUdpSocket {
       gsoDatagrams: c[C_GSO_DATAGRAMS],
       gsoRefused: c[C_GSO_REFUSED],
     };
+  }
+
+  /**
+   * SO_MARK: the firewall mark every datagram sent from now on carries (0
+   * clears it). Needs CAP_NET_ADMIN; throws NativeUdpError (EPERM...).
+   */
+  setMark(mark: number): void {
+    if (!Number.isInteger(mark) || mark < 0 || mark > 0xffffffff) throw new NativeUdpError('UDP_ARGUMENT_INVALID', `fwmark must be an integer in 0..4294967295, got ${mark}`);
+    if (this.closed) throw new NativeUdpError('UDP_CLOSED', 'the socket is closed');
+    try {
+      this.native.setMark(this.handle, mark);
+    } catch (err) {
+      throw NativeUdpError.from(err);
+    }
   }
 
   /** An active receiver no longer keeps the event loop alive. */

@@ -244,11 +244,101 @@ export function parseBatchErrors(stderr: string, exitCode: number): IpBatchResul
  * add got (1024, the kernel's default for user routes), so it never takes
  * the kernel's own route for the same prefix (fe80::/64 has metric 256).
  */
-export function routeLine(op: 'add' | 'del', ifname: string, cidr: string): string {
+export function routeLine(op: 'add' | 'del', ifname: string, cidr: string, table: number = MAIN_TABLE): string {
   checkIfname(ifname);
   const family = cidrFamily(cidr);
   if (!cidr.includes('/')) throw new IpArgumentError(`route ${JSON.stringify(cidr)} needs a prefix length`);
-  return op === 'del' && family === 6 ? `route del ${cidr} dev ${ifname} metric 1024` : `route ${op} ${cidr} dev ${ifname}`;
+  checkTable(table);
+  const where = table === MAIN_TABLE ? '' : ` table ${table}`;
+  return op === 'del' && family === 6 ? `route del ${cidr} dev ${ifname}${where} metric 1024` : `route ${op} ${cidr} dev ${ifname}${where}`;
+}
+
+/** The kernel's main routing table (RT_TABLE_MAIN). */
+export const MAIN_TABLE = 254;
+
+function checkTable(table: number): void {
+  if (!Number.isInteger(table) || table < 1 || table > 0xffffffff) throw new IpArgumentError(`invalid routing table ${table}`);
+}
+
+function checkMark(mark: number): void {
+  if (!Number.isInteger(mark) || mark < 1 || mark > 0xffffffff) throw new IpArgumentError(`invalid fwmark ${mark}`);
+}
+
+/**
+ * A policy rule of a full tunnel (wg-quick's add_default, per family):
+ *   not-fwmark: `not fwmark M table T`: everything except the tunnel's own
+ *     (marked) datagrams looks up T, whose only route is the default route
+ *     through the tunnel;
+ *   suppress: `table main suppress_prefixlength 0`: before that, the main
+ *     table, ignoring its default routes (prefix length 0), so more
+ *     specific routes (the LAN, the underlay's own subnet) still win.
+ * Always with an explicit priority: that, the selector and the table
+ * identify a rule exactly (for deleting ours and nobody else's).
+ */
+export interface PolicyRule {
+  family: 4 | 6;
+  priority: number;
+  kind: 'not-fwmark' | 'suppress';
+  /** not-fwmark: the mark and the table; suppress: the table is main. */
+  mark: number;
+  table: number;
+}
+
+function ruleArgs(op: 'add' | 'del', r: PolicyRule): string[] {
+  if (r.family !== 4 && r.family !== 6) throw new IpArgumentError(`invalid rule family ${String(r.family)}`);
+  if (!Number.isInteger(r.priority) || r.priority < 1 || r.priority > 32765) throw new IpArgumentError(`invalid rule priority ${r.priority}`);
+  const head = [`-${r.family}`, 'rule', op];
+  if (r.kind === 'suppress') return [...head, 'table', 'main', 'suppress_prefixlength', '0', 'priority', String(r.priority)];
+  checkMark(r.mark);
+  checkTable(r.table);
+  return [...head, 'not', 'fwmark', String(r.mark), 'table', String(r.table), 'priority', String(r.priority)];
+}
+
+export async function addRule(r: PolicyRule, opts?: IpOptions): Promise<void> {
+  await runIp(ruleArgs('add', r), opts);
+}
+
+export async function delRule(r: PolicyRule, opts?: IpOptions): Promise<void> {
+  await runIp(ruleArgs('del', r), opts);
+}
+
+interface IpJsonRule {
+  priority?: unknown;
+  not?: unknown;
+  fwmark?: unknown;
+  fwmask?: unknown;
+  table?: unknown;
+  suppress_prefixlen?: unknown;
+  src?: unknown;
+  srclen?: unknown;
+  dst?: unknown;
+  iif?: unknown;
+  oif?: unknown;
+}
+
+function tableNumber(t: unknown): number | undefined {
+  if (t === 'main') return MAIN_TABLE;
+  if (typeof t === 'number') return t;
+  if (typeof t === 'string' && /^\d+$/.test(t)) return Number(t);
+  return undefined;
+}
+
+/**
+ * Whether `ip rule show` lists exactly rule `r` (same priority, same
+ * selector and nothing more, same table): only such a rule may be taken
+ * for one of ours.
+ */
+export async function ruleExists(r: PolicyRule, opts?: IpOptions): Promise<boolean> {
+  const text = await runIp(['-j', `-${r.family}`, 'rule', 'show'], opts);
+  const parsed: unknown = text.trim() ? JSON.parse(text) : [];
+  if (!Array.isArray(parsed)) return false;
+  return (parsed as IpJsonRule[]).some((k) => {
+    if (k.priority !== r.priority || tableNumber(k.table) !== (r.kind === 'suppress' ? MAIN_TABLE : r.table)) return false;
+    if ((k.src !== undefined && k.src !== 'all') || k.dst !== undefined || k.iif !== undefined || k.oif !== undefined) return false;
+    if (r.kind === 'suppress') return k.suppress_prefixlen === 0 && k.fwmark === undefined && k.not === undefined;
+    const mark = typeof k.fwmark === 'string' ? Number(k.fwmark) : k.fwmark;
+    return 'not' in k && mark === r.mark && (k.fwmask === undefined || Number(k.fwmask) === 0xffffffff) && k.suppress_prefixlen === undefined;
+  });
 }
 
 /** A main-table route as `ip -j route show` reports it. */
@@ -260,6 +350,8 @@ export interface KernelRoute {
   dev?: string;
   /** "unicast" unless ip says otherwise. */
   type: string;
+  /** The table it was listed from (absent or 254: main). */
+  table?: number;
 }
 
 interface IpJsonMainRoute {
@@ -270,14 +362,27 @@ interface IpJsonMainRoute {
 
 /** Every route of the main table, IPv4 then IPv6 (one `ip -j route show` run per family asked for). */
 export async function listMainRoutes(opts?: IpOptions, families: readonly (4 | 6)[] = [4, 6]): Promise<KernelRoute[]> {
+  return listTableRoutes(MAIN_TABLE, opts, families);
+}
+
+/** Every route of one table; a table that does not exist yet has none. */
+export async function listTableRoutes(table: number, opts?: IpOptions, families: readonly (4 | 6)[] = [4, 6]): Promise<KernelRoute[]> {
+  checkTable(table);
   const out: KernelRoute[] = [];
   for (const family of families) {
-    const text = await runIp(['-j', `-${family}`, 'route', 'show', 'table', 'main'], opts);
+    let text: string;
+    try {
+      text = await runIp(['-j', `-${family}`, 'route', 'show', 'table', table === MAIN_TABLE ? 'main' : String(table)], opts);
+    } catch (err) {
+      // ip exits 2 with "FIB table does not exist" for a table no route was ever put in.
+      if (err instanceof IpCommandError && /table does not exist/i.test(err.stderr)) continue;
+      throw err;
+    }
     const parsed: unknown = text.trim() ? JSON.parse(text) : [];
     if (!Array.isArray(parsed)) continue;
     for (const r of parsed as IpJsonMainRoute[]) {
       if (typeof r.dst !== 'string') continue;
-      const route: KernelRoute = { dst: normalizeDst(r.dst, family), family, type: typeof r.type === 'string' ? r.type : 'unicast' };
+      const route: KernelRoute = { dst: normalizeDst(r.dst, family), family, type: typeof r.type === 'string' ? r.type : 'unicast', table };
       if (typeof r.dev === 'string') route.dev = r.dev;
       out.push(route);
     }

@@ -75,7 +75,18 @@ describe('convertWgQuick', () => {
   it('converts the hub config: every carried key, accumulated lists, notes for the rest', () => {
     const { config, privateKey, notes } = convertWgQuick(readFileSync(fixture('wg0.conf'), 'utf8'), 'wg0');
     expect(privateKey).toBe(fixtureValue('wg0.conf', 'PrivateKey'));
-    expect(config.interface).toEqual({ name: 'wg0', listenPort: 51820, addresses: ['10.62.0.1/24', 'fd62::1/64', '10.63.0.1/24'], mtu: 1420 });
+    expect(config.interface).toEqual({
+      name: 'wg0',
+      listenPort: 51820,
+      addresses: ['10.62.0.1/24', 'fd62::1/64', '10.63.0.1/24'],
+      mtu: 1420,
+      hooks: {
+        preUp: [],
+        postUp: [['/bin/sh', '-c', 'iptables -A FORWARD -i %i -j ACCEPT']],
+        preDown: [],
+        postDown: [['/bin/sh', '-c', 'iptables -D FORWARD -i %i -j ACCEPT']],
+      },
+    });
     expect(config.peers).toEqual([
       {
         publicKey: fixtureValue('wg0.conf', 'PublicKey', 0),
@@ -89,20 +100,42 @@ describe('convertWgQuick', () => {
     ]);
     expect(notes).toEqual([
       expect.stringMatching(/^line 8: DNS is not supported/),
-      expect.stringMatching(/^line 9: PostUp is not supported/),
-      expect.stringMatching(/^line 10: PostDown is not supported/),
+      expect.stringMatching(/^line 9: PostUp imported as interface\.hooks\.postUp\[0\] = \["\/bin\/sh", "-c", <the line>\]/),
+      expect.stringMatching(/^line 10: PostDown imported as interface\.hooks\.postDown\[0\]/),
       expect.stringMatching(/^line 11: SaveConfig is not supported/),
     ]);
   });
 
-  it('gives listenPort 0 when there is no ListenPort, and notes Table and FwMark', () => {
+  it('gives listenPort 0 when there is no ListenPort; carries Table = off and FwMark over, saying what happens', () => {
     const { config, notes } = convertWgQuick(readFileSync(fixture('laptop.conf'), 'utf8'), 'laptop');
     expect(config.interface.listenPort).toBe(0);
     expect(config.interface.mtu).toBeUndefined();
     expect(config.peers[0].allowedIPs).toEqual(['0.0.0.0/0', '::/0']);
+    expect(config.interface.table).toBe('off');
+    expect(config.interface.fwmark).toBe(0x1234);
     expect(notes.join('\n')).toMatch(/line 1: no ListenPort/);
-    expect(notes.join('\n')).toMatch(/line 4: table is not supported/);
-    expect(notes.join('\n')).toMatch(/line 5: fwmark is not supported/);
+    expect(notes.join('\n')).toMatch(/line 4: Table = off: imported as table "off": tunvpn adds no routes for AllowedIPs/);
+    expect(notes.join('\n')).not.toMatch(/adds no routes beyond the interface addresses|not supported/);
+  });
+
+  it('issue 16: Table auto (absent), main, a number; FwMark off, decimal, hex; bad values refused with the line', () => {
+    const base = (extra: string, allowed = '0.0.0.0/0, ::/0'): string =>
+      `[Interface]\nPrivateKey = ${fixtureValue('wg0.conf', 'PrivateKey')}\n${extra}\n[Peer]\nPublicKey = HxDgnSLlE3ikH2XLPf1iZe6LdNLQMVXaMbSzktteo30=\nAllowedIPs = ${allowed}\n`;
+    const auto = convertWgQuick(base(''), 'ft0');
+    expect(auto.config.interface.table).toBeUndefined();
+    expect(auto.notes.join('\n')).toMatch(/a full tunnel, as wg-quick makes it: the default routes go to table 51820, the UDP sockets get fwmark 51820/);
+    const marked = convertWgQuick(base('FwMark = 0x10\nTable = auto'), 'ft0');
+    expect(marked.config.interface.fwmark).toBe(16);
+    expect(marked.notes.join('\n')).toMatch(/table 16, the UDP sockets get fwmark 16/);
+    expect(convertWgQuick(base('Table = main'), 'ft0').config.interface.table).toBe(254);
+    const numbered = convertWgQuick(base('Table = 1234\nFwMark = 77'), 'ft0');
+    expect(numbered.config.interface).toMatchObject({ table: 1234, fwmark: 77 });
+    expect(numbered.notes.join('\n')).toMatch(/line 3: Table = 1234: every AllowedIPs route goes to table 1234/);
+    expect(convertWgQuick(base('FwMark = off'), 'ft0').config.interface.fwmark).toBeUndefined();
+    expect(convertWgQuick(base('', '10.0.0.0/8'), 'ft0').notes.join('\n')).not.toMatch(/full tunnel/);
+    expect(() => convertWgQuick(base('Table = 255'), 'ft0')).toThrow(/line 3: Table: 255 is not a table/);
+    expect(() => convertWgQuick(base('Table = vpn'), 'ft0')).toThrow(/line 3: Table: "vpn" is not off, auto, main or a table number/);
+    expect(() => convertWgQuick(base('FwMark = 0x123456789'), 'ft0')).toThrow(/line 3: FwMark: "0x123456789" is not "off" or a number/);
   });
 
   it('reads CRLF files', () => {
@@ -158,6 +191,31 @@ describe('convertWgQuick', () => {
     }
   });
 
+  it('maps every hook line to ["/bin/sh", "-c", line] in order, %i kept, with a note each', () => {
+    const { config, notes } = convertWgQuick(readFileSync(fixture('nat-gw.conf'), 'utf8'), 'natgw');
+    expect(config.interface.hooks).toEqual({
+      preUp: [['/bin/sh', '-c', 'sysctl -w net.ipv4.ip_forward=1']],
+      postUp: [
+        ['/bin/sh', '-c', "nft add table ip tv_%i; nft add chain ip tv_%i post '{ type nat hook postrouting priority 100; }'"],
+        ['/bin/sh', '-c', 'nft add rule ip tv_%i post ip saddr 10.64.0.0/24 oifname != "%i" masquerade'],
+        ['/bin/sh', '-c', 'echo lower-case key, a = sign and %i%i twice'],
+      ],
+      preDown: [['/bin/sh', '-c', 'logger -t wg "going down: %i"']],
+      postDown: [['/bin/sh', '-c', 'nft delete table ip tv_%i']],
+    });
+    expect(notes).toEqual([
+      expect.stringMatching(/^line 6: PreUp imported as interface\.hooks\.preUp\[0\]/),
+      expect.stringMatching(/^line 7: PostUp imported as interface\.hooks\.postUp\[0\]/),
+      expect.stringMatching(/^line 8: PostUp imported as interface\.hooks\.postUp\[1\]/),
+      expect.stringMatching(/^line 9: PreDown imported as interface\.hooks\.preDown\[0\]/),
+      expect.stringMatching(/^line 10: PostDown imported as interface\.hooks\.postDown\[0\]/),
+      'line 11: PostDown is empty; nothing to run, left out',
+      expect.stringMatching(/^line 12: postup imported as interface\.hooks\.postUp\[2\]/),
+    ]);
+    // No hook line: no hooks field at all.
+    expect(convertWgQuick(readFileSync(fixture('crlf.conf'), 'utf8'), 'crlf').config.interface.hooks).toBeUndefined();
+  });
+
   it('takes the interface name from the file name', () => {
     expect(interfaceNameFromPath('/etc/wireguard/wg0.conf')).toBe('wg0');
     expect(interfaceNameFromPath('site-b')).toBe('site-b');
@@ -169,7 +227,7 @@ describe('tunvpn import', () => {
   it('prints a config that the config loader accepts with the same values (round trip)', async () => {
     const r = await tvImport([fixture('wg0.conf')]);
     expect(r.code).toBe(0);
-    expect(r.stderr).toMatch(/wg0\.conf: line 9: PostUp is not supported/);
+    expect(r.stderr).toMatch(/wg0\.conf: line 9: PostUp imported as interface\.hooks\.postUp\[0\].*bash.*%i is kept/);
     expect(r.stderr).toMatch(/output contains the private key/);
     const raw = JSON.parse(r.stdout) as unknown;
     const cfg = await parseConfig(raw, { baseDir: tmp });
@@ -178,6 +236,8 @@ describe('tunvpn import', () => {
     expect(cfg.interface.listenPort).toBe(51820);
     expect(cfg.interface.addresses).toEqual(['10.62.0.1/24', 'fd62::1/64', '10.63.0.1/24']);
     expect(cfg.interface.mtu).toBe(1420);
+    expect(cfg.interface.hooks?.postUp).toEqual([['/bin/sh', '-c', 'iptables -A FORWARD -i %i -j ACCEPT']]);
+    expect(cfg.interface.hooks?.postDown).toEqual([['/bin/sh', '-c', 'iptables -D FORWARD -i %i -j ACCEPT']]);
     expect(cfg.peers.map((p) => p.publicKey)).toEqual([0, 1, 2].map((i) => fixtureValue('wg0.conf', 'PublicKey', i)));
     expect(Buffer.from(cfg.peers[0].presharedKey ?? new Uint8Array()).toString('base64')).toBe(fixtureValue('wg0.conf', 'PresharedKey'));
     expect(cfg.peers[0].endpoint).toEqual({ host: '203.0.113.7', port: 51820 });
@@ -238,6 +298,16 @@ describe('tunvpn import', () => {
     expect(r.stderr).toMatch(/cannot read/);
     await expect(tvImport([])).rejects.toThrow(/missing FILE/);
     expect((await tvImport(['--help'])).stdout).toContain('Usage: tunvpn import');
+  });
+
+  it('imports hooks that the config loader accepts and `check` would pass, and says how it mapped them', async () => {
+    const r = await tvImport([fixture('nat-gw.conf')]);
+    expect(r.code).toBe(0);
+    expect(r.stderr).toMatch(/nat-gw\.conf: line 7: PostUp imported as interface\.hooks\.postUp\[0\] = \["\/bin\/sh", "-c", <the line>\]/);
+    const raw = JSON.parse(r.stdout) as { interface: { hooks: unknown } };
+    const cfg = await parseConfig(raw, { baseDir: tmp });
+    expect(cfg.interface.hooks?.postUp[1]).toEqual(['/bin/sh', '-c', 'nft add rule ip tv_%i post ip saddr 10.64.0.0/24 oifname != "%i" masquerade']);
+    expect(cfg.interface.hooks?.postDown).toEqual([['/bin/sh', '-c', 'nft delete table ip tv_%i']]);
   });
 
   it('agrees with wg-quick about what goes to wg', async () => {

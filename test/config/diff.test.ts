@@ -8,7 +8,7 @@ function peer(pub: string, extra: Partial<PeerConfig> = {}): PeerConfig {
 
 function config(peers: PeerConfig[], iface: Partial<TunvpnConfig['interface']> = {}): TunvpnConfig {
   return {
-    interface: { name: 'tunvpn0', privateKey: new Uint8Array(32).fill(9), listenPort: 51820, addresses: ['10.0.0.254/24'], mtu: 1420, ...iface },
+    interface: { name: 'tunvpn0', privateKey: new Uint8Array(32).fill(9), listenPort: 51820, addresses: ['10.0.0.254/24'], mtu: 1420, fwmark: 0, table: 'auto', ...iface },
     peers,
     log: { level: 'info' },
     metrics: {},

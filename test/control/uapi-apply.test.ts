@@ -31,7 +31,7 @@ function peer(k: Uint8Array, allowedIPs: string[], extra: Partial<PeerConfig> = 
 
 function config(peers: PeerConfig[], privateKey = crypto.generatePrivateKey()): TunvpnConfig {
   return {
-    interface: { name: 'tv0', privateKey, listenPort: 51820, addresses: ['10.0.0.1/24'], mtu: 1420 },
+    interface: { name: 'tv0', privateKey, listenPort: 51820, addresses: ['10.0.0.1/24'], mtu: 1420, fwmark: 0, table: 'auto' },
     peers,
     log: { level: 'info' },
     metrics: {},
@@ -113,12 +113,20 @@ describe('mergeUapiRequest', () => {
     expect(next.peers[0].allowedIPs).toEqual(['10.5.0.0/16']);
   });
 
-  it('refuses what tunvpn cannot do with EINVAL: clearing the private key, a fwmark', async () => {
+  it('refuses what tunvpn cannot do with EINVAL: clearing the private key', async () => {
     const cur = config([]);
     expect(await errnoOf(mergeUapiRequest(cur, req([{ kind: 'private-key', key: null }]), ctx))).toBe(-22);
-    expect(await errnoOf(mergeUapiRequest(cur, req([{ kind: 'fwmark', mark: 7 }]), ctx))).toBe(-22);
-    const { config: next } = await mergeUapiRequest(cur, req([{ kind: 'fwmark', mark: 0 }]), ctx);
-    expect(next.peers).toEqual([]);
+  });
+
+  it('fwmark=M sets the mark, fwmark=0 clears it, the last one in a request wins (wireguard-go)', async () => {
+    const cur = config([]);
+    const { config: set } = await mergeUapiRequest(cur, req([{ kind: 'fwmark', mark: 7 }]), ctx);
+    expect(set.interface.fwmark).toBe(7);
+    expect(cur.interface.fwmark).toBe(0);
+    const { config: cleared } = await mergeUapiRequest(set, req([{ kind: 'fwmark', mark: 0 }]), ctx);
+    expect(cleared.interface.fwmark).toBe(0);
+    const { config: last } = await mergeUapiRequest(cur, req([{ kind: 'fwmark', mark: 9 }, { kind: 'fwmark', mark: 0xffffffff }]), ctx);
+    expect(last.interface.fwmark).toBe(0xffffffff);
   });
 
   it('issue 17 item 2: private_key=K with public_key=pub(K) sets the key and ignores that section', async () => {
@@ -227,7 +235,7 @@ describe('mergeUapiRequest', () => {
     const cur = config([peer(a, [], { presharedKey: psk })]);
     const before = Uint8Array.from(psk);
     const priv = Uint8Array.from(cur.interface.privateKey);
-    expect(await errnoOf(mergeUapiRequest(cur, req([{ kind: 'fwmark', mark: 1 }], section(a, { kind: 'preshared-key', key: key() })), ctx))).toBe(-22);
+    expect(await errnoOf(mergeUapiRequest(cur, req([{ kind: 'private-key', key: null }], section(a, { kind: 'preshared-key', key: key() })), ctx))).toBe(-22);
     expect(psk).toEqual(before);
     expect(cur.interface.privateKey).toEqual(priv);
   });

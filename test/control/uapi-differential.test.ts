@@ -129,9 +129,8 @@ const CASES: Case[] = [
     requests: ['public_key={PUB1}\nallowed_ip=::ffff:10.0.0.0/104\nallowed_ip=::ffff:10.1.2.3/128\n'],
   },
   {
-    name: 'fwmark: refused unless 0',
-    requests: ['fwmark=7\n', 'fwmark=0\npublic_key={PUB1}\n', 'public_key={PUB2}\nallowed_ip=10.1.0.0/16\nfwmark=7\n'],
-    named: ['fwmark', undefined, undefined],
+    name: 'issue 16: fwmark is set (SO_MARK on the native sockets), reported by get, cleared by 0, like any field',
+    requests: ['fwmark=7\n', 'fwmark=0\npublic_key={PUB1}\n', 'public_key={PUB2}\nallowed_ip=10.1.0.0/16\nfwmark=7\n', 'fwmark=4294967295\n', 'fwmark=00\n'],
   },
   {
     name: 'a port in use is EADDRINUSE on both sides; one that only a later line moves on from is not bound at all',

@@ -338,10 +338,17 @@ describe('parseSet', () => {
     expect(parseSet([peer, 'endpoint=[fe80::1%4000]:5'])).not.toBeInstanceOf(UapiError);
   });
 
-  it('keeps control characters out of error messages', () => {
+  it('keeps control characters and anything that could be key material out of error messages', () => {
     const r = parseSet(['\x1b[31mevil=1']);
     expect(r).toBeInstanceOf(UapiError);
     expect((r as UapiError).message).not.toContain('\x1b');
+    const secret = 'ab'.repeat(32);
+    for (const lines of [[`${secret}=1`], [`public_key=${hex(1)}`, `${secret}=1`], [`private_key=${secret.slice(2)}`], [`public_key=${hex(1)}`, `endpoint=${secret}`]]) {
+      const e = parseSet(lines) as UapiError;
+      expect(e).toBeInstanceOf(UapiError);
+      expect(e.message).not.toContain(secret.slice(0, 16));
+    }
+    expect((parseSet(['listen_prot=1']) as UapiError).message).toContain('"listen_prot"');
   });
 
   it('zeroes the keys it parsed when the request turns out invalid, and wipeSetRequest zeroes the rest', () => {

@@ -9,14 +9,13 @@
  * freeze the tunnel (issue 13 item 2). That stop removes exactly our routes
  * is test/routing.test.ts's (the interface takes the rest with it).
  */
-import { connect } from 'node:net';
 import { randomBytes } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { describeIntegration, pingUntil, sleep } from '../helpers/netns.js';
 import { ADDR, ConfigDir, SiteToSite, startDaemon, type DaemonProcess, type HostSpec } from '../../src/testbed/site-to-site.js';
-import { makeKeyPair, type KeyPairText } from '../helpers/daemon.js';
+import { makeKeyPair, uapiRequest, type KeyPairText } from '../helpers/daemon.js';
 import { loadCrypto } from '../../src/crypto/index.js';
 
 const IF = 'apla0';
@@ -27,22 +26,6 @@ async function wg(bed: SiteToSite, args: string[]): Promise<{ code: number; out:
     (r) => ({ code: 0, out: r.stdout + r.stderr }),
     (err: { code?: number; stdout?: string; stderr?: string; message?: string }) => ({ code: typeof err.code === 'number' ? err.code : 1, out: `${err.stdout ?? ''}${err.stderr ?? ''}${err.message ?? ''}` }),
   );
-}
-
-/** One raw request on the control socket (from the test process: the socket directory is shared). */
-function rawRequest(body: string, timeoutMs = 30_000): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const sock = connect(`/var/run/wireguard/${IF}.sock`);
-    let reply = '';
-    sock.on('data', (d) => {
-      reply += d.toString();
-      if (reply.endsWith('\n\n')) sock.end();
-    });
-    sock.on('close', () => resolve(reply));
-    sock.on('error', reject);
-    sock.end(body);
-    setTimeout(() => sock.destroy(), timeoutMs).unref();
-  });
 }
 
 describeIntegration('apply: all or nothing, owned routes, wireguard-go semantics', ['wg', 'ping'], () => {
@@ -204,7 +187,7 @@ describeIntegration('apply: all or nothing, owned routes, wireguard-go semantics
   it('issue 17 item 2: private_key=K with public_key=pub(K) in one request sets K, ignores the peer line, answers 0', async () => {
     const k = await makeKeyPair();
     const hex = (t: string): string => Buffer.from(t, 'base64').toString('hex');
-    const reply = await rawRequest(`set=1\nprivate_key=${hex(k.privateKey)}\npublic_key=${hex(k.publicKey)}\nallowed_ip=10.81.0.0/16\n\n`);
+    const reply = await uapiRequest(IF, `set=1\nprivate_key=${hex(k.privateKey)}\npublic_key=${hex(k.publicKey)}\nallowed_ip=10.81.0.0/16\n\n`);
     expect(reply).toBe('errno=0\n\n');
     expect((await bed.ta.exec('wg', ['show', IF, 'private-key'])).stdout.trim()).toBe(k.privateKey);
     expect((await bed.ta.exec('wg', ['show', IF, 'peers'])).stdout.trim()).toBe(b.publicKey);
@@ -244,7 +227,7 @@ describeIntegration('apply: all or nothing, owned routes, wireguard-go semantics
     const c = await makeKeyPair();
     const rec = await reloadWith({ ...hostA, peers: [...hostA.peers, { name: 'c', publicKey: c.publicKey, endpoint: '10.60.0.9:51820', allowedIPs: ['10.62.0.3/32'] }] });
     expect(rec).toMatchObject({ msg: 'configuration reloaded', added: 1, removed: 0, changed: 0, unchanged: 1 });
-    const reply = await rawRequest(`set=1\npublic_key=${Buffer.from(c.publicKey, 'base64').toString('hex')}\nremove=true\npublic_key=${Buffer.from(c.publicKey, 'base64').toString('hex')}\nallowed_ip=10.62.0.3/32\n\n`);
+    const reply = await uapiRequest(IF, `set=1\npublic_key=${Buffer.from(c.publicKey, 'base64').toString('hex')}\nremove=true\npublic_key=${Buffer.from(c.publicKey, 'base64').toString('hex')}\nallowed_ip=10.62.0.3/32\n\n`);
     expect(reply).toBe('errno=0\n\n');
     const endpoints = (await bed.ta.exec('wg', ['show', IF, 'endpoints'])).stdout;
     expect(endpoints).toContain(`${c.publicKey}\t(none)`);
@@ -265,7 +248,7 @@ describeIntegration('apply: all or nothing, owned routes, wireguard-go semantics
     pinger.stdout?.on('data', (d: Buffer) => (pingOut += d.toString()));
     await sleep(300);
     const t0 = performance.now();
-    const reply = await rawRequest(body, 60_000);
+    const reply = await uapiRequest(IF, body, 60_000);
     const applyMs = performance.now() - t0;
     await sleep(300);
     pinger.kill('SIGINT');

@@ -7,23 +7,7 @@ import { connect } from 'node:net';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { describeIntegration, pingUntil, sleep } from '../helpers/netns.js';
 import { ADDR, cliPath, ConfigDir, SiteToSite, startDaemon, type DaemonProcess } from '../../src/testbed/site-to-site.js';
-import { makeKeyPair, tcpTransfer, type KeyPairText } from '../helpers/daemon.js';
-
-/** One raw request on the daemon's control socket; resolves with the reply text. */
-function rawRequest(ifname: string, body: string | Buffer): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const sock = connect(`/var/run/wireguard/${ifname}.sock`);
-    let reply = '';
-    sock.on('data', (d) => {
-      reply += d.toString();
-      if (reply.endsWith('\n\n')) sock.end();
-    });
-    sock.on('close', () => resolve(reply));
-    sock.on('error', reject);
-    sock.write(body);
-    setTimeout(() => sock.destroy(), 5_000).unref();
-  });
-}
+import { makeKeyPair, tcpTransfer, uapiRequest, type KeyPairText } from '../helpers/daemon.js';
 
 async function scrape(bed: SiteToSite): Promise<string> {
   const script = "require('http').get('http://127.0.0.1:9586/metrics', r => { let b=''; r.on('data', d => b += d); r.on('end', () => process.stdout.write(b)); })";
@@ -116,16 +100,16 @@ describeIntegration('control socket with the real wg tool, and metrics', ['wg', 
   });
 
   it('garbage, unknown keys and a megabyte line on the socket get an errno; forwarding goes on', async () => {
-    expect(await rawRequest(IF, 'hello\n\n')).toMatch(/errno=-\d+/);
-    expect(await rawRequest(IF, 'set=1\nbogus_key=1\n\n')).toMatch(/errno=-22/);
-    expect(await rawRequest(IF, Buffer.concat([Buffer.from('set=1\nprivate_key='), Buffer.alloc(1 << 20, 0x61), Buffer.from('\n\n')]))).toMatch(/errno=-\d+/);
+    expect(await uapiRequest(IF, 'hello\n\n')).toMatch(/errno=-\d+/);
+    expect(await uapiRequest(IF, 'set=1\nbogus_key=1\n\n')).toMatch(/errno=-22/);
+    expect(await uapiRequest(IF, Buffer.concat([Buffer.from('set=1\nprivate_key='), Buffer.alloc(1 << 20, 0x61), Buffer.from('\n\n')]))).toMatch(/errno=-\d+/);
     // A client that leaves mid-request.
     const sock = connect(`/var/run/wireguard/${IF}.sock`);
     sock.write('set=1\nlisten_po');
     sock.destroy();
-    await Promise.all(Array.from({ length: 50 }, () => rawRequest(IF, 'get=1\n\n')));
+    await Promise.all(Array.from({ length: 50 }, () => uapiRequest(IF, 'get=1\n\n')));
     expect(await pingUntil(bed.la, ADDR.lb.v4, 5_000)).toMatch(/1 received/);
-    expect(await rawRequest(IF, 'get=1\n\n')).toMatch(/errno=0\n\n$/);
+    expect(await uapiRequest(IF, 'get=1\n\n')).toMatch(/errno=0\n\n$/);
   });
 
   it('wg set listen-port rebinds, and the peer follows us to the new port', async () => {

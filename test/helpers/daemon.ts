@@ -2,6 +2,7 @@
  * Helpers for tests that run real daemons: keys, and a TCP transfer with an
  * end-to-end checksum between two namespaces.
  */
+import { connect } from 'node:net';
 import { join } from 'node:path';
 import { loadCrypto } from '../../src/crypto/index.js';
 import type { Netns } from '../../src/testbed/netns.js';
@@ -84,4 +85,24 @@ export async function tcpTransfer(
     server.kill();
     await sleep(10);
   }
+}
+
+/**
+ * One raw request on a daemon's control socket, from the test process (the
+ * socket directory is shared across namespaces); resolves with the reply
+ * text, or what arrived before the socket closed or `timeoutMs` passed.
+ */
+export function uapiRequest(ifname: string, body: string | Buffer, timeoutMs = 30_000): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const sock = connect(`/var/run/wireguard/${ifname}.sock`);
+    let reply = '';
+    sock.on('data', (d) => {
+      reply += d.toString();
+      if (reply.endsWith('\n\n')) sock.end();
+    });
+    sock.on('close', () => resolve(reply));
+    sock.on('error', reject);
+    sock.write(body);
+    setTimeout(() => sock.destroy(), timeoutMs).unref();
+  });
 }

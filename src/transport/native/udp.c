@@ -551,6 +551,24 @@ static napi_value js_set_ref(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/* setMark(handle, mark: uint32): SO_MARK on the socket, so policy rules
+ * (`not fwmark M table T`) can keep the tunnel's own datagrams off the
+ * tunnel. Takes effect for the next datagram sent: no rebind, sessions and
+ * the port stay. Needs CAP_NET_ADMIN (EPERM otherwise); 0 clears it. */
+static napi_value js_set_mark(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc < 2) return throw_type(env, "setMark(handle, mark)");
+  udp_sock *s = get_sock(env, argv[0]);
+  if (!s) return NULL;
+  uint32_t mark = 0;
+  if (napi_get_value_uint32(env, argv[1], &mark) != napi_ok) return throw_type(env, "mark must be an integer in 0..4294967295");
+  if (s->fd < 0) return throw_errno(env, EBADF, "setsockopt SO_MARK", NULL);
+  if (setsockopt(s->fd, SOL_SOCKET, SO_MARK, &mark, sizeof mark) < 0) return throw_errno(env, errno, "setsockopt SO_MARK", NULL);
+  return NULL;
+}
+
 /* ---------- sending ---------- */
 
 static int get_u8(napi_env env, napi_value v, uint8_t **data, size_t *len) {
@@ -891,6 +909,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"open", NULL, js_open, NULL, NULL, NULL, napi_enumerable, NULL},
       {"startReceiving", NULL, js_start_receiving, NULL, NULL, NULL, napi_enumerable, NULL},
       {"setRef", NULL, js_set_ref, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"setMark", NULL, js_set_mark, NULL, NULL, NULL, napi_enumerable, NULL},
       {"sendBatch", NULL, js_send_batch, NULL, NULL, NULL, napi_enumerable, NULL},
       {"send", NULL, js_send, NULL, NULL, NULL, napi_enumerable, NULL},
       {"encodeEndpoint", NULL, js_encode_endpoint, NULL, NULL, NULL, napi_enumerable, NULL},
