@@ -1,5 +1,5 @@
 /**
- * `npm run bench:control -- [--sizes 1000,5000,10000,20000] [--allowed 50000] [--cli PATH]`
+ * `npm run bench:control -- [--sizes 1000,5000,10000,20000] [--allowed 50000] [--cli PATH] [--node-args "..."]`
  *
  * How long a large control-socket `set` takes to apply, and what it does to
  * the tunnel meanwhile (issue 13 item 2). Host A runs tunvpn, host B
@@ -16,6 +16,7 @@
  * dist/src/cli/main.js). Needs root, `ip`, `ping` and /usr/bin/wireguard-go.
  */
 import { randomBytes } from 'node:crypto';
+import { writeFile } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { loadCrypto } from '../src/crypto/index.js';
 import { linkNamespaces, Netns, pingUntil, sleep, uniqueSuffix } from '../src/testbed/netns.js';
@@ -117,6 +118,11 @@ async function main(): Promise<void> {
   const sizes = (strArg(args, '--sizes') ?? '1000,5000,10000,20000').split(',').map(Number).filter((n) => n > 0 && n <= 60_000);
   const allowed = numArg(args, '--allowed', 50_000, 0, 60_000);
   const cli = strArg(args, '--cli') ?? cliPath();
+  // Flags for the daemon's node (`--node-args "--cpu-prof --cpu-prof-dir=/tmp/p"`), split on spaces.
+  const nodeArgs = (strArg(args, '--node-args') ?? '').split(' ').filter((a) => a !== '');
+  // `--daemon-log PATH`: the daemon's output (with --trace-gc, say) and when each set ran (epoch ms), for profiling.
+  const daemonLog = strArg(args, '--daemon-log');
+  const marks: string[] = [];
   const crypto = await loadCrypto('auto');
   const suffix = uniqueSuffix();
   const ifA = `cba${suffix}`.slice(0, 15);
@@ -142,7 +148,7 @@ async function main(): Promise<void> {
       peers: [{ name: 'b', publicKey: Buffer.from(pubB).toString('base64'), endpoint: `${B_UNDER}:51820`, allowedIPs: [`${B_TUN}/32`] }],
       logLevel: 'info',
     });
-    const daemon = new DaemonProcess(a.spawn(process.execPath, [cli, 'run', '--config', config], { stdio: ['ignore', 'pipe', 'pipe'] }));
+    const daemon = new DaemonProcess(a.spawn(process.execPath, [...nodeArgs, cli, 'run', '--config', config], { stdio: ['ignore', 'pipe', 'pipe'] }));
     made.daemon = daemon;
     await daemon.waitForLog(/^tunvpn up/, 30_000);
 
@@ -178,6 +184,7 @@ async function main(): Promise<void> {
       const ping = startPing(b, A_TUN, 600);
       await sleep(300);
       const t0 = performance.now();
+      const epoch0 = Date.now();
       let errno: string;
       try {
         errno = /errno=(-?\d+)/.exec(await exchange(ifA, request, 600_000))?.[1] ?? '?';
@@ -192,6 +199,7 @@ async function main(): Promise<void> {
         }
       }
       const applyMs = performance.now() - t0;
+      marks.push(`${epoch0}..${Date.now()} ${what}`);
       await sleep(300);
       const stats = await ping.stop();
       const peers = await peerCount(ifA);
@@ -223,6 +231,7 @@ async function main(): Promise<void> {
     }
   } finally {
     await made.daemon?.stop();
+    if (daemonLog !== undefined && made.daemon) await writeFile(daemonLog, [...made.daemon.lines, ...marks].join('\n') + '\n');
     if (made.wg) await stopWireguardGo(made.wg, ifB);
     await Promise.all([made.a?.destroy(), made.b?.destroy()]);
     await made.dir?.destroy();

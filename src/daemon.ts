@@ -138,6 +138,8 @@ function maxDatagramFor(mtu: number): number {
 
 /** Labels of at most this many peers go into a change's log line (the counts are always there). */
 const LOGGED_PEERS = 10;
+/** Allowed IPs a removed peer gives up per slice: about 1 us each, so about 1 ms. */
+const REMOVE_SLICE = 1000;
 
 /** Everything a change needs, checked and computed before anything is touched. */
 interface ApplyPlan {
@@ -417,9 +419,11 @@ export class Daemon implements UapiDevice {
     }
   }
 
-  private removePeer(cfg: PeerConfig): void {
+  /** Removes a peer; its allowed IPs leave the peer table in slices first (a peer can have 50,000). */
+  private async removePeer(cfg: PeerConfig, y: Yielder): Promise<void> {
     const peer = this.table.get(cfg.publicKey);
     if (!peer) return;
+    while (this.table.removeSomeAllowedIPs(cfg.publicKey, REMOVE_SLICE) > 0) await y.pause();
     this.pipeline.unregisterPeer(peer);
     this.table.remove(cfg.publicKey);
     this.device.removePeer(cfg.publicKeyBytes);
@@ -670,7 +674,7 @@ export class Daemon implements UapiDevice {
       }
       if (diff.interfaceChanged.includes('privateKey')) this.device.setPrivateKey(next.interface.privateKey);
       for (const p of diff.removed) {
-        this.removePeer(p);
+        await this.removePeer(p, y);
         if (y.due()) await y.pause();
       }
       for (const c of diff.changed) {
@@ -813,7 +817,11 @@ function compareCidrText(a: { family: 4 | 6; bytes: Uint8Array; bits: number }, 
 async function planRoutesYielding(config: TunvpnConfig, y: Yielder): Promise<string[]> {
   const all: string[] = [];
   for (const p of config.peers) {
-    for (const c of p.allowedIPs) all.push(c);
+    // Per prefix: one peer can have 50,000.
+    for (const c of p.allowedIPs) {
+      all.push(c);
+      if (y.due()) await y.pause();
+    }
     if (y.due()) await y.pause();
   }
   return planRoutes(config.interface.addresses, all, y);
