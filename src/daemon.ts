@@ -403,7 +403,7 @@ export class Daemon implements UapiDevice {
   }
 
   /** A new peer: protocol peer, peer table and pipeline as one. Allowed IPs go in slices (a peer can have 50,000). */
-  private async addPeer(cfg: PeerConfig, endpoint: Endpoint | undefined, y: Yielder): Promise<void> {
+  private async addPeer(cfg: PeerConfig, endpoint: Endpoint | undefined, y: Yielder): Promise<DaemonPeer> {
     const proto = this.device.addPeer({
       publicKey: cfg.publicKeyBytes,
       presharedKey: cfg.presharedKey,
@@ -417,6 +417,7 @@ export class Daemon implements UapiDevice {
       this.table.addAllowedIP(cfg.publicKey, cidr);
       if (y.due()) await y.pause();
     }
+    return peer;
   }
 
   /** Removes a peer; its allowed IPs leave the peer table in slices first (a peer can have 50,000). */
@@ -662,9 +663,15 @@ export class Daemon implements UapiDevice {
     const { next, diff } = plan;
     const old = this.config;
     const livePeers = new Map<string, DaemonPeer>();
-    for (const p of this.table.values()) livePeers.set(p.config.publicKey, p);
+    // In slices (20,000 peers); nothing has changed yet, so a get meanwhile sees the old state anyway.
+    for (const p of this.table.values()) {
+      livePeers.set(p.config.publicKey, p);
+      if (y.due()) await y.pause();
+    }
     this.committing = { config: old, peers: livePeers };
     const metricsBefore = old.metrics.listen;
+    /** New peers with a known endpoint: they get a handshake once the change is answered. */
+    const initiate: DaemonPeer[] = [];
     try {
       if (prepared.transport) {
         const previous = this.transport;
@@ -689,7 +696,8 @@ export class Daemon implements UapiDevice {
         if (y.due()) await y.pause();
       }
       for (const p of diff.added) {
-        await this.addPeer(p, plan.endpoints.get(p.publicKey), y);
+        const peer = await this.addPeer(p, plan.endpoints.get(p.publicKey), y);
+        if (peer.endpoint) initiate.push(peer);
         if (y.due()) await y.pause();
       }
       if (next.interface.mtu !== old.interface.mtu) this.pipeline.setMtu(next.interface.mtu);
@@ -707,11 +715,7 @@ export class Daemon implements UapiDevice {
     // New peers with a known endpoint get a handshake at once, as at start;
     // after the change is answered, in slices: an initiation costs about
     // 150 us, 3 s for 20,000 new peers.
-    const initiate: DaemonPeer[] = [];
-    for (const p of diff.added) {
-      const peer = this.table.get(p.publicKey);
-      if (peer?.endpoint) initiate.push(peer);
-    }
+    // (Collected as they were added: 20,000 table lookups here were about 5 ms in one go.)
     if (initiate.length > 0) setImmediate(() => void this.initiateInSlices(initiate));
     for (const w of next.warnings) this.log.warn({ warning: w }, 'config warning');
     return {
