@@ -1,5 +1,5 @@
 /**
- * `npm run bench:control -- [--sizes 1000,5000,10000,20000] [--allowed 50000] [--cli PATH] [--node-args "..."]`
+ * `npm run bench:control -- [--sizes 1000,5000,10000,20000] [--allowed 50000] [--cli PATH] [--node-args "..."] [--daemon-log PATH]`
  *
  * How long a large control-socket `set` takes to apply, and what it does to
  * the tunnel meanwhile (issue 13 item 2). Host A runs tunvpn, host B
@@ -13,7 +13,11 @@
  *
  * Targets (docs/performance.md): a 20,000-peer set under 1 s, worst RTT
  * under 50 ms. `--cli` measures another build (an older checkout's
- * dist/src/cli/main.js). Needs root, `ip`, `ping` and /usr/bin/wireguard-go.
+ * dist/src/cli/main.js). `--node-args` are flags for the daemon's node
+ * (`--cpu-prof`, `--trace-gc`, `--import ./dist/bench/lib/stall-preload.js`
+ * to log its event-loop stalls); `--daemon-log` writes the daemon's output
+ * and when each set ran (epoch ms) to a file. Needs root, `ip`, `ping` and
+ * /usr/bin/wireguard-go.
  */
 import { randomBytes } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
