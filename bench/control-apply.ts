@@ -1,5 +1,5 @@
 /**
- * `npm run bench:control -- [--sizes 1000,5000,10000,20000] [--allowed 50000] [--cli PATH]`
+ * `npm run bench:control -- [--sizes 1000,5000,10000,20000] [--allowed 50000] [--cli PATH] [--node-args "..."] [--daemon-log PATH]`
  *
  * How long a large control-socket `set` takes to apply, and what it does to
  * the tunnel meanwhile (issue 13 item 2). Host A runs tunvpn, host B
@@ -13,9 +13,14 @@
  *
  * Targets (docs/performance.md): a 20,000-peer set under 1 s, worst RTT
  * under 50 ms. `--cli` measures another build (an older checkout's
- * dist/src/cli/main.js). Needs root, `ip`, `ping` and /usr/bin/wireguard-go.
+ * dist/src/cli/main.js). `--node-args` are flags for the daemon's node
+ * (`--cpu-prof`, `--trace-gc`, `--import ./dist/bench/lib/stall-preload.js`
+ * to log its event-loop stalls); `--daemon-log` writes the daemon's output
+ * and when each set ran (epoch ms) to a file. Needs root, `ip`, `ping` and
+ * /usr/bin/wireguard-go.
  */
 import { randomBytes } from 'node:crypto';
+import { writeFile } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { loadCrypto } from '../src/crypto/index.js';
 import { linkNamespaces, Netns, pingUntil, sleep, uniqueSuffix } from '../src/testbed/netns.js';
@@ -117,6 +122,11 @@ async function main(): Promise<void> {
   const sizes = (strArg(args, '--sizes') ?? '1000,5000,10000,20000').split(',').map(Number).filter((n) => n > 0 && n <= 60_000);
   const allowed = numArg(args, '--allowed', 50_000, 0, 60_000);
   const cli = strArg(args, '--cli') ?? cliPath();
+  // Flags for the daemon's node (`--node-args "--cpu-prof --cpu-prof-dir=/tmp/p"`), split on spaces.
+  const nodeArgs = (strArg(args, '--node-args') ?? '').split(' ').filter((a) => a !== '');
+  // `--daemon-log PATH`: the daemon's output (with --trace-gc, say) and when each set ran (epoch ms), for profiling.
+  const daemonLog = strArg(args, '--daemon-log');
+  const marks: string[] = [];
   const crypto = await loadCrypto('auto');
   const suffix = uniqueSuffix();
   const ifA = `cba${suffix}`.slice(0, 15);
@@ -142,7 +152,7 @@ async function main(): Promise<void> {
       peers: [{ name: 'b', publicKey: Buffer.from(pubB).toString('base64'), endpoint: `${B_UNDER}:51820`, allowedIPs: [`${B_TUN}/32`] }],
       logLevel: 'info',
     });
-    const daemon = new DaemonProcess(a.spawn(process.execPath, [cli, 'run', '--config', config], { stdio: ['ignore', 'pipe', 'pipe'] }));
+    const daemon = new DaemonProcess(a.spawn(process.execPath, [...nodeArgs, cli, 'run', '--config', config], { stdio: ['ignore', 'pipe', 'pipe'] }));
     made.daemon = daemon;
     await daemon.waitForLog(/^tunvpn up/, 30_000);
 
@@ -178,6 +188,7 @@ async function main(): Promise<void> {
       const ping = startPing(b, A_TUN, 600);
       await sleep(300);
       const t0 = performance.now();
+      const epoch0 = Date.now();
       let errno: string;
       try {
         errno = /errno=(-?\d+)/.exec(await exchange(ifA, request, 600_000))?.[1] ?? '?';
@@ -192,6 +203,7 @@ async function main(): Promise<void> {
         }
       }
       const applyMs = performance.now() - t0;
+      marks.push(`${epoch0}..${Date.now()} ${what}`);
       await sleep(300);
       const stats = await ping.stop();
       const peers = await peerCount(ifA);
@@ -223,6 +235,7 @@ async function main(): Promise<void> {
     }
   } finally {
     await made.daemon?.stop();
+    if (daemonLog !== undefined && made.daemon) await writeFile(daemonLog, [...made.daemon.lines, ...marks].join('\n') + '\n');
     if (made.wg) await stopWireguardGo(made.wg, ifB);
     await Promise.all([made.a?.destroy(), made.b?.destroy()]);
     await made.dir?.destroy();

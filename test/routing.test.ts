@@ -7,7 +7,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { OwnedRoutes, RouteApplyError, RouteConflictError, cidrCovers, planRouteChanges, planRoutes } from '../src/routing.js';
 import { formatCidr, parseCidr } from '../src/peers/cidr.js';
-import { parseBatchErrors, routeLine, type KernelRoute } from '../src/tun/iproute.js';
+import { parseBatchErrors, routeLine, runIpBatch, type KernelRoute } from '../src/tun/iproute.js';
 import { describeIntegration, Netns, linkNamespaces } from './helpers/netns.js';
 
 describe('planRouteChanges (pure)', () => {
@@ -196,5 +196,43 @@ describeIntegration('owned routes on a real TUN device', ['ip'], () => {
     expect(after.stdout).not.toContain('10.100.');
     // About 0.7 s and 0.4 s alone on this machine class.
     expect({ addMs: addMs < 10_000, delMs: delMs < 10_000 }).toEqual({ addMs: true, delMs: true });
+  });
+
+  it('streams a 50,000-line batch a pipe at a time, yielding between chunks (issue 13 item 2: one 1.5 MB write held the packet thread)', async () => {
+    const lines: string[] = [];
+    for (let i = 0; i < 50_000; i++) lines.push(routeLine('add', TUN, `10.${110 + (i >> 16)}.${(i >> 8) & 255}.${i & 255}/32`));
+    // due() says yes every 1,000 calls: the check loop pauses about 50 times, the writer once per chunk.
+    let calls = 0;
+    let pauses = 0;
+    const slicer = { due: () => ++calls % 1000 === 0, pause: async () => void pauses++ };
+    let writes = 0;
+    const result = await runIpBatch(lines, { netns: ns.name }, {
+      due: () => {
+        writes++;
+        return slicer.due();
+      },
+      pause: slicer.pause,
+    });
+    expect(result.failed.size).toBe(0);
+    expect(result.aborted).toBeUndefined();
+    const { stdout } = await ns.exec('ip', ['-4', 'route', 'show', 'dev', TUN]);
+    expect(stdout.split('\n').filter((l) => l.startsWith('10.110.')).length).toBe(50_000);
+    // 50,000 check calls plus one per 64 KB chunk (1.6 MB of text: at least 20 chunks).
+    expect(writes).toBeGreaterThanOrEqual(50_000 + 20);
+    expect(pauses).toBeGreaterThanOrEqual(50);
+    const del = await runIpBatch(lines.map((l) => l.replace('route add', 'route del')), { netns: ns.name }, slicer);
+    expect(del.failed.size).toBe(0);
+    expect((await ns.exec('ip', ['-4', 'route', 'show', 'dev', TUN])).stdout.split('\n').filter((l) => l.startsWith('10.110.'))).toEqual([]);
+  });
+
+  it('an ip that stops reading part-way through a large batch is reported, not waited for (the writer stops at the closed pipe)', async () => {
+    const lines: string[] = [`route add 300.1.1.1/32 dev ${TUN}`];
+    for (let i = 0; i < 50_000; i++) lines.push(routeLine('add', TUN, `10.${120 + (i >> 16)}.${(i >> 8) & 255}.${i & 255}/32`));
+    const t = performance.now();
+    const result = await runIpBatch(lines, { netns: ns.name });
+    expect(result.aborted).toMatch(/prefix|inet|address|Error/i);
+    expect(performance.now() - t).toBeLessThan(10_000);
+    const left = (await ns.exec('ip', ['-4', 'route', 'show', 'dev', TUN])).stdout.split('\n').filter((l) => l.startsWith('10.120.'));
+    expect(left).toEqual([]);
   });
 });

@@ -98,7 +98,11 @@ class Draft {
       };
       draft.peers.set(p.publicKey, d);
       originals.add(p.publicKey);
-      for (const cidr of p.allowedIPs) draft.allow(d, cidr);
+      // Per prefix: one peer can have 50,000.
+      for (const cidr of p.allowedIPs) {
+        draft.allow(d, cidr);
+        if (y?.due()) await y.pause();
+      }
     }
     return draft;
   }
@@ -112,8 +116,12 @@ class Draft {
     peer.allowed.add(cidr);
   }
 
-  clearAllowed(peer: DraftPeer): void {
-    for (const cidr of peer.allowed) if (this.owners.get(cidr) === peer) this.owners.delete(cidr);
+  /** In slices when given a yielder: one peer can have 50,000 prefixes. */
+  async clearAllowed(peer: DraftPeer, y: Pick<Yielder, 'due' | 'pause'> | undefined): Promise<void> {
+    for (const cidr of peer.allowed) {
+      if (this.owners.get(cidr) === peer) this.owners.delete(cidr);
+      if (y?.due()) await y.pause();
+    }
     peer.allowed.clear();
   }
 
@@ -123,8 +131,8 @@ class Draft {
     return d;
   }
 
-  remove(peer: DraftPeer): void {
-    this.clearAllowed(peer);
+  async remove(peer: DraftPeer, y: Pick<Yielder, 'due' | 'pause'> | undefined): Promise<void> {
+    await this.clearAllowed(peer, y);
     peer.presharedKey?.fill(0);
     this.peers.delete(peer.publicKey);
     if (this.originals.has(peer.publicKey)) this.removedOriginals.add(peer.publicKey);
@@ -261,11 +269,11 @@ async function applySection(
   for (const op of ops) {
     switch (op.kind) {
       case 'remove':
-        draft.remove(peer);
+        await draft.remove(peer, y);
         return;
       case 'update-only':
         if (created) {
-          draft.remove(peer);
+          await draft.remove(peer, y);
           return;
         }
         break;
@@ -281,7 +289,7 @@ async function applySection(
         peer.persistentKeepalive = op.seconds;
         break;
       case 'replace-allowed-ips':
-        draft.clearAllowed(peer);
+        await draft.clearAllowed(peer, y);
         break;
       case 'allowed-ip':
         draft.allow(peer, op.cidr);

@@ -181,6 +181,8 @@ const MAX_BUFFERED_OUTPUT = 16 << 20;
 const LINGER_MS = 2000;
 /** Linux ETIMEDOUT, as wireguard-go would put it on the wire: `wg` prints "Connection timed out". */
 const UAPI_ETIMEDOUT = -110;
+/** Parsing a large request gives the event loop a turn after this many milliseconds (as the apply does, src/cooperative.ts). */
+const PARSE_SLICE_MS = 5;
 
 export type UapiOp = { kind: 'get' } | { kind: 'set'; parsed: UapiSetRequest | UapiError };
 
@@ -199,6 +201,8 @@ class Connection {
   private setLines = 0;
   private setBytes = 0;
   private deadline: NodeJS.Timeout | undefined;
+  /** Parsing gave the event loop a turn (see pump); parsing goes on in a setImmediate. */
+  private yielding = false;
   /** Queued or being applied; a busy connection is never shed. */
   busy = false;
   private finished = false;
@@ -277,7 +281,16 @@ class Connection {
   }
 
   private pump(): void {
+    if (this.yielding) return;
+    // libuv reads up to 32 chunks of 64 KB in one go: a 2 MB request would be
+    // parsed in one turn of the event loop (about 100 ms), so parse in slices.
+    const sliceEnd = performance.now() + PARSE_SLICE_MS;
+    let lines = 0;
     while (!this.busy && !this.finished) {
+      if ((++lines & 63) === 0 && performance.now() > sliceEnd) {
+        this.yieldParse();
+        return;
+      }
       // A request starts with its first byte: from then on it has requestTimeoutMs to arrive whole.
       if (this.pos < this.input.length || this.phase !== 'op') this.startDeadline();
       const nl = this.input.indexOf('\n', this.pos);
@@ -294,6 +307,18 @@ class Connection {
       this.pos = nl + 1;
       this.onLine(line);
     }
+  }
+
+  /** Gives the event loop a turn, then parses on (the socket is paused meanwhile, so input does not pile up). */
+  private yieldParse(): void {
+    this.yielding = true;
+    this.socket.pause();
+    setImmediate(() => {
+      this.yielding = false;
+      if (this.finished) return;
+      this.pump();
+      if (!this.busy && !this.finished && !this.yielding) this.socket.resume();
+    });
   }
 
   /**
@@ -375,7 +400,7 @@ class Connection {
         this.server.touch(this);
         this.socket.setTimeout(this.limits.idleTimeoutMs);
         this.pump();
-        if (!this.busy && !this.finished) this.socket.resume();
+        if (!this.busy && !this.finished && !this.yielding) this.socket.resume();
       },
       () => this.destroy(),
     );

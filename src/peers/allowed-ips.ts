@@ -292,6 +292,25 @@ export class AllowedIps<T extends NonNullable<unknown>> {
     return set.size;
   }
 
+  /**
+   * Removes at most `max` of the prefixes `value` owns and returns how many
+   * it still owns: a caller removes a peer with 50,000 prefixes in slices
+   * (all at once is about 50 ms on the packet thread), then removeValue().
+   */
+  removeSomeOf(value: T, max: number): number {
+    const set = this.owned.get(value);
+    if (set === undefined) return 0;
+    let done = 0;
+    for (const h of set) {
+      if (done++ >= max) break;
+      set.delete(h);
+      this.release(h & 1 ? this.v6 : this.v4, Math.floor(h / 2));
+    }
+    if (set.size > 0) return set.size;
+    this.owned.delete(value);
+    return 0;
+  }
+
   /** The prefixes `value` owns, IPv4 first, each family in address order. */
   prefixesOf(value: T): Cidr[] {
     const set = this.owned.get(value);

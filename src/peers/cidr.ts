@@ -14,8 +14,40 @@ export class CidrError extends TunvpnError {
   }
 }
 
+/**
+ * "a.b.c.d" with each part 0..255 and no leading zeros (exactly what
+ * isIPv4 accepts) as 4 bytes, in one pass and one allocation; undefined
+ * for anything else, which the general path then decides. A peer with
+ * 50,000 allowed IPs parses each of them (regex, split, map: about 0.8 us
+ * each, most of a peer-table insert).
+ */
+function dottedQuad(text: string): Uint8Array | undefined {
+  const n = text.length;
+  if (n < 7 || n > 15) return undefined;
+  const out = new Uint8Array(4);
+  let part = 0;
+  let digits = 0;
+  let index = 0;
+  for (let i = 0; i <= n; i++) {
+    const ch = i === n ? 46 : text.charCodeAt(i);
+    if (ch === 46) {
+      if (digits === 0 || index > 3) return undefined;
+      out[index++] = part;
+      part = 0;
+      digits = 0;
+    } else if (ch >= 48 && ch <= 57) {
+      if (digits > 0 && part === 0) return undefined;
+      part = part * 10 + (ch - 48);
+      if (++digits > 3 || part > 255) return undefined;
+    } else return undefined;
+  }
+  return index === 4 ? out : undefined;
+}
+
 /** Parses a dotted IPv4 or textual IPv6 address into 4 or 16 bytes. */
 export function parseIp(text: string): Uint8Array {
+  const fast = dottedQuad(text);
+  if (fast !== undefined) return fast;
   if (isIPv4(text)) {
     return Uint8Array.from(text.split('.').map(Number));
   }
@@ -80,7 +112,8 @@ export function parseCidr(text: string): Cidr {
 
 /** Formats address bytes as text (IPv6 in RFC 5952 shortest form). */
 export function formatIp(bytes: Uint8Array): string {
-  if (bytes.length === 4) return Array.from(bytes).join('.');
+  // (A template, not Array.from().join(): a get of a peer with 50,000 prefixes formats each.)
+  if (bytes.length === 4) return `${bytes[0]}.${bytes[1]}.${bytes[2]}.${bytes[3]}`;
   const groups: number[] = [];
   for (let i = 0; i < 16; i += 2) groups.push((bytes[i] << 8) | bytes[i + 1]);
   // Longest run of zero groups (length >= 2) collapses to "::".

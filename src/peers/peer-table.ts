@@ -58,6 +58,15 @@ export class PeerTable<T> {
     return true;
   }
 
+  /**
+   * Removes at most `max` of a peer's allowed IPs (the peer stays); returns
+   * how many it still has. For removing a peer with very many in slices.
+   */
+  removeSomeAllowedIPs(publicKey: string, max: number): number {
+    const entry = this.byKey.get(publicKey);
+    return entry === undefined ? 0 : this.routes.removeSomeOf(entry, max);
+  }
+
   get(publicKey: string): T | undefined {
     return this.byKey.get(publicKey)?.value;
   }

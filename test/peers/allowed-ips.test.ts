@@ -271,3 +271,30 @@ function randomInside(random: () => number, c: Cidr): Uint8Array {
   }
   return out;
 }
+
+describe('AllowedIps.removeSomeOf (a peer with 50,000 prefixes leaves in slices)', () => {
+  it('removes at most max per call, leaves the rest routed, and forgets the value at the end', () => {
+    const t = new AllowedIps<string>();
+    for (let i = 0; i < 5000; i++) t.insert(`10.${(i >> 8) & 255}.${i & 255}.0/24`, 'a');
+    t.insert('10.200.0.0/16', 'b');
+    const addr = (i: number) => Uint8Array.from([10, (i >> 8) & 255, i & 255, 7]);
+    let left = 5000;
+    let calls = 0;
+    while (left > 0) {
+      const next = t.removeSomeOf('a', 1000);
+      expect(next).toBe(Math.max(0, left - 1000));
+      left = next;
+      calls++;
+      // What is left still routes to 'a'; what went routes nowhere.
+      const routed = Array.from({ length: 5000 }, (_, i) => t.lookup(addr(i), 0, 4)).filter((v) => v === 'a').length;
+      expect(routed).toBe(left);
+      expect(t.size).toBe(left + 1);
+    }
+    expect(calls).toBe(5);
+    expect(t.prefixesOf('a')).toEqual([]);
+    expect(t.removeSomeOf('a', 1000)).toBe(0);
+    expect(t.lookup(Uint8Array.from([10, 200, 1, 1]), 0, 4)).toBe('b');
+    expect(t.nodeCount).toBe(1);
+  });
+});
+

@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { isIPv4 } from 'node:net';
 import { formatCidr, formatIp, parseCidr, parseIp } from '../../src/peers/cidr.js';
 
 describe('cidr', () => {
@@ -31,5 +32,34 @@ describe('cidr', () => {
       for (let i = 0; i < 16; i++) bytes[i] = Math.random() < 0.4 ? 0 : (Math.random() * 256) | 0;
       expect(parseIp(formatIp(bytes))).toEqual(bytes);
     }
+  });
+});
+
+describe('parseIp: the one-pass IPv4 path accepts exactly what isIPv4 does', () => {
+  it('agrees with isIPv4 + split on edge cases and 100,000 random digit-and-dot strings', () => {
+    const cases = ['1.2.3.4', '0.0.0.0', '255.255.255.255', '256.1.1.1', '01.2.3.4', '1.2.3', '1.2.3.4.5', '1..2.3', '1.2.3.4.', '.1.2.3', '1.2.3.04', '0.0.0.00', '1.2.3.a', ' 1.2.3.4', '100.200.250.255'];
+    let s = 17;
+    const rand = (n: number): number => {
+      s = (Math.imul(s, 1103515245) + 12345) >>> 0;
+      return s % n;
+    };
+    for (let i = 0; i < 100_000; i++) {
+      let t = '';
+      const len = 1 + rand(15);
+      for (let j = 0; j < len; j++) t += '0123456789..'[rand(12)];
+      cases.push(t);
+    }
+    let mismatches = 0;
+    for (const c of cases) {
+      let got: string;
+      try {
+        got = Array.from(parseIp(c)).join('.');
+      } catch {
+        got = 'error';
+      }
+      const want = isIPv4(c) ? c.split('.').map(Number).join('.') : 'error';
+      if (got !== want) mismatches++;
+    }
+    expect(mismatches).toBe(0);
   });
 });
