@@ -15,6 +15,7 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { describeIntegration, Netns, pingUntil } from '../helpers/netns.js';
 import { ADDR, cliPath, ConfigDir, DaemonProcess, SiteToSite, startDaemon } from '../../src/testbed/site-to-site.js';
 import { makeKeyPair } from '../helpers/daemon.js';
+import { AS_NOBODY_SCRIPT, NOBODY_NET_ADMIN } from '../helpers/unprivileged.js';
 
 /** Unique across namespaces: wireguard-go's socket directory is shared. */
 function ifname(tag: string): string {
@@ -183,18 +184,7 @@ describeIntegration('daemon hooks: preUp, postUp, preDown, postDown', ['nft', 's
     await chmod(dir.path, 0o711);
     await chown(cfg, 65534, 65534);
     await chown(keyFile, 65534, 65534);
-    // As test/hardening/privilege.test.ts: in the mount namespace `ip netns
-    // exec` makes, a socket directory nobody may write and a 0666 TUN node.
-    const script = [
-      'mkdir -p /run/wireguard /run/tunvpn-dev',
-      'mount -t tmpfs -o size=1m,mode=0755,uid=65534,gid=65534 tunvpn-test /run/wireguard',
-      'mount -t tmpfs -o size=64k,mode=0755 tunvpn-dev /run/tunvpn-dev',
-      'mknod -m 0666 /run/tunvpn-dev/tun c 10 200',
-      'mount --bind /run/tunvpn-dev/tun /dev/net/tun',
-      'exec setpriv "$@"',
-    ].join(' && ');
-    const setpriv = ['--reuid=65534', '--regid=65534', '--clear-groups', '--inh-caps=-all,+net_admin', '--ambient-caps=-all,+net_admin', '--bounding-set=-all,+net_admin'];
-    const child = ns.spawn('sh', ['-c', script, 'sh', ...setpriv, process.execPath, cliPath(), 'run', '--config', cfg], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = ns.spawn('sh', ['-c', AS_NOBODY_SCRIPT, 'sh', ...NOBODY_NET_ADMIN, process.execPath, cliPath(), 'run', '--config', cfg], { stdio: ['ignore', 'pipe', 'pipe'] });
     const d = new DaemonProcess(child);
     running.push(d);
     try {

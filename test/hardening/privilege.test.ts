@@ -17,11 +17,10 @@ import { ADDR, cliPath, DaemonProcess } from '../../src/testbed/site-to-site.js'
 import { tcpTransfer } from '../helpers/daemon.js';
 import { describeIntegration, pingUntil } from '../helpers/netns.js';
 import { dropDelta, hardeningBed, pidOf, status, type HardeningBed } from './helpers.js';
+import { AS_NOBODY_SCRIPT, NOBODY_NET_ADMIN } from '../helpers/unprivileged.js';
 
 const NOBODY = 65534;
 const CAP_NET_ADMIN = 12;
-
-const SETPRIV = ['--reuid=65534', '--regid=65534', '--clear-groups', '--inh-caps=-all,+net_admin', '--ambient-caps=-all,+net_admin', '--bounding-set=-all,+net_admin'];
 
 describeIntegration('hardening: least privilege', ['ping', 'setpriv'], () => {
   let h: HardeningBed;
@@ -32,19 +31,8 @@ describeIntegration('hardening: least privilege', ['ping', 'setpriv'], () => {
         await chmod(dir.path, 0o711);
         await chown(configPath, NOBODY, NOBODY);
         await chown(join(dir.path, 'b.key'), NOBODY, NOBODY);
-        // In this process's own mount namespace (ip netns exec makes one):
-        // the control socket directory, and /dev/net/tun with the mode udev
-        // gives it on Debian (0666), which some hosts, this test machine
-        // among them, do not have: CAP_NET_ADMIN does not override modes.
-        const script = [
-          'mkdir -p /run/wireguard /run/tunvpn-dev',
-          'mount -t tmpfs -o size=1m,mode=0755,uid=65534,gid=65534 tunvpn-test /run/wireguard',
-          'mount -t tmpfs -o size=64k,mode=0755 tunvpn-dev /run/tunvpn-dev',
-          'mknod -m 0666 /run/tunvpn-dev/tun c 10 200',
-          'mount --bind /run/tunvpn-dev/tun /dev/net/tun',
-          'exec setpriv "$@"',
-        ].join(' && ');
-        const child = ns.spawn('sh', ['-c', script, 'sh', ...SETPRIV, process.execPath, cliPath(), 'run', '--config', configPath], {
+        // In this process's own mount namespace (ip netns exec makes one).
+        const child = ns.spawn('sh', ['-c', AS_NOBODY_SCRIPT, 'sh', ...NOBODY_NET_ADMIN, process.execPath, cliPath(), 'run', '--config', configPath], {
           stdio: ['ignore', 'pipe', 'pipe'],
         });
         const d = new DaemonProcess(child);
