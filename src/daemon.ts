@@ -455,7 +455,19 @@ export class Daemon implements UapiDevice {
     if (this.rules.recordProblem !== undefined) {
       this.log.warn({ record: this.rules.record, err: this.rules.recordProblem }, 'cannot record the policy rules: after a crash only those the next start wants itself are found again');
     }
+    this.warnSrcValidMark();
     if (routing.rules.length > 0) this.log.info({ table: routing.rules[0].table, fwmark: routing.mark, rules: routing.rules.map(describeRule) }, 'full tunnel: default routes in their own table');
+  }
+
+  /** A full tunnel over IPv4 wants src_valid_mark (as wg-quick sets it); say so once if it could not be set. */
+  private warnSrcValidMark(): void {
+    const problem = this.rules.srcValidMarkProblem;
+    if (problem === undefined) return;
+    this.rules.srcValidMarkProblem = undefined;
+    this.log.warn(
+      { sysctl: 'net.ipv4.conf.all.src_valid_mark', err: problem },
+      'cannot set net.ipv4.conf.all.src_valid_mark=1: with a strict reverse-path filter (rp_filter=1) replies to the full tunnel may be dropped; set it in /etc/sysctl.d/',
+    );
   }
 
   /**
@@ -819,6 +831,7 @@ export class Daemon implements UapiDevice {
       if (next.interface.mtu !== old.interface.mtu) this.pipeline.setMtu(next.interface.mtu);
       for (const failure of await this.routes.commit(prepared.routes, y)) this.log.warn({ route: failure }, 'could not remove route');
       for (const failure of await this.rules.commit(prepared.rules)) this.log.warn({ rule: failure }, 'could not remove rule');
+      this.warnSrcValidMark();
       this.mark = plan.routing.mark;
       for (const a of plan.addressesToDelete) {
         await ip.delAddress(this.tun.name, a).catch((err: unknown) => this.log.warn({ address: a, err: (err as Error).message }, 'could not remove address'));

@@ -437,6 +437,8 @@ export class OwnedRules {
 
   /** Set when the record could not be written (read-only /run): the reason, once. */
   recordProblem: string | undefined;
+  /** Why net.ipv4.conf.all.src_valid_mark could not be set (the units' ProtectKernelTunables=), if so. */
+  srcValidMarkProblem: string | undefined;
 
   private async writeRecord(rules: readonly ip.PolicyRule[]): Promise<void> {
     try {
@@ -517,7 +519,7 @@ export class OwnedRules {
           throw new RuleApplyError(r, why);
         }
         added.push(r);
-        if (r.family === 4 && r.kind === 'not-fwmark' && this.opts.netns === undefined) await enableSrcValidMark();
+        if (r.family === 4 && r.kind === 'not-fwmark' && this.opts.netns === undefined) this.srcValidMarkProblem = await enableSrcValidMark();
       }
     } catch (err) {
       await this.deleteRules(added);
@@ -568,8 +570,11 @@ export class OwnedRules {
  * and can drop it. Left set at stop (as wg-quick does): it only makes the
  * check take marks into account.
  */
-async function enableSrcValidMark(): Promise<void> {
-  await fs.writeFile('/proc/sys/net/ipv4/conf/all/src_valid_mark', '1\n').catch(() => undefined);
+async function enableSrcValidMark(): Promise<string | undefined> {
+  return fs.writeFile('/proc/sys/net/ipv4/conf/all/src_valid_mark', '1\n').then(
+    () => undefined,
+    (err: unknown) => (err as Error).message,
+  );
 }
 
 /**
