@@ -2,6 +2,7 @@ import { mkdtempSync, rmSync, writeFileSync, chmodSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { generateKeyPairSync } from 'node:crypto';
+import { ConfigError, loadConfig } from '../../src/config/index.js';
 
 /** A fresh X25519 key pair as base64 (node:crypto, independent of the code under test). */
 export function keyPair(): { priv: string; pub: string } {
@@ -21,4 +22,21 @@ export function writeFile(dir: string, name: string, content: string, mode = 0o6
   writeFileSync(path, content, { mode });
   chmodSync(path, mode); // umask must not decide the mode under test
   return path;
+}
+
+/** loadConfig's ConfigError, or a failure if it resolves, throws something else, or takes longer than `ms`. */
+export async function loadError(path: string, ms = 5000): Promise<ConfigError> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`loadConfig(${path}) did not return within ${ms} ms`)), ms);
+  });
+  try {
+    await Promise.race([loadConfig(path), timeout]);
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    return err;
+  } finally {
+    clearTimeout(timer);
+  }
+  throw new Error('expected a ConfigError');
 }

@@ -11,7 +11,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig, MAX_CONFIG_BYTES, MAX_JSON_DEPTH, MAX_JSON_VALUES, MAX_REPORTED_ISSUES, parseConfig } from '../../src/config/index.js';
 import { parseJson } from '../../src/config/json.js';
 import { MAX_KEY_FILE_BYTES } from '../../src/config/secrets.js';
-import { keyPair, tempDir, writeFile } from './helpers.js';
+import { keyPair, loadError, tempDir, writeFile } from './helpers.js';
 
 const me = keyPair();
 const peer = keyPair();
@@ -22,23 +22,6 @@ beforeEach(() => {
   ({ dir, cleanup } = tempDir());
 });
 afterEach(() => cleanup());
-
-/** loadConfig's ConfigError, or a failure if it resolves, throws something else, or takes longer than `ms`. */
-async function loadError(path: string, ms = 5000): Promise<ConfigError> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`loadConfig(${path}) did not return within ${ms} ms`)), ms);
-  });
-  try {
-    await Promise.race([loadConfig(path), timeout]);
-  } catch (err) {
-    if (!(err instanceof ConfigError)) throw err;
-    return err;
-  } finally {
-    clearTimeout(timer);
-  }
-  throw new Error('expected a ConfigError');
-}
 
 function sparse(path: string, size: number): string {
   const fd = openSync(path, 'w', 0o600);

@@ -1,8 +1,8 @@
 import { readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { ConfigError, DEFAULT_CONFIG_PATH, describeSchema, loadConfig, resolveConfigPath } from '../../src/config/index.js';
-import { keyPair, tempDir, writeFile } from './helpers.js';
+import { DEFAULT_CONFIG_PATH, describeSchema, loadConfig, resolveConfigPath } from '../../src/config/index.js';
+import { keyPair, loadError, tempDir, writeFile } from './helpers.js';
 
 const me = keyPair();
 const peer = keyPair();
@@ -13,16 +13,6 @@ beforeEach(() => {
   ({ dir, cleanup } = tempDir());
 });
 afterEach(() => cleanup());
-
-async function loadError(path: string): Promise<ConfigError> {
-  try {
-    await loadConfig(path);
-  } catch (err) {
-    expect(err).toBeInstanceOf(ConfigError);
-    return err as ConfigError;
-  }
-  throw new Error('expected a ConfigError');
-}
 
 describe('resolveConfigPath', () => {
   it('prefers --config, then TUNVPN_CONFIG, then the default, made absolute', () => {
