@@ -14,10 +14,12 @@
  *                           shortened protocol timers for soak tests (never
  *                           honoured without NODE_ENV=test).
  *
- * Not read here: TUNVPN_CONFIG, the default config path, which the CLI
- * reads from its injected environment (src/cli/io.ts, src/config/load.ts)
- * so its tests can pass one. Variables starting TUNVPN_ in bench/ and
- * test/ configure those tools, not the daemon.
+ * Not read here, each through an injectable environment so its tests can
+ * pass one: TUNVPN_CONFIG, the default config path (the CLI: src/cli/io.ts,
+ * src/config/load.ts); NO_COLOR (`tunvpn show`, src/cli/show.ts); systemd's
+ * LISTEN_PID/LISTEN_FDS/LISTEN_FDNAMES (src/control/socket-activation.ts).
+ * Variables starting TUNVPN_ in bench/ and test/ configure those tools,
+ * not the daemon.
  */
 import type { ProtocolConstants } from './protocol/constants.js';
 
