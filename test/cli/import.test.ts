@@ -7,8 +7,8 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runImport } from '../../src/cli/import.js';
-import { convertWgQuick, interfaceNameFromPath } from '../../src/cli/wgquick-convert.js';
-import { parseWgQuick, WgQuickError } from '../../src/cli/wgquick-parse.js';
+import { convertWgQuick, interfaceNameFromPath } from '../../src/config/wgquick-convert.js';
+import { parseWgQuick, WgQuickError } from '../../src/config/wgquick-parse.js';
 import { parseConfig } from '../../src/config/index.js';
 
 const FIXTURES = fileURLToPath(new URL('../fixtures/wg-quick/', import.meta.url));

@@ -16,7 +16,7 @@ import { ConfigDir, startDaemon, type DaemonProcess } from '../../src/testbed/si
 import { makeKeyPair, type KeyPairText } from '../helpers/daemon.js';
 import { ipv6EndpointProblem, resolveEndpoint } from '../../src/transport/endpoint.js';
 import { parseEndpoint } from '../../src/config/formats.js';
-import { convertWgQuick } from '../../src/cli/wgquick-convert.js';
+import { convertWgQuick } from '../../src/config/wgquick-convert.js';
 
 interface Status {
   peers: { name?: string; endpoint?: string }[];

@@ -7,9 +7,9 @@
  * each line one ["/bin/sh", "-c", line] (with a note); Table and FwMark are
  * carried over with a note saying what the daemon will do with them.
  */
-import type { HookPhase, HooksConfig } from '../config/types.js';
-import { canonicalAddress, canonicalPrefix, interfaceName, MTU_MAX, MTU_MIN, parseEndpoint } from '../config/formats.js';
-import { keyTextProblem } from '../config/keys.js';
+import type { HookPhase, HooksConfig } from './types.js';
+import { canonicalAddress, canonicalPrefix, interfaceName, MTU_MAX, MTU_MIN, parseEndpoint } from './formats.js';
+import { keyTextProblem } from './keys.js';
 import { parseWgQuick, WgQuickError, type WgQuickEntry, type WgQuickSection } from './wgquick-parse.js';
 
 export interface ImportedPeer {
