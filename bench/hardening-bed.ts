@@ -5,10 +5,10 @@
  * (The tests have their own copy in test/hardening/helpers.ts, which leans
  * on vitest.)
  */
-import { loadCrypto } from '../src/crypto/index.js';
 import { linkNamespaces, Netns, pingUntil } from '../src/testbed/netns.js';
 import { ADDR, ConfigDir, fromRoot, SiteToSite, startDaemon, type DaemonProcess } from '../src/testbed/site-to-site.js';
 import { pidOf, procFigures, type ProcFigures } from '../src/testbed/proc.js';
+import { makeKeyPair } from '../src/testbed/keys.js';
 
 export { pidOf, procFigures, type ProcFigures };
 
@@ -22,12 +22,6 @@ export interface BenchBed {
   da: DaemonProcess;
   db: DaemonProcess;
   destroy(): Promise<void>;
-}
-
-async function keyPair(): Promise<{ privateKey: string; publicKey: string }> {
-  const crypto = await loadCrypto('auto');
-  const priv = crypto.generatePrivateKey();
-  return { privateKey: Buffer.from(priv).toString('base64'), publicKey: Buffer.from(crypto.publicKey(priv)).toString('base64') };
 }
 
 /** Both daemons up and a ping through; `env` goes to both daemons (test-only timers). */
@@ -45,7 +39,7 @@ export async function benchBed(prefix: string, env: NodeJS.ProcessEnv = {}): Pro
     await linkNamespaces(bed.tb, atk, `${TARGET}/24`, '10.60.2.2/24');
     const dir = await ConfigDir.create();
     made.dir = dir;
-    const [a, b] = await Promise.all([keyPair(), keyPair()]);
+    const [a, b] = [makeKeyPair(), makeKeyPair()];
     const cfgA = await dir.writeHost('a', {
       interfaceName: `${prefix}a0`,
       privateKey: a.privateKey,

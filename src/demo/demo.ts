@@ -8,8 +8,8 @@
  * daemons' status, and removes everything, also on Ctrl-C.
  */
 import { execFileSync } from 'node:child_process';
-import { loadCrypto } from '../crypto/index.js';
 import { ADDR, cliPath, ConfigDir, SiteToSite, startDaemon, type DaemonProcess } from '../testbed/site-to-site.js';
+import { makeKeyPair } from '../testbed/keys.js';
 import { pingUntil } from '../testbed/netns.js';
 import type { Netns } from '../testbed/netns.js';
 
@@ -42,12 +42,6 @@ async function main(): Promise<number> {
     process.stderr.write('demo: run as root (it creates network namespaces and TUN devices)\n');
     return 1;
   }
-  const crypto = await loadCrypto('auto');
-  const keyPair = (): { privateKey: string; publicKey: string } => {
-    const priv = crypto.generatePrivateKey();
-    return { privateKey: Buffer.from(priv).toString('base64'), publicKey: Buffer.from(crypto.publicKey(priv)).toString('base64') };
-  };
-
   let bed: SiteToSite | undefined;
   let dir: ConfigDir | undefined;
   const daemons: DaemonProcess[] = [];
@@ -77,8 +71,8 @@ async function main(): Promise<number> {
     );
 
     say('generating keys and configs');
-    const a = keyPair();
-    const b = keyPair();
+    const a = makeKeyPair();
+    const b = makeKeyPair();
     dir = await ConfigDir.create();
     const cfgA = await dir.writeHost('host-a', {
       interfaceName: 'tunvpn-a',

@@ -124,7 +124,7 @@ export async function hardeningBed(prefix: string, opts: BedOptions = {}): Promi
     atk = await Netns.create(`${prefix}x`);
     const atkLink = await linkNamespaces(bed.tb, atk, `${ATTACK.target}/24`, `${ATTACK.attacker}/24`);
     dir = await ConfigDir.create();
-    const [a, b] = await Promise.all([makeKeyPair(), makeKeyPair()]);
+    const [a, b] = [makeKeyPair(), makeKeyPair()];
     const psk = opts.presharedKey;
     const hostA: HostSpec = {
       interfaceName: `${prefix}a0`,

@@ -100,7 +100,7 @@ describeIntegration('link-local endpoints: a tunnel over a link-local-only under
     const { stdout } = await tb.exec('ip', ['-o', 'link', 'show', ifB]);
     indexB = stdout.split(':')[0].trim();
     dir = await ConfigDir.create();
-    [a, b] = await Promise.all([makeKeyPair(), makeKeyPair()]);
+    [a, b] = [makeKeyPair(), makeKeyPair()];
   });
 
   afterAll(async () => {
