@@ -1,6 +1,6 @@
 /**
- * A wg-quick config, parsed, turned into a tunvpn config object (design.md
- * section 3). Every value is checked here, so that a mistake is reported
+ * A wg-quick config, parsed, turned into a tunvpn config object (the JSON
+ * that src/config/schema.ts describes). Every value is checked here, so that a mistake is reported
  * with its line number rather than as a JSON path of the output. What tunvpn
  * cannot carry over (DNS, SaveConfig...) is returned as notes, never
  * silently dropped. PreUp/PostUp/PreDown/PostDown become interface.hooks,

@@ -2,7 +2,8 @@
 /**
  * `npm run demo`: two sites connected by tunvpn on this one machine.
  *
- * Builds the test bed of design.md section 4 in network namespaces, makes
+ * Builds the site-to-site test bed (src/testbed/site-to-site.ts;
+ * docs/architecture.md, "Test bed") in network namespaces, makes
  * keys and configs, starts a tunvpn daemon on each host, pings and (when
  * iperf3 is installed) runs a short iperf3 from LAN A to LAN B, prints both
  * daemons' status, and removes everything, also on Ctrl-C.

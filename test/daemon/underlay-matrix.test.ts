@@ -1,5 +1,5 @@
 /**
- * The underlay matrix (design.md section 4, issue 12): site to site from
+ * The underlay matrix (issue 12; the test bed of src/testbed/site-to-site.ts): site to site from
  * tunvpn to tunvpn and from tunvpn to Debian's wireguard-go, over every
  * underlay users have:
  *
