@@ -62,10 +62,6 @@ export class Session<P = unknown> {
     this.replay = new ReplayWindow(rejectAfterMessages);
   }
 
-  get isZeroed(): boolean {
-    return this.zeroed;
-  }
-
   /** Whether this session may still encrypt (Reject-After-Time and -Messages). */
   canSend(now: number): boolean {
     return !this.zeroed && this.sendCounter < this.rejectAfterMessages && now - this.createdAt < this.rejectAfterTime;
