@@ -69,8 +69,12 @@ export interface HubResult {
     ms: number;
     /** HUP to both the new route added and the old one deleted, as `ip monitor` shows them. */
     routeSwapMs: number;
-    /** The daemon's own split of the apply, from its log line. */
-    daemonMs?: { plan: number; prepare: number; commit: number };
+    /**
+     * The daemon's own split, from its log lines: `load` is "SIGHUP:
+     * reloading configuration" to the apply's start (reading and checking
+     * the file), then the apply's plan, prepare and commit.
+     */
+    daemonMs?: { load: number; plan: number; prepare: number; commit: number };
     /** VmHWM after the reload. */
     hwmMb: number;
   };
@@ -285,10 +289,12 @@ export async function tunvpnHub(plan: HubPlan, key: KeyPair, nodeArgs: readonly 
     check(after.has(plan.newPrefix) && !after.has(plan.oldPrefix), `reload: ip route does not show ${plan.newPrefix} instead of ${plan.oldPrefix}`);
     windows.push({ name: 'reload (HUP to "configuration reloaded")', fromUs: mono(h0), toUs: mono(numberOf(done.time)) });
     const ms = done.ms as { plan?: unknown; prepare?: unknown; commit?: unknown } | undefined;
+    const hup = proc.records().slice(from).find((r) => r.msg === 'SIGHUP: reloading configuration');
+    const split = ms ? { plan: numberOf(ms.plan), prepare: numberOf(ms.prepare), commit: numberOf(ms.commit) } : undefined;
     result.reload = {
       ms: at(done, h0),
       routeSwapMs: swapAt - h0,
-      daemonMs: ms ? { plan: numberOf(ms.plan), prepare: numberOf(ms.prepare), commit: numberOf(ms.commit) } : undefined,
+      daemonMs: split && hup ? { load: numberOf(done.time) - numberOf(hup.time) - split.plan - split.prepare - split.commit, ...split } : undefined,
       hwmMb: statusMb(pid, 'VmHWM'),
     };
 
@@ -427,7 +433,7 @@ export function hubLine(r: HubResult): string {
   return (
     `${r.vpn} hub of ${r.peers} routed peers: up in ${f(r.startMs)} ms (routes visible ${f(r.routesVisibleMs)} ms, wg show lists all ${f(r.peersListedMs)} ms), ` +
     `RSS ${f(r.rssMb, 1)} MB (peak ${f(r.hwmMb, 1)}); reload ${f(r.reload?.ms)} ms (route swap visible ${f(r.reload?.routeSwapMs)} ms` +
-    `${r.reload?.daemonMs ? `; plan/prepare/commit ${r.reload.daemonMs.plan}/${r.reload.daemonMs.prepare}/${r.reload.daemonMs.commit} ms` : ''}); ` +
+    `${r.reload?.daemonMs ? `; load/plan/prepare/commit ${r.reload.daemonMs.load}/${r.reload.daemonMs.plan}/${r.reload.daemonMs.prepare}/${r.reload.daemonMs.commit} ms` : ''}); ` +
     `stop ${f(r.stop?.ms)} ms, ${f(r.stop?.deletedBeforeLinkGone)} routes deleted before the link went, ${f(r.stop?.routesLeft)} left`
   );
 }
