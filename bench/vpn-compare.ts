@@ -517,7 +517,7 @@ async function main(): Promise<number> {
       hubProfileDir = fromRoot('bench', 'results', `hub-profile-${stamp}`);
       await mkdir(hubProfileDir, { recursive: true });
     }
-    hub.push(await tunvpnHub(plan, key, opts.nodeArgs, hubProfileDir, fromRoot()));
+    hub.push(await tunvpnHub(plan, key, pending, opts.nodeArgs, hubProfileDir, fromRoot()));
     log(hubLine(hub[0]));
     const prof = hub[0].profile;
     if (prof) log(`profile of the hub's tunvpn daemon (${prof.file}):\n${prof.phases.map(formatPhase).join('\n')}`);
@@ -526,7 +526,7 @@ async function main(): Promise<number> {
         log(`${b.adapter.name} (${b.path}): not installed, hub case skipped`);
         continue;
       }
-      hub.push(await wireguardGoHub(plan, key, b.path, b.adapter.name));
+      hub.push(await wireguardGoHub(plan, key, pending, b.path, b.adapter.name));
       log(hubLine(hub[hub.length - 1]));
     }
   }

@@ -58,6 +58,8 @@ export interface HubResult {
   upMeans?: string;
   /** Spawn to the last of the N routes appearing in `ip monitor`. */
   routesVisibleMs?: number;
+  /** Spawn to the first of them (the route batch runs from here to routesVisibleMs). */
+  routesFirstMs?: number;
   /** Spawn to `wg show IF peers` (through the control socket) first listing all N peers. */
   peersListedMs?: number;
   /** Routes through the interface once up (`ip route show dev IF`): N expected. */
@@ -143,6 +145,7 @@ class RouteMonitor {
   deletedBeforeLinkGone = 0;
   linkGoneAt: number | undefined;
   lastAddAt = 0;
+  firstAddAt = 0;
   /** What ip monitor said on stderr (an overflowed buffer: "No buffer space available"). */
   errors = '';
   private tail = '';
@@ -175,6 +178,7 @@ class RouteMonitor {
         if (this.linkGoneAt === undefined) this.deletedBeforeLinkGone++;
       } else {
         this.added.set(route[2], at);
+        if (this.firstAddAt === 0) this.firstAddAt = at;
         this.lastAddAt = at;
       }
       return;
@@ -221,6 +225,34 @@ async function wgPeerCount(ns: Netns, ifname: string): Promise<number> {
   return stdout.split('\n').filter(Boolean).length;
 }
 
+/**
+ * A namespace and a private config directory (it holds a key), and the
+ * one undo that stops what runs there and removes both: registered in
+ * `pending` so a SIGINT midway (the bench's handler runs every pending
+ * undo) leaves nothing behind either.
+ */
+async function workspace(prefix: string, pending: Set<() => Promise<void>>, stop: () => Promise<unknown> | undefined): Promise<{ ns: Netns; dir: ConfigDir; undo: () => Promise<void> }> {
+  const ns = await Netns.create(prefix);
+  let dir: ConfigDir;
+  try {
+    dir = await ConfigDir.create();
+  } catch (err) {
+    await ns.destroy();
+    throw err;
+  }
+  const made = dir;
+  let done = false;
+  const undo = async (): Promise<void> => {
+    if (done) return;
+    done = true;
+    await stop();
+    await ns.destroy();
+    await made.destroy();
+  };
+  pending.add(undo);
+  return { ns, dir, undo };
+}
+
 function numberOf(v: unknown): number {
   return typeof v === 'number' ? v : Number.NaN;
 }
@@ -239,13 +271,15 @@ function check(ok: boolean, what: string): void {
  * cut its profile into the phases (start: spawn to "tunvpn up"; reload:
  * HUP to "configuration reloaded"; stop: SIGTERM to exit).
  */
-export async function tunvpnHub(plan: HubPlan, key: KeyPair, nodeArgs: readonly string[] = [], profileDir?: string, root = process.cwd()): Promise<HubResult> {
+export async function tunvpnHub(plan: HubPlan, key: KeyPair, pending: Set<() => Promise<void>>, nodeArgs: readonly string[] = [], profileDir?: string, root = process.cwd()): Promise<HubResult> {
   const count = plan.peers.length;
   const result: HubResult = { vpn: 'tunvpn', peers: count, status: 'ok' };
-  const ns = await Netns.create('bkh');
-  const dir = await ConfigDir.create();
   let proc: DaemonProcess | undefined;
   let monitor: RouteMonitor | undefined;
+  const { ns, dir, undo } = await workspace('bkh', pending, () => {
+    monitor?.stop();
+    return proc?.stop();
+  });
   try {
     const ifname = `tvh${uniqueSuffix()}`.slice(0, 15);
     const host = { interfaceName: ifname, privateKey: key.privateKey, listenPort: 51820, addresses: [HUB_ADDRESS], peers: plan.peers, logLevel: 'info' };
@@ -266,6 +300,7 @@ export async function tunvpnHub(plan: HubPlan, key: KeyPair, nodeArgs: readonly 
     const mon = monitor;
     check(await mon.until(() => mon.added.size >= count, 10_000), `only ${mon.added.size} of ${count} routes appeared`);
     result.routesVisibleMs = mon.lastAddAt - t0;
+    result.routesFirstMs = mon.firstAddAt - t0;
     const peers = await wgPeerCount(ns, ifname);
     result.peersListedMs = Date.now() - t0;
     check(peers === count, `wg show listed ${peers} peers, not ${count}`);
@@ -316,10 +351,8 @@ export async function tunvpnHub(plan: HubPlan, key: KeyPair, nodeArgs: readonly 
     result.status = 'failed';
     result.error = (err as Error).message + (proc ? `\n${proc.lines.slice(-8).join('\n')}` : '');
   } finally {
-    monitor?.stop();
-    await proc?.stop();
-    await ns.destroy();
-    await dir.destroy();
+    pending.delete(undo);
+    await undo();
   }
   return result;
 }
@@ -355,13 +388,15 @@ function ipBatch(ns: Netns, lines: readonly string[], timeoutMs = 60_000): Promi
 }
 
 /** `path` is the wireguard-go binary, `name` its column (e.g. "wireguard-go 0.0.20250522"). */
-export async function wireguardGoHub(plan: HubPlan, key: KeyPair, path: string, name: string): Promise<HubResult> {
+export async function wireguardGoHub(plan: HubPlan, key: KeyPair, pending: Set<() => Promise<void>>, path: string, name: string): Promise<HubResult> {
   const count = plan.peers.length;
   const result: HubResult = { vpn: name, peers: count, status: 'ok' };
-  const ns = await Netns.create('bkg');
-  const dir = await ConfigDir.create();
   let proc: DaemonProcess | undefined;
   let monitor: RouteMonitor | undefined;
+  const { ns, dir, undo } = await workspace('bkg', pending, () => {
+    monitor?.stop();
+    return proc?.stop();
+  });
   try {
     const ifname = `wgh${uniqueSuffix()}`.slice(0, 15);
     const conf = join(dir.path, 'wg.conf');
@@ -386,6 +421,7 @@ export async function wireguardGoHub(plan: HubPlan, key: KeyPair, path: string, 
     const mon = monitor;
     check(await mon.until(() => mon.added.size >= count, 10_000), `only ${mon.added.size} of ${count} routes appeared`);
     result.routesVisibleMs = mon.lastAddAt - t0;
+    result.routesFirstMs = mon.firstAddAt - t0;
     const peers = await wgPeerCount(ns, ifname);
     result.peersListedMs = Date.now() - t0;
     check(peers === count, `wg show listed ${peers} peers, not ${count}`);
@@ -418,10 +454,8 @@ export async function wireguardGoHub(plan: HubPlan, key: KeyPair, path: string, 
     result.status = 'failed';
     result.error = (err as Error).message + (proc ? `\n${proc.lines.slice(-8).join('\n')}` : '');
   } finally {
-    monitor?.stop();
-    await proc?.stop();
-    await ns.destroy();
-    await dir.destroy();
+    pending.delete(undo);
+    await undo();
   }
   return result;
 }
@@ -431,7 +465,7 @@ export function hubLine(r: HubResult): string {
   if (r.status !== 'ok') return `${r.vpn} hub of ${r.peers} routed peers: FAILED ${r.error ?? ''}`;
   const f = (v: number | undefined, d = 0): string => (v === undefined || !Number.isFinite(v) ? '-' : v.toFixed(d));
   return (
-    `${r.vpn} hub of ${r.peers} routed peers: up in ${f(r.startMs)} ms (routes visible ${f(r.routesVisibleMs)} ms, wg show lists all ${f(r.peersListedMs)} ms), ` +
+    `${r.vpn} hub of ${r.peers} routed peers: up in ${f(r.startMs)} ms (routes appear ${f(r.routesFirstMs)}-${f(r.routesVisibleMs)} ms, wg show lists all ${f(r.peersListedMs)} ms), ` +
     `RSS ${f(r.rssMb, 1)} MB (peak ${f(r.hwmMb, 1)}); reload ${f(r.reload?.ms)} ms (route swap visible ${f(r.reload?.routeSwapMs)} ms` +
     `${r.reload?.daemonMs ? `; load/plan/prepare/commit ${r.reload.daemonMs.load}/${r.reload.daemonMs.plan}/${r.reload.daemonMs.prepare}/${r.reload.daemonMs.commit} ms` : ''}); ` +
     `stop ${f(r.stop?.ms)} ms, ${f(r.stop?.deletedBeforeLinkGone)} routes deleted before the link went, ${f(r.stop?.routesLeft)} left`
