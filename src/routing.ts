@@ -640,11 +640,15 @@ async function enableSrcValidMark(): Promise<string | undefined> {
 export function endpointLoopWarnings(config: Pick<TunvpnConfig, 'interface' | 'peers'>): string[] {
   const table = config.interface.table;
   if (table === 'off') return [];
-  const owner = new Map<string, string>();
+  // No endpoint given as an address (a hub whose sites dial in): nothing can loop, and the
+  // map below (20,000 field names for 10,000 peers, 11-13 ms, in the start's path) is not needed.
+  if (!config.peers.some((p) => p.endpoint !== undefined && isIP(p.endpoint.host) !== 0)) return [];
+  // The peer and index of each prefix, as numbers: the field name is made only for a hit.
+  const owner = new Map<string, { i: number; j: number }>();
   const lengths = { 4: new Set<number>(), 6: new Set<number>() };
   config.peers.forEach((p, i) =>
     p.allowedIPs.forEach((a, j) => {
-      owner.set(a, `peers[${i}].allowedIPs[${j}]`);
+      owner.set(a, { i, j });
       lengths[a.includes(':') ? 6 : 4].add(Number(a.slice(a.indexOf('/') + 1)));
     }),
   );
@@ -658,9 +662,9 @@ export function endpointLoopWarnings(config: Pick<TunvpnConfig, 'interface' | 'p
     for (const bits of byLength[family]) {
       const masked = Uint8Array.from(bytes, (b, k) => (k * 8 >= bits ? 0 : k * 8 + 8 <= bits ? b : b & (0xff << (8 - (bits - k * 8)))));
       const prefix = formatCidr({ family, bytes: masked, bits });
-      const at = owner.get(prefix);
-      if (at === undefined) continue;
-      const where = `${at}: ${prefix} covers peers[${i}].endpoint ${host}`;
+      const o = owner.get(prefix);
+      if (o === undefined) continue;
+      const where = `peers[${o.i}].allowedIPs[${o.j}]: ${prefix} covers peers[${i}].endpoint ${host}`;
       if (table === 'auto') {
         if (bits !== 0) out.push(`${where}: the tunnel's own datagrams to that peer would be routed into the tunnel (a loop); only a default route (${family === 4 ? '0.0.0.0/0' : '::/0'}) with table "auto" is kept off it (full tunnel), so exclude the endpoint from this prefix`);
       } else if (table === ip.MAIN_TABLE) {

@@ -80,6 +80,18 @@ export interface HubResult {
     /** VmHWM after the reload. */
     hwmMb: number;
   };
+  /**
+   * The same kind of change through the control socket: `wg set IF peer K
+   * allowed-ips ...` moves the peer on to another prefix (wireguard-go:
+   * plus the two route lines in one `ip -batch`, as wg-quick leaves routes
+   * to the caller). No file is read.
+   */
+  set?: {
+    /** `wg set` started to `wg` exited (tunvpn answers once the change, routes included, is applied); wireguard-go: and the route batch done. */
+    ms: number;
+    /** `wg set` started to both route changes seen in `ip monitor`. */
+    routeSwapMs: number;
+  };
   stop?: {
     /** SIGTERM to exit. */
     ms: number;
@@ -109,6 +121,8 @@ export interface HubPlan {
   changed: number;
   oldPrefix: string;
   newPrefix: string;
+  /** After the reload, `wg set` through the control socket moves the same peer from newPrefix to this. */
+  setPrefix: string;
 }
 
 export function hubPlan(count: number): HubPlan {
@@ -118,7 +132,7 @@ export function hubPlan(count: number): HubPlan {
     peers.push({ name: `site${i}`, publicKey: randomBytes(32).toString('base64'), allowedIPs: [`${tunnelAddress(i)}/32`, lanPrefix(i)] });
   }
   const changed = count >> 1;
-  return { peers, changed, oldPrefix: lanPrefix(changed), newPrefix: lanPrefix(count) };
+  return { peers, changed, oldPrefix: lanPrefix(changed), newPrefix: lanPrefix(count), setPrefix: lanPrefix(count + 1) };
 }
 
 function reloadedPeers(plan: HubPlan): PeerSpec[] {
@@ -129,6 +143,7 @@ function reloadedPeers(plan: HubPlan): PeerSpec[] {
 function hubPrefixes(plan: HubPlan): Set<string> {
   const s = new Set(plan.peers.map((p) => p.allowedIPs[1]));
   s.add(plan.newPrefix);
+  s.add(plan.setPrefix);
   return s;
 }
 
@@ -332,6 +347,7 @@ export async function tunvpnHub(plan: HubPlan, key: KeyPair, pending: Set<() => 
       daemonMs: split && hup ? { load: numberOf(done.time) - numberOf(hup.time) - split.plan - split.prepare - split.commit, ...split } : undefined,
       hwmMb: statusMb(pid, 'VmHWM'),
     };
+    result.set = await moveByWgSet(ns, ifname, plan, mon, async () => undefined);
 
     // Stop: every route goes, by the daemon's own batch.
     mon.countDeletions();
@@ -355,6 +371,18 @@ export async function tunvpnHub(plan: HubPlan, key: KeyPair, pending: Set<() => 
     await undo();
   }
   return result;
+}
+
+/** `wg set` moves the changed peer from newPrefix to setPrefix; `routes` does what the daemon does not. */
+async function moveByWgSet(ns: Netns, ifname: string, plan: HubPlan, mon: RouteMonitor, routes: () => Promise<void>): Promise<{ ms: number; routeSwapMs: number }> {
+  const peer = plan.peers[plan.changed];
+  const t0 = Date.now();
+  await ns.exec('wg', ['set', ifname, 'peer', peer.publicKey, 'allowed-ips', `${peer.allowedIPs[0]},${plan.setPrefix}`], { timeoutMs: 20_000 });
+  await routes();
+  const ms = Date.now() - t0;
+  check(await mon.until(() => mon.added.has(plan.setPrefix) && (mon.deleted.get(plan.newPrefix) ?? 0) >= t0, 5_000), `wg set: the route swap ${plan.newPrefix} -> ${plan.setPrefix} did not show in ip monitor`);
+  const swapAt = Math.max(mon.added.get(plan.setPrefix) ?? Number.NaN, mon.deleted.get(plan.newPrefix) ?? Number.NaN);
+  return { ms, routeSwapMs: swapAt - t0 };
 }
 
 function wgConf(privateKey: string, peers: readonly PeerSpec[]): string {
@@ -441,6 +469,7 @@ export async function wireguardGoHub(plan: HubPlan, key: KeyPair, pending: Set<(
     check(await mon.until(() => mon.added.has(plan.newPrefix) && mon.deleted.has(plan.oldPrefix), 5_000), 'reload: the route swap did not show in ip monitor');
     const swapAt = Math.max(mon.added.get(plan.newPrefix) ?? Number.NaN, mon.deleted.get(plan.oldPrefix) ?? Number.NaN);
     result.reload = { ms: reloadMs, routeSwapMs: swapAt - h0, hwmMb: statusMb(pid, 'VmHWM') };
+    result.set = await moveByWgSet(ns, ifname, plan, mon, () => ipBatch(ns, [`route add ${plan.setPrefix} dev ${ifname}`, `route del ${plan.newPrefix} dev ${ifname}`]));
 
     // wireguard-go leaves routes to whoever added them: they go with the device.
     mon.countDeletions();
@@ -468,7 +497,7 @@ export function hubLine(r: HubResult): string {
     `${r.vpn} hub of ${r.peers} routed peers: up in ${f(r.startMs)} ms (routes appear ${f(r.routesFirstMs)}-${f(r.routesVisibleMs)} ms, wg show lists all ${f(r.peersListedMs)} ms), ` +
     `RSS ${f(r.rssMb, 1)} MB (peak ${f(r.hwmMb, 1)}); reload ${f(r.reload?.ms)} ms (route swap visible ${f(r.reload?.routeSwapMs)} ms` +
     `${r.reload?.daemonMs ? `; load/plan/prepare/commit ${r.reload.daemonMs.load}/${r.reload.daemonMs.plan}/${r.reload.daemonMs.prepare}/${r.reload.daemonMs.commit} ms` : ''}); ` +
-    `stop ${f(r.stop?.ms)} ms, ${f(r.stop?.deletedBeforeLinkGone)} routes deleted before the link went, ${f(r.stop?.routesLeft)} left`
+    `wg set ${f(r.set?.ms)} ms (route swap visible ${f(r.set?.routeSwapMs)} ms); stop ${f(r.stop?.ms)} ms, ${f(r.stop?.deletedBeforeLinkGone)} routes deleted before the link went, ${f(r.stop?.routesLeft)} left`
   );
 }
 
@@ -487,6 +516,7 @@ export function hubTargetLines(results: readonly HubResult[], reference: string)
   out.push(`${mark(ok && t.startMs !== undefined ? t.startMs < HUB_TARGETS.startMs : undefined)} hub of ${n} routed peers up < 2 s: ${t.startMs === undefined ? '-' : (t.startMs / 1000).toFixed(2)} s${vs(t.startMs, ref?.startMs)}`);
   out.push(`${mark(ok && t.hwmMb !== undefined ? t.hwmMb < HUB_TARGETS.rssMb : undefined)} hub of ${n} routed peers < 300 MB: peak ${t.hwmMb?.toFixed(1) ?? '-'} MB${vs(t.hwmMb, ref?.hwmMb)}`);
   out.push(`${mark(ok && t.reload ? Math.max(t.reload.ms, t.reload.routeSwapMs) < HUB_TARGETS.reloadMs : undefined)} reload changing one prefix < 100 ms: ${t.reload?.ms ?? '-'} ms to "configuration reloaded", route swap visible at ${t.reload?.routeSwapMs ?? '-'} ms${vs(t.reload?.ms, ref?.reload?.ms)}`);
+  if (t.set) out.push(`  info the same change by \`wg set\` through the control socket (no file read): ${t.set.ms} ms, route swap visible at ${t.set.routeSwapMs} ms${vs(t.set.ms, ref?.set?.ms)}`);
   const lost = t.stop?.monitorErrors ? ` (a lower bound: ip monitor lost events: ${t.stop.monitorErrors.split('\n')[0]})` : '';
   out.push(`${mark(ok && t.stop ? t.stop.routesLeft === 0 : undefined)} stop removes every route: ${t.stop?.routesLeft ?? '-'} left; ${t.stop?.deletedBeforeLinkGone ?? '-'} of ${n} seen deleted by the daemon before the interface went${lost}`);
   return out;
