@@ -26,12 +26,17 @@ export interface Slicer {
 
 const NO_SLICES: Slicer = { due: () => false, pause: () => Promise.resolve() };
 
+/** canonicalV4's result: no object per prefix (planRoutes runs it on every allowed IP of every change). */
+let v4Addr = 0;
+let v4Bits = 0;
+
 /**
- * "a.b.c.d/n" with n in 0..32 and host bits clear, as a 32-bit number and
- * n; undefined for anything else (IPv6, or text not in canonical form).
- * Ten times cheaper than parseCidr, which matters at 50,000 prefixes.
+ * "a.b.c.d/n" with n in 0..32 and host bits clear: true, with the address
+ * as a 32-bit number in v4Addr and n in v4Bits; false for anything else
+ * (IPv6, or text not in canonical form). Ten times cheaper than
+ * parseCidr, which matters at 50,000 prefixes.
  */
-function canonicalV4(text: string): { addr: number; bits: number } | undefined {
+function canonicalV4(text: string): boolean {
   let addr = 0;
   let part = 0;
   let digits = 0;
@@ -41,31 +46,32 @@ function canonicalV4(text: string): { addr: number; bits: number } | undefined {
     const ch = text.charCodeAt(i);
     if (ch >= 48 && ch <= 57) {
       // No leading zeros: canonical text only.
-      if (digits > 0 && part === 0) return undefined;
+      if (digits > 0 && part === 0) return false;
       part = part * 10 + (ch - 48);
-      if (++digits > 3 || part > 255) return undefined;
+      if (++digits > 3 || part > 255) return false;
     } else if (ch === 46 || ch === 47) {
-      if (digits === 0) return undefined;
+      if (digits === 0) return false;
       addr = addr * 256 + part;
       part = 0;
       digits = 0;
       if (ch === 47) break;
-      if (++dots > 3) return undefined;
-    } else return undefined;
+      if (++dots > 3) return false;
+    } else return false;
   }
-  if (dots !== 3 || i >= text.length) return undefined;
+  if (dots !== 3 || i >= text.length) return false;
   let bits = 0;
   let bitDigits = 0;
   for (i++; i < text.length; i++) {
     const ch = text.charCodeAt(i);
-    if (ch < 48 || ch > 57 || (bitDigits > 0 && bits === 0)) return undefined;
+    if (ch < 48 || ch > 57 || (bitDigits > 0 && bits === 0)) return false;
     bits = bits * 10 + (ch - 48);
-    if (++bitDigits > 2) return undefined;
+    if (++bitDigits > 2) return false;
   }
-  if (bitDigits === 0 || bits > 32) return undefined;
-  const hostMask = bits === 32 ? 0 : 2 ** (32 - bits) - 1;
-  if (addr % (hostMask + 1) !== 0) return undefined;
-  return { addr, bits };
+  if (bitDigits === 0 || bits > 32) return false;
+  if (addr % 2 ** (32 - bits) !== 0) return false;
+  v4Addr = addr;
+  v4Bits = bits;
+  return true;
 }
 
 /**
@@ -75,16 +81,27 @@ function canonicalV4(text: string): { addr: number; bits: number } | undefined {
  */
 export async function planRoutes(interfaceAddresses: readonly string[], allowedIPs: readonly string[], y: Slicer = NO_SLICES): Promise<string[]> {
   const connected = interfaceAddresses.map((a) => parseCidr(a));
-  const connected4 = connected.filter((c) => c.family === 4).map((c) => ({ addr: (((c.bytes[0] << 24) >>> 0) + (c.bytes[1] << 16) + (c.bytes[2] << 8) + c.bytes[3]), bits: c.bits }));
+  // Each IPv4 connected prefix as its length, its block size (2^(32-len)) and its network
+  // number in blocks: a prefix at least as long is covered when it has the same block number.
+  const c4Bits: number[] = [];
+  const c4Size: number[] = [];
+  const c4Net: number[] = [];
+  for (const c of connected) {
+    if (c.family !== 4) continue;
+    const size = 2 ** (32 - c.bits);
+    c4Bits.push(c.bits);
+    c4Size.push(size);
+    c4Net.push(Math.floor((((c.bytes[0] << 24) >>> 0) + (c.bytes[1] << 16) + (c.bytes[2] << 8) + c.bytes[3]) / size));
+  }
   const seen = new Set<string>();
   const routes: string[] = [];
-  for (const text of allowedIPs) {
+  outer: for (const text of allowedIPs) {
     if (y.due()) await y.pause();
     let canonical: string;
-    const v4 = canonicalV4(text);
-    if (v4 !== undefined) {
-      // Covered when the prefixes agree on the connected prefix's bits.
-      if (connected4.some((c) => c.bits <= v4.bits && (c.bits === 0 || Math.floor(c.addr / 2 ** (32 - c.bits)) === Math.floor(v4.addr / 2 ** (32 - c.bits))))) continue;
+    if (canonicalV4(text)) {
+      for (let k = 0; k < c4Bits.length; k++) {
+        if (c4Bits[k] <= v4Bits && Math.floor(v4Addr / c4Size[k]) === c4Net[k]) continue outer;
+      }
       canonical = text;
     } else {
       const cidr = parseCidr(text);
