@@ -103,7 +103,12 @@ type Part = (typeof PARTS)[number];
 
 /** The option list of this file's header comment, for --help. */
 function usage(): string {
-  const source = readFileSync(fileURLToPath(import.meta.url).replace(/\/dist\/bench\/(\w[\w-]*)\.js$/, '/bench/$1.ts'), 'utf8');
+  let source: string;
+  try {
+    source = readFileSync(fileURLToPath(import.meta.url).replace(/\/dist\/bench\/(\w[\w-]*)\.js$/, '/bench/$1.ts'), 'utf8');
+  } catch {
+    return 'bench/vpn-compare.ts not found: its header comment lists the options\n';
+  }
   const header = /\/\*\*([\s\S]*?)\*\//.exec(source)?.[1] ?? '';
   return header.split('\n').map((l) => l.replace(/^ \* ?/, '')).join('\n').trim() + '\n';
 }
