@@ -105,8 +105,8 @@ const monotonicMs = (): number => performance.now();
  * (TUNVPN_UDP=dgram) forces the portable node:dgram path (tests exercise
  * both; the native one is the default).
  */
-function transportOptions(port: number, mtu: number, fwmark: number, dgram: boolean): TransportOptions {
-  return { port, maxDatagram: maxDatagramFor(mtu), recvBufferSize: SOCKET_BUFFER_BYTES, sendBufferSize: SOCKET_BUFFER_BYTES, dgram, fwmark };
+function transportOptions(port: number, mtu: number, fwmark: number, runtime: RuntimeOptions): TransportOptions {
+  return { port, maxDatagram: maxDatagramFor(mtu), recvBufferSize: SOCKET_BUFFER_BYTES, sendBufferSize: SOCKET_BUFFER_BYTES, dgram: runtime.udpDgram, gro: runtime.udpGro, fwmark };
 }
 
 /** The largest transport datagram an MTU makes: header 16 + padding up to 15 + tag 16. */
@@ -221,7 +221,7 @@ export class Daemon implements UapiDevice {
       await runHookPhase({ phase: 'preUp', hooks: hooks.preUp, ifname: config.interface.name, log, stopOnFailure: true });
       tun = TunDevice.open({ name: config.interface.name, mtu: config.interface.mtu, offload: runtime.tunOffload });
       const routing = await planConfigRouting(config, new Yielder());
-      transport = await openTransport(transportOptions(config.interface.listenPort, config.interface.mtu, routing.mark, runtime.udpDgram));
+      transport = await openTransport(transportOptions(config.interface.listenPort, config.interface.mtu, routing.mark, runtime));
       log.info({ transport: transport.kind, tunOffload: tun.offload }, 'UDP transport open');
       const pipeline = new Pipeline({ device, table, tun, transport, log, mtu: config.interface.mtu });
       const stateDir = opts.stateDir ?? runtime.stateDir;
@@ -576,7 +576,7 @@ export class Daemon implements UapiDevice {
       let transport: DatagramTransport | undefined;
       if (plan.rebind) {
         try {
-          transport = await openTransport(transportOptions(nxt.listenPort, nxt.mtu, plan.routing.mark, this.runtime.udpDgram));
+          transport = await openTransport(transportOptions(nxt.listenPort, nxt.mtu, plan.routing.mark, this.runtime));
         } catch (err) {
           throw portError(err, nxt.listenPort);
         }

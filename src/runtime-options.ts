@@ -7,6 +7,8 @@
  *                           to measure them or rule them out (docs/decisions.md).
  *   TUNVPN_UDP=dgram        the portable node:dgram transport instead of the
  *                           native batched one (tests exercise both).
+ *   TUNVPN_UDP_GRO=off      UDP GRO on receive off (native transport); to
+ *                           measure it (docs/performance.md).
  *   TUNVPN_WARMUP=off       no warm-up of the packet path at start.
  *   TUNVPN_STATE_DIR=DIR    where IFNAME.rules.json records the policy rules
  *                           the daemon added (default /run/tunvpn).
@@ -28,6 +30,8 @@ export interface RuntimeOptions {
   readonly tunOffload: boolean;
   /** Force the node:dgram transport (TUNVPN_UDP=dgram). */
   readonly udpDgram: boolean;
+  /** UDP GRO on the native sockets (off with TUNVPN_UDP_GRO=off). */
+  readonly udpGro: boolean;
   /** Warm the packet path up at start (off with TUNVPN_WARMUP=off). */
   readonly warmup: boolean;
   /** Directory of the policy-rule record (TUNVPN_STATE_DIR, default /run/tunvpn). */
@@ -42,6 +46,7 @@ export function readRuntimeOptions(env: NodeJS.ProcessEnv = process.env): Runtim
   return Object.freeze({
     tunOffload: env.TUNVPN_TUN_OFFLOAD !== 'off',
     udpDgram: env.TUNVPN_UDP === 'dgram',
+    udpGro: env.TUNVPN_UDP_GRO !== 'off',
     warmup: env.TUNVPN_WARMUP !== 'off',
     stateDir: env.TUNVPN_STATE_DIR ?? '/run/tunvpn',
     testTimers: timers === undefined ? undefined : Object.freeze(timers),

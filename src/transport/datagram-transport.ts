@@ -50,6 +50,8 @@ export interface TransportOptions {
   sendBufferSize: number;
   /** Force the node:dgram path (tests, or a platform without the addon). */
   dgram?: boolean;
+  /** UDP GRO on receive (native path; default on). */
+  gro?: boolean;
   /** SO_MARK for the sockets (0 or absent: none). node:dgram refuses a non-zero one. */
   fwmark?: number;
 }
@@ -98,7 +100,7 @@ class NativeTransport implements DatagramTransport {
 
   static open(opts: TransportOptions): NativeTransport {
     const slotSize = Math.max(2048, Math.ceil(opts.maxDatagram / 64) * 64);
-    const common = { recvBufferSize: opts.recvBufferSize, sendBufferSize: opts.sendBufferSize, gso: true, batchSize: 128, slotSize };
+    const common = { recvBufferSize: opts.recvBufferSize, sendBufferSize: opts.sendBufferSize, gso: true, gro: opts.gro !== false, batchSize: 128, slotSize };
     let v4: NativeUdpSocket;
     try {
       v4 = NativeUdpSocket.open({ family: 4, port: opts.port, ...common });

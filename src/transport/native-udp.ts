@@ -56,6 +56,13 @@ export interface NativeUdpOptions {
    * it off for good. Default false.
    */
   gso?: boolean;
+  /**
+   * UDP GRO (UDP_GRO) on receive: the kernel may hand over several datagrams
+   * of one flow in one read; the addon cuts them back into one slot each, so
+   * handlers see the same batches. Default true; if the kernel refuses it
+   * the socket works without (stats.gro false, stats.groError why).
+   */
+  gro?: boolean;
 }
 
 /**
@@ -84,6 +91,14 @@ export interface NativeUdpStats {
   gsoDatagrams: number;
   /** GSO sends the kernel refused; their datagrams were resent one by one. */
   gsoRefused: number;
+  /** Whether UDP GRO is on for this socket. */
+  gro: boolean;
+  /** errno name of a refused setsockopt(UDP_GRO), else undefined. */
+  groError: string | undefined;
+  /** Reads that held several coalesced datagrams. */
+  groReads: number;
+  /** Datagrams delivered out of those reads (included in `received`). */
+  groDatagrams: number;
 }
 
 /** A native UDP failure; `code` is the errno name (EADDRINUSE, EACCES...). */
@@ -127,6 +142,7 @@ interface NativeUdp {
     sendBufferSize: number,
     counters: Float64Array,
     gso: boolean,
+    gro: boolean,
   ): [NativeHandle, number, number, number];
   setMark(handle: NativeHandle, mark: number): void;
   startReceiving(
@@ -158,7 +174,11 @@ const C_TRUNCATED = 5;
 const C_RECV_ERRORS = 6;
 const C_GSO_DATAGRAMS = 7;
 const C_GSO_REFUSED = 8;
-const C_COUNT = 9;
+const C_GRO = 9;
+const C_GRO_ERRNO = 10;
+const C_GRO_READS = 11;
+const C_GRO_DATAGRAMS = 12;
+const C_COUNT = 13;
 
 export const UDP_ADDON_FILE = 'tunvpn_udp.node';
 
@@ -309,7 +329,7 @@ export class NativeUdpSocket {
     const counters = new Float64Array(C_COUNT);
     let opened: [NativeHandle, number, number, number];
     try {
-      opened = native.open(opts.family, opts.address ?? '', opts.port, opts.reusePort === true, recv, send, counters, opts.gso === true);
+      opened = native.open(opts.family, opts.address ?? '', opts.port, opts.reusePort === true, recv, send, counters, opts.gso === true, opts.gro !== false);
     } catch (err) {
       throw NativeUdpError.from(err);
     }
@@ -381,6 +401,10 @@ export class NativeUdpSocket {
       recvErrors: c[C_RECV_ERRORS],
       gsoDatagrams: c[C_GSO_DATAGRAMS],
       gsoRefused: c[C_GSO_REFUSED],
+      gro: c[C_GRO] === 1,
+      groError: c[C_GRO_ERRNO] === 0 ? undefined : errnoName(c[C_GRO_ERRNO]),
+      groReads: c[C_GRO_READS],
+      groDatagrams: c[C_GRO_DATAGRAMS],
     };
   }
 

@@ -12,6 +12,29 @@
  * level-triggered: what is left wakes us on the next iteration). Nothing is
  * allocated per datagram on either side.
  *
+ * UDP GRO (UDP_GRO socket option, on unless open() was told otherwise and
+ * only if the kernel accepts it): the kernel may hand one recvmmsg message
+ * a buffer of several consecutive datagrams of one flow (all of one size,
+ * the last maybe shorter) with a UDP_GRO control message giving that size.
+ * A coalesced message can be up to 64 KiB, far more than a slot, so with
+ * GRO on recvmmsg does not write into the slab: it reads at most
+ * GRO_MESSAGES messages into buffers of GRO_BUF_SIZE bytes allocated here
+ * (1 MiB of address space per socket; pages become resident only as the
+ * kernel writes them, so a socket that sees no coalesced traffic keeps a
+ * page or so per buffer), and each message is then cut into one slot per
+ * datagram, its source repeated per datagram. JavaScript sees the same
+ * batch shape as without GRO and never more datagrams than slots: what does
+ * not fit stays in the buffers and is delivered first in the next batch,
+ * before the next recvmmsg (which would overwrite it). A wakeup always
+ * empties those buffers (bounded by GRO_MESSAGES x 64 datagrams), even past
+ * MAX_ROUNDS, because uv_poll would not wake us again for data that is no
+ * longer in the socket. recvmmsg is asked for no more messages than there
+ * are free slots, so uncoalesced traffic never leaves a remainder, and the
+ * reads repeat until the slots are full or the socket is empty: still one
+ * JS call per full batch. The cost is one memcpy per datagram (slot-sized
+ * and cache-hot) and, for uncoalesced traffic, up to batch/GRO_MESSAGES
+ * recvmmsg calls per batch instead of one.
+ *
  * Sending is synchronous: sendBatch() hands a whole batch to one sendmmsg()
  * (the kernel copies the bytes, so the caller may reuse its buffers as soon
  * as the call returns). UDP semantics: EAGAIN (send buffer full) drops the
@@ -66,6 +89,11 @@
 /* After the kernel refuses one GSO send (EMSGSIZE, EINVAL, EIO: see send_prepared),
  * this many sendBatch calls go without GSO before it is tried again. */
 #define GSO_PAUSE_BATCHES 64
+/* UDP GRO receive: messages per recvmmsg and bytes per message buffer (the
+ * kernel coalesces at most 64 datagrams and less than 64 KiB including the
+ * IP header, so a whole coalesced message always fits). */
+#define GRO_MESSAGES 16
+#define GRO_BUF_SIZE 65536
 /* A numeric address with an IPv6 %scope suffix. */
 #define ADDRESS_MAX (INET6_ADDRSTRLEN + IF_NAMESIZE + 1)
 
@@ -80,6 +108,10 @@ enum {
   C_RECV_ERRORS,
   C_GSO_DATAGRAMS, /* datagrams that left inside GSO sends */
   C_GSO_REFUSED,   /* GSO sends the kernel refused, resent one datagram each */
+  C_GRO,           /* 1 while UDP_GRO is on for this socket, else 0 */
+  C_GRO_ERRNO,     /* why setsockopt(UDP_GRO) failed (0: it did not) */
+  C_GRO_READS,     /* received messages that held several datagrams */
+  C_GRO_DATAGRAMS, /* datagrams delivered out of those messages */
   C_COUNT
 };
 
@@ -103,6 +135,17 @@ typedef struct udp_sock {
   struct mmsghdr *rmsgs;
   struct iovec *riov;
   struct sockaddr_storage *rnames;
+  /* UDP GRO (see the top): on for this socket; with it, rmsgs are
+   * rmsg_count messages reading into gbuf (GRO_BUF_SIZE each) with one
+   * control buffer each in rctl; messages [gro_next, gro_count) of the last
+   * read are not delivered yet, the first of them from byte gro_off. */
+  int gro;
+  uint32_t rmsg_count;
+  uint8_t *gbuf;
+  uint8_t (*rctl)[CMSG_SPACE(sizeof(int))];
+  uint32_t gro_count;
+  uint32_t gro_next;
+  uint32_t gro_off;
   /* send side, allocated at open for MAX_BATCH */
   struct mmsghdr *smsgs;
   struct iovec *siov;
@@ -197,9 +240,14 @@ static void stop_receiving(udp_sock *s) {
   free(s->rmsgs);
   free(s->riov);
   free(s->rnames);
+  free(s->gbuf);
+  free(s->rctl);
   s->rmsgs = NULL;
   s->riov = NULL;
   s->rnames = NULL;
+  s->gbuf = NULL;
+  s->rctl = NULL;
+  s->gro_count = s->gro_next = s->gro_off = 0;
 }
 
 static void cleanup_hook(void *arg);
@@ -276,14 +324,14 @@ static int get_buffer(int fd, int opt) {
 }
 
 /* open(family: 4|6, address: string, port, reusePort, rcvbuf, sndbuf,
- *      counters: Float64Array, gso: boolean)
+ *      counters: Float64Array, gso: boolean, gro: boolean)
  *   -> [handle, boundPort, rcvbuf, sndbuf]
  * (buffer sizes as the kernel reports them, i.e. doubled). */
 static napi_value js_open(napi_env env, napi_callback_info info) {
-  size_t argc = 8;
-  napi_value argv[8];
+  size_t argc = 9;
+  napi_value argv[9];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  if (argc < 8) return throw_type(env, "open needs 8 arguments");
+  if (argc < 9) return throw_type(env, "open needs 9 arguments");
   int32_t family = 0, rcvbuf = 0, sndbuf = 0;
   uint32_t port = 0;
   if (napi_get_value_int32(env, argv[0], &family) != napi_ok || (family != 4 && family != 6)) return throw_type(env, "family must be 4 or 6");
@@ -298,7 +346,7 @@ static napi_value js_open(napi_env env, napi_callback_info info) {
   size_t ta_len = 0;
   void *ta_data = NULL;
   if (napi_get_typedarray_info(env, argv[6], &ta_type, &ta_len, &ta_data, NULL, NULL) != napi_ok || ta_type != napi_float64_array || ta_len < C_COUNT)
-    return throw_type(env, "counters must be a Float64Array of at least 9 elements");
+    return throw_type(env, "counters must be a Float64Array of at least 13 elements");
 
   struct sockaddr_storage ss;
   socklen_t sslen = 0;
@@ -355,6 +403,13 @@ static napi_value js_open(napi_env env, napi_callback_info info) {
   s->gso = get_bool(env, argv[7]);
   s->counters = ta_data;
   memset(s->counters, 0, C_COUNT * sizeof(double));
+  if (get_bool(env, argv[8])) {
+    /* Not fatal: without it (a kernel before 5.0, a seccomp filter) every
+     * datagram simply arrives on its own, as before; the reason is kept. */
+    if (setsockopt(fd, SOL_UDP, UDP_GRO, &one, sizeof one) == 0) s->gro = 1;
+    else s->counters[C_GRO_ERRNO] = errno;
+  }
+  s->counters[C_GRO] = s->gro;
 
   napi_value handle, port_val, rcv_val, snd_val, result;
   if (napi_create_external(env, s, finalize_sock, NULL, &handle) != napi_ok) {
@@ -388,8 +443,8 @@ static void report_error(udp_sock *s, int err, const char *syscall) {
 
 static void on_poll(uv_poll_t *h, int status, int events);
 
-/* One recvmmsg into the slab. Returns the datagrams delivered into slots
- * (truncated ones are dropped and counted), or -errno. */
+/* Without GRO: one recvmmsg into the slab. Returns the datagrams delivered
+ * into slots (truncated ones are dropped and counted), or -errno. */
 static int receive_batch(udp_sock *s, int *full) {
   uint32_t max = s->batch_size;
   for (uint32_t i = 0; i < max; i++) {
@@ -418,6 +473,104 @@ static int receive_batch(udp_sock *s, int *full) {
   return (int)n;
 }
 
+/* The segment size of a GRO read's message: its UDP_GRO control message,
+ * else its length (one datagram). */
+static uint32_t gro_segment_size(struct msghdr *h, uint32_t len) {
+  for (struct cmsghdr *c = CMSG_FIRSTHDR(h); c; c = CMSG_NXTHDR(h, c)) {
+    if (c->cmsg_level == SOL_UDP && c->cmsg_type == UDP_GRO && c->cmsg_len >= CMSG_LEN(sizeof(int))) {
+      int seg = 0;
+      memcpy(&seg, CMSG_DATA(c), sizeof seg);
+      if (seg > 0 && (uint32_t)seg < len) return (uint32_t)seg;
+      break;
+    }
+  }
+  return len;
+}
+
+/* Cuts the undelivered messages of the last GRO read into slots n.. until
+ * they are all delivered or the slots are full (the rest stays for the next
+ * batch). Returns the new slot count. */
+static uint32_t gro_split(udp_sock *s, uint32_t n) {
+  uint32_t max = s->batch_size;
+  while (s->gro_next < s->gro_count && n < max) {
+    struct mmsghdr *m = &s->rmsgs[s->gro_next];
+    if (m->msg_hdr.msg_flags & MSG_TRUNC) {
+      /* Cannot happen with GRO_BUF_SIZE buffers; if it did, the message's
+       * datagrams are incomplete: dropped, counted once. */
+      s->counters[C_TRUNCATED]++;
+      s->gro_next++;
+      s->gro_off = 0;
+      continue;
+    }
+    uint32_t len = m->msg_len, off = s->gro_off;
+    uint32_t seg = gro_segment_size(&m->msg_hdr, len);
+    int coalesced = seg < len;
+    if (coalesced && off == 0) s->counters[C_GRO_READS]++;
+    const uint8_t *data = m->msg_hdr.msg_iov->iov_base;
+    uint8_t source[ENDPOINT_SIZE];
+    encode_sockaddr(&s->rnames[s->gro_next], source);
+    /* An empty datagram still takes a slot: step 1 makes one turn. */
+    uint32_t step = seg ? seg : 1;
+    do {
+      uint32_t l = len - off < seg ? len - off : seg;
+      if (l > s->slot_size) {
+        s->counters[C_TRUNCATED]++;
+      } else {
+        memcpy(s->slab + (size_t)n * s->slot_size, data + off, l);
+        s->lengths[n] = l;
+        memcpy(s->sources + (size_t)n * ENDPOINT_SIZE, source, ENDPOINT_SIZE);
+        if (coalesced) s->counters[C_GRO_DATAGRAMS]++;
+        n++;
+      }
+      off += step;
+    } while (off < len && n < max);
+    if (off >= len) {
+      s->gro_next++;
+      s->gro_off = 0;
+    } else {
+      s->gro_off = off;
+    }
+  }
+  return n;
+}
+
+/* With GRO: fills the batch, first with what the last read left, then with
+ * recvmmsg reads of at most GRO_MESSAGES messages, no more than there are
+ * free slots, until the slots are full or a read returns short (the socket
+ * is empty). `read` 0: the leftovers only. Returns the slots filled; *full
+ * when all are (more may be waiting), *err the errno that ended the reads
+ * (EAGAIN included: the caller ignores it), or 0. */
+static uint32_t receive_gro(udp_sock *s, int read, int *full, int *err) {
+  uint32_t max = s->batch_size;
+  uint32_t n = gro_split(s, 0);
+  *err = 0;
+  while (n < max && read) {
+    uint32_t want = max - n < s->rmsg_count ? max - n : s->rmsg_count;
+    for (uint32_t i = 0; i < want; i++) {
+      /* The kernel overwrites these per call. */
+      struct msghdr *h = &s->rmsgs[i].msg_hdr;
+      h->msg_namelen = sizeof(struct sockaddr_storage);
+      h->msg_controllen = sizeof s->rctl[0];
+      h->msg_flags = 0;
+    }
+    int r;
+    do {
+      r = recvmmsg(s->fd, s->rmsgs, want, MSG_DONTWAIT, NULL);
+    } while (r < 0 && errno == EINTR);
+    if (r < 0) {
+      *err = errno;
+      break;
+    }
+    s->gro_count = (uint32_t)r;
+    s->gro_next = 0;
+    s->gro_off = 0;
+    n = gro_split(s, n);
+    if ((uint32_t)r < want) read = 0;
+  }
+  *full = n == max;
+  return n;
+}
+
 static void on_poll(uv_poll_t *h, int status, int events) {
   udp_sock *s = h->data;
   napi_env env = s->pl.env;
@@ -441,17 +594,20 @@ static void on_poll(uv_poll_t *h, int status, int events) {
       stop_receiving(s);
     }
   } else {
-    for (int round = 0; round < MAX_ROUNDS && !s->closed && s->pl.poll; round++) {
-      int full = 0;
-      int n = receive_batch(s, &full);
-      if (n < 0) {
-        int err = -n;
-        if (err == EAGAIN) break;
-        /* Soft errors (an ICMP error queued on the socket, ENOMEM): the
-         * kernel cleared it by reporting it; go on receiving. */
-        s->counters[C_RECV_ERRORS]++;
-        report_error(s, err, "recvmmsg");
-        break;
+    for (int round = 0; !s->closed && s->pl.poll; round++) {
+      /* Past MAX_ROUNDS no more reads, but a GRO read's leftovers are
+       * still delivered (nothing else would wake us for them). */
+      int read = round < MAX_ROUNDS;
+      if (!read && s->gro_next >= s->gro_count) break;
+      int full = 0, err = 0, n;
+      if (s->gro) {
+        n = (int)receive_gro(s, read, &full, &err);
+      } else {
+        n = receive_batch(s, &full);
+        if (n < 0) {
+          err = -n;
+          n = 0;
+        }
       }
       if (n > 0 && s->pl.on_batch) {
         s->counters[C_RECEIVED] += n;
@@ -459,6 +615,13 @@ static void on_poll(uv_poll_t *h, int status, int events) {
         napi_get_reference_value(env, s->pl.on_batch, &fn);
         napi_create_uint32(env, (uint32_t)n, &count);
         poller_call_js(&s->pl, fn, 1, &count);
+      }
+      if (err != 0 && err != EAGAIN && !s->closed) {
+        /* Soft errors (an ICMP error queued on the socket, ENOMEM): the
+         * kernel cleared it by reporting it; go on receiving. */
+        s->counters[C_RECV_ERRORS]++;
+        report_error(s, err, "recvmmsg");
+        break;
       }
       if (!full) break;
     }
@@ -503,19 +666,34 @@ static napi_value js_start_receiving(napi_env env, napi_callback_info info) {
   napi_typeof(env, argv[7], &t2);
   if (t1 != napi_function || t2 != napi_function) return throw_type(env, "onBatch and onError must be functions");
 
-  struct mmsghdr *msgs = calloc(batch, sizeof *msgs);
-  struct iovec *iov = calloc(batch, sizeof *iov);
-  struct sockaddr_storage *names = calloc(batch, sizeof *names);
-  int rc = (msgs && iov && names) ? poller_start(&s->pl, s->fd, on_poll, s) : -ENOMEM;
+  /* Without GRO one message per slot, reading into it; with GRO fewer,
+   * reading into buffers of our own (see the top). */
+  uint32_t nmsgs = s->gro && batch > GRO_MESSAGES ? GRO_MESSAGES : batch;
+  struct mmsghdr *msgs = calloc(nmsgs, sizeof *msgs);
+  struct iovec *iov = calloc(nmsgs, sizeof *iov);
+  struct sockaddr_storage *names = calloc(nmsgs, sizeof *names);
+  uint8_t *gbuf = s->gro ? malloc((size_t)nmsgs * GRO_BUF_SIZE) : NULL;
+  uint8_t (*ctl)[CMSG_SPACE(sizeof(int))] = s->gro ? calloc(nmsgs, sizeof *ctl) : NULL;
+  int ok = msgs && iov && names && (!s->gro || (gbuf && ctl));
+  int rc = ok ? poller_start(&s->pl, s->fd, on_poll, s) : -ENOMEM;
   if (rc < 0) {
     free(msgs);
     free(iov);
     free(names);
+    free(gbuf);
+    free(ctl);
     return throw_errno(env, -rc, rc == -ENOMEM ? "malloc" : "uv_poll_start", NULL);
   }
-  for (uint32_t i = 0; i < batch; i++) {
-    iov[i].iov_base = (uint8_t *)slab + (size_t)i * slot_size;
-    iov[i].iov_len = slot_size;
+  for (uint32_t i = 0; i < nmsgs; i++) {
+    if (s->gro) {
+      iov[i].iov_base = gbuf + (size_t)i * GRO_BUF_SIZE;
+      iov[i].iov_len = GRO_BUF_SIZE;
+      msgs[i].msg_hdr.msg_control = ctl[i];
+      msgs[i].msg_hdr.msg_controllen = sizeof ctl[i];
+    } else {
+      iov[i].iov_base = (uint8_t *)slab + (size_t)i * slot_size;
+      iov[i].iov_len = slot_size;
+    }
     msgs[i].msg_hdr.msg_iov = &iov[i];
     msgs[i].msg_hdr.msg_iovlen = 1;
     msgs[i].msg_hdr.msg_name = &names[i];
@@ -523,6 +701,10 @@ static napi_value js_start_receiving(napi_env env, napi_callback_info info) {
   s->rmsgs = msgs;
   s->riov = iov;
   s->rnames = names;
+  s->rmsg_count = nmsgs;
+  s->gbuf = gbuf;
+  s->rctl = ctl;
+  s->gro_count = s->gro_next = s->gro_off = 0;
   s->slab = slab;
   s->slot_size = slot_size;
   s->lengths = len_data;
