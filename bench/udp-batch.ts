@@ -19,6 +19,11 @@
  *          datagrams per second delivered to JavaScript. On 2 cores the
  *          sender, which also pays for loopback delivery, may be the limit;
  *          the GSO row is a native receiver fed by a GSO sender.
+ *          Native receivers have UDP GRO on (the default): a GSO sender's
+ *          datagrams reach them coalesced and are cut back in C; the
+ *          "GRO off" rows are the same receiver with gro: false (in
+ *          drain, where nothing is coalesced, they show what the GRO
+ *          read path costs uncoalesced traffic).
  *   send   --count datagrams to a socket nobody reads (the kernel drops the
  *          overflow), until the last send completed; native with and without
  *          UDP GSO. Also counts EAGAIN drops of sendBatch with a 4 MB
@@ -41,9 +46,11 @@ const LO = '127.0.0.1';
 const RCVBUF = 16 << 20;
 const SNDBUF = 4 << 20;
 const NATIVE = 'native (recvmmsg/sendmmsg batches)';
+const NATIVE_NOGRO = 'native, receiver UDP GRO off';
 const NATIVE_GSO = 'native + UDP GSO sends';
+const NATIVE_GSO_NOGRO = 'native + UDP GSO sends, GRO off';
 const DGRAM = 'node:dgram';
-type Approach = typeof NATIVE | typeof NATIVE_GSO | typeof DGRAM;
+type Approach = typeof NATIVE | typeof NATIVE_NOGRO | typeof NATIVE_GSO | typeof NATIVE_GSO_NOGRO | typeof DGRAM;
 
 interface Result {
   scenario: 'drain' | 'live' | 'send';
@@ -66,13 +73,16 @@ function sleep(ms: number): Promise<void> {
 interface Receiver {
   port: number;
   received: number;
+  /** Datagrams that arrived in coalesced (GRO) reads. */
+  coalesced(): number;
   close(): void;
 }
 
 async function openReceiver(approach: Approach): Promise<Receiver> {
   if (approach !== DGRAM) {
-    const s = NativeUdpSocket.open({ family: 4, port: 0, address: LO, recvBufferSize: RCVBUF, batchSize: BATCH });
-    const r: Receiver = { port: s.port, received: 0, close: () => s.close() };
+    const gro = approach !== NATIVE_NOGRO && approach !== NATIVE_GSO_NOGRO;
+    const s = NativeUdpSocket.open({ family: 4, port: 0, address: LO, recvBufferSize: RCVBUF, batchSize: BATCH, gro });
+    const r: Receiver = { port: s.port, received: 0, coalesced: () => s.stats.groDatagrams, close: () => s.close() };
     let sum = 0;
     s.onDatagrams((slots, lengths, _sources, count) => {
       for (let i = 0; i < count; i++) sum += slots[i][0] + lengths[i];
@@ -88,7 +98,7 @@ async function openReceiver(approach: Approach): Promise<Receiver> {
   } catch {
     /* capped by rmem_max; reported by the buffer check below */
   }
-  const r: Receiver = { port: s.address().port, received: 0, close: () => s.close() };
+  const r: Receiver = { port: s.address().port, received: 0, coalesced: () => 0, close: () => s.close() };
   let sum = 0;
   s.on('message', (msg, rinfo) => {
     sum += msg[0] + msg.length + rinfo.port;
@@ -120,16 +130,18 @@ async function drain(approach: Approach, count: number): Promise<Result> {
     busy += now() - t0;
   }
   tx.close();
+  const coalesced = rx.coalesced();
   rx.close();
   const lost = queued - rx.received;
-  return { scenario: 'drain', approach, datagrams: rx.received, seconds: busy, rate: rx.received / busy, note: lost ? `${lost} lost` : undefined };
+  const notes = [lost ? `${lost} lost` : '', coalesced ? `${coalesced} via GRO` : ''].filter((n) => n);
+  return { scenario: 'drain', approach, datagrams: rx.received, seconds: busy, rate: rx.received / busy, note: notes.length ? notes.join(', ') : undefined };
 }
 
 /** live: a child process blasts for `seconds`; count what reaches JS. */
 async function live(approach: Approach, seconds: number): Promise<Result> {
   const rx = await openReceiver(approach);
   const self = fileURLToPath(import.meta.url);
-  const child = spawn(process.execPath, [self, '--blast', String(rx.port), String(seconds), approach === NATIVE_GSO ? 'gso' : ''], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = spawn(process.execPath, [self, '--blast', String(rx.port), String(seconds), approach === NATIVE_GSO || approach === NATIVE_GSO_NOGRO ? 'gso' : ''], { stdio: ['ignore', 'pipe', 'inherit'] });
   let out = '';
   child.stdout.on('data', (d: Buffer) => (out += d.toString()));
   // Count from the first datagram, over the sender's window.
@@ -140,9 +152,11 @@ async function live(approach: Approach, seconds: number): Promise<Result> {
   const got = rx.received - start;
   const dt = now() - t0;
   await new Promise((r) => child.once('exit', r));
+  const coalesced = rx.coalesced();
   rx.close();
   const offered = Number(/offered (\d+)/.exec(out)?.[1] ?? 0);
-  return { scenario: 'live', approach, datagrams: got, seconds: dt, rate: got / dt, note: `sender offered ${Math.round(offered).toLocaleString('en-US')}/s` };
+  const via = coalesced ? `, ${coalesced} via GRO` : '';
+  return { scenario: 'live', approach, datagrams: got, seconds: dt, rate: got / dt, note: `sender offered ${Math.round(offered).toLocaleString('en-US')}/s${via}` };
 }
 
 /** The live sender: native sendBatch as fast as it goes, bounded in time and datagrams. */
@@ -220,7 +234,9 @@ async function inner(seconds: number, count: number): Promise<void> {
   for (const scenario of ['drain', 'live', 'send'] as const) {
     const runs = new Map<Approach, Result>();
     for (let round = 0; round < 2; round++) {
-      for (const approach of scenario !== 'drain' ? ([NATIVE, NATIVE_GSO, DGRAM] as const) : ([NATIVE, DGRAM] as const)) {
+      const approaches: readonly Approach[] =
+        scenario === 'drain' ? [NATIVE, NATIVE_NOGRO, DGRAM] : scenario === 'live' ? [NATIVE, NATIVE_NOGRO, NATIVE_GSO, NATIVE_GSO_NOGRO, DGRAM] : [NATIVE, NATIVE_GSO, DGRAM];
+      for (const approach of approaches) {
         const r = scenario === 'drain' ? await drain(approach, count) : scenario === 'live' ? await live(approach, seconds) : await send(approach, count);
         const prev = runs.get(approach);
         runs.set(approach, prev ? best(prev, r) : r);
