@@ -73,7 +73,14 @@ function dgramSocket(type: 'udp4' | 'udp6', address: string): Promise<Socket> {
 function sendPlan(from: NativeUdpSocket, to: Uint8Array, tag: string, plan: number[]): string[] {
   const data = plan.map((len, i) => payload(tag, i, len));
   const bufs = data.map((d) => Buffer.from(d, 'latin1'));
-  expect(from.sendBatch(bufs, Uint32Array.from(plan), bufs.map(() => to), plan.length)).toBe(plan.length);
+  expect(
+    from.sendBatch(
+      bufs,
+      Uint32Array.from(plan),
+      bufs.map(() => to),
+      plan.length,
+    ),
+  ).toBe(plan.length);
   return data;
 }
 
@@ -132,7 +139,12 @@ describe('UDP GRO on receive', () => {
     const rx = track(NativeUdpSocket.open({ family: 4, port: 0, address: '127.0.0.1', batchSize: 4 }));
     const tx = gsoSender(4, '127.0.0.1');
     const done = collect(rx, 60, [encodeEndpoint('127.0.0.1', tx.port)]);
-    const want = sendPlan(tx, encodeEndpoint('127.0.0.1', rx.port), 'x', Array.from({ length: 60 }, () => 1000));
+    const want = sendPlan(
+      tx,
+      encodeEndpoint('127.0.0.1', rx.port),
+      'x',
+      Array.from({ length: 60 }, () => 1000),
+    );
     const { got, batches, largest } = await done;
     expect(got.map((g) => g.data)).toEqual(want);
     expect(got.every((g) => g.from === 0)).toBe(true);
