@@ -14,7 +14,10 @@
  *
  * Everything that moves packets lives in src/pipeline/; everything that
  * decides about the protocol lives in src/protocol/. This file only builds,
- * reconfigures and tears down.
+ * reconfigures and tears down, in order; the parts it orders have a file
+ * each: src/daemon/network.ts (MTU, addresses, routes, rules),
+ * src/daemon/views.ts (status, metrics, UAPI get), src/runtime-options.ts
+ * (every environment switch, read once at start), src/constants.ts.
  */
 import { isIP } from 'node:net';
 import { loadConfig, summarizeConfig, type PeerConfig, type TunvpnConfig, type ConfigDiff } from './config/index.js';
@@ -23,19 +26,16 @@ import { mergeUapiRequest, wipeConfigSecrets, wipeRequestSecrets } from './contr
 import { UapiServer } from './control/uapi-server.js';
 import {
   UAPI_EADDRINUSE,
-  UAPI_EEXIST,
   UAPI_EINVAL,
   UAPI_ENODEV,
   UapiError,
   type UapiDevice,
   type UapiInterfaceState,
-  type UapiPeerState,
   type UapiSetRequest,
 } from './control/uapi-types.js';
 import type { MetricsServer, MetricsSnapshot } from './control/metrics.js';
 import { loadCrypto } from './crypto/index.js';
 import type { CryptoBackend } from './crypto/types.js';
-import { TunvpnError } from './errors.js';
 import type { Logger } from './log.js';
 import { PeerTable } from './peers/peer-table.js';
 import { Pipeline, setEndpoint, type DaemonPeer } from './pipeline/pipeline.js';
@@ -43,35 +43,22 @@ import { WireGuardDevice, type ProtocolConstants } from './protocol/device.js';
 import { resolveConstants } from './protocol/constants.js';
 import { DEFAULT_RESOLVE_INTERVAL_S, EndpointRefresher, MAX_CONCURRENT_LOOKUPS } from './peers/reresolve.js';
 import { Yielder } from './cooperative.js';
-import { parseCidr, formatCidr } from './peers/cidr.js';
-import { OwnedRoutes, OwnedRules, endpointLoopWarnings, RouteApplyError, RouteConflictError, RuleApplyError, describeRule, planRoutes, planRouting, type PendingRoutes, type PendingRules, type RoutingPlan } from './routing.js';
-import { resolveEndpoint, formatEndpoint, type Endpoint } from './transport/endpoint.js';
+import { resolveEndpoint, type Endpoint } from './transport/endpoint.js';
 import { openTransport, type DatagramTransport, type TransportOptions } from './transport/datagram-transport.js';
-import { TunDevice, type TunStats } from './tun/tun-device.js';
+import { TunDevice } from './tun/tun-device.js';
 import { warmTransportPath } from './protocol/warmup.js';
 import { HookError, NO_HOOKS, runHookPhase } from './hooks.js';
-import * as ip from './tun/iproute.js';
+import { LOGGED_PEERS, REMOVE_SLICE, SOCKET_BUFFER_BYTES, TICK_MS, TRANSPORT_OVERHEAD } from './constants.js';
+import { readRuntimeOptions, type RuntimeOptions } from './runtime-options.js';
+import { ApplyError } from './daemon/apply-error.js';
+import { NetworkSync, endpointLoopWarnings, planConfigRouting, type NetworkPlan, type PreparedNetwork } from './daemon/network.js';
+import { daemonStatus, metricsSnapshot, snapshotBefore, uapiSnapshot, type DaemonStatus } from './daemon/views.js';
 
-export class DaemonError extends TunvpnError {}
+export { ApplyError } from './daemon/apply-error.js';
+export type { DaemonStatus } from './daemon/views.js';
 
 /** errno values (negative, as the control socket sends them) that uapi-types.ts does not name. */
 const EACCES = -13;
-
-/**
- * A configuration change refused before anything that runs changed: the
- * errno for the control socket, the field for the log.
- */
-export class ApplyError extends TunvpnError {
-  readonly errno: number;
-  /** The config path of the field at fault, e.g. "interface.listenPort", "peers[3].allowedIPs[0]". */
-  readonly field: string | undefined;
-
-  constructor(errno: number, message: string, field?: string, options?: { cause?: unknown }) {
-    super('APPLY_REJECTED', message, options);
-    this.errno = errno;
-    this.field = field;
-  }
-}
 
 /** What an applied change did, for the one log line that says so. */
 export interface ApplySummary {
@@ -99,75 +86,46 @@ export interface DaemonOptions {
   /** Where reloads read the config from. */
   configPath: string;
   logger: Logger;
-  /** Timer tick period; the protocol's timers are coarse (seconds). */
+  /** Timer tick period; the protocol's timers are coarse (seconds). Default TICK_MS. */
   tickMs?: number;
   /**
    * Where the daemon records the policy rules it adds (IFNAME.rules.json),
-   * so a start after a crash removes exactly those. Default: TUNVPN_STATE_DIR
-   * or /run/tunvpn.
+   * so a start after a crash removes exactly those. Default: the runtime
+   * options' stateDir (TUNVPN_STATE_DIR or /run/tunvpn).
    */
   stateDir?: string;
+  /** The environment switches (src/runtime-options.ts); default: read from process.env at start. */
+  runtime?: RuntimeOptions;
 }
 
 const monotonicMs = (): number => performance.now();
 
 /**
- * Shortened protocol timers for soak tests: only with NODE_ENV=test and
- * TUNVPN_TEST_REKEY_AFTER_TIME_MS; the other timers keep the defaults'
- * ratios to Rekey-After-Time (Reject 1.5x, Rekey-Attempt 0.75x), and
- * Rekey-Timeout is at most a quarter of it so a rekey is not held back.
+ * Socket buffers sized for bursts (SOCKET_BUFFER_BYTES); `dgram`
+ * (TUNVPN_UDP=dgram) forces the portable node:dgram path (tests exercise
+ * both; the native one is the default).
  */
-export function testTimers(env: NodeJS.ProcessEnv): Partial<ProtocolConstants> | undefined {
-  const ms = Number(env.TUNVPN_TEST_REKEY_AFTER_TIME_MS);
-  if (env.NODE_ENV !== 'test' || !Number.isFinite(ms) || ms <= 0) return undefined;
-  return { rekeyAfterTime: ms, rejectAfterTime: ms * 1.5, rekeyAttemptTime: ms * 0.75, rekeyTimeout: Math.min(5_000, ms / 4) };
-}
-
-/**
- * TUN offloads (TSO on reads, coalesced writes) are on unless
- * TUNVPN_TUN_OFFLOAD=off: the switch exists to measure their effect and to
- * rule them out when chasing a problem. See docs/decisions.md.
- */
-function tunOffloadWanted(): boolean {
-  return process.env.TUNVPN_TUN_OFFLOAD !== 'off';
-}
-
-/**
- * Socket buffers sized for bursts; TUNVPN_UDP=dgram forces the portable
- * node:dgram path (tests exercise both; the native one is the default).
- */
-function transportOptions(port: number, mtu: number, fwmark: number): TransportOptions {
-  return { port, maxDatagram: maxDatagramFor(mtu), recvBufferSize: 4 << 20, sendBufferSize: 4 << 20, dgram: process.env.TUNVPN_UDP === 'dgram', fwmark };
+function transportOptions(port: number, mtu: number, fwmark: number, dgram: boolean): TransportOptions {
+  return { port, maxDatagram: maxDatagramFor(mtu), recvBufferSize: SOCKET_BUFFER_BYTES, sendBufferSize: SOCKET_BUFFER_BYTES, dgram, fwmark };
 }
 
 /** The largest transport datagram an MTU makes: header 16 + padding up to 15 + tag 16. */
 function maxDatagramFor(mtu: number): number {
-  return mtu + 16 + 15 + 16;
+  return mtu + TRANSPORT_OVERHEAD;
 }
 
-/** Labels of at most this many peers go into a change's log line (the counts are always there). */
-const LOGGED_PEERS = 10;
-/** Allowed IPs a removed peer gives up per slice: about 1 us each, so about 1 ms. */
-const REMOVE_SLICE = 1000;
-
 /** Everything a change needs, checked and computed before anything is touched. */
-interface ApplyPlan {
+interface ApplyPlan extends NetworkPlan {
   next: TunvpnConfig;
   diff: ConfigDiff;
   rebind: boolean;
-  wantedRoutes: string[];
-  routing: RoutingPlan;
-  addressesToAdd: string[];
-  addressesToDelete: string[];
   /** Resolved endpoints of added and changed peers, by public key (absent: none, or not resolvable). */
   endpoints: Map<string, Endpoint>;
   yielder: Yielder;
 }
 
-interface Prepared {
+interface Prepared extends PreparedNetwork {
   transport: DatagramTransport | undefined;
-  routes: PendingRoutes;
-  rules: PendingRules;
 }
 
 export class Daemon implements UapiDevice {
@@ -180,8 +138,10 @@ export class Daemon implements UapiDevice {
   private readonly tun: TunDevice;
   private transport: DatagramTransport;
   private readonly pipeline: Pipeline;
-  private readonly routes: OwnedRoutes;
-  private readonly rules: OwnedRules;
+  /** MTU, addresses, routes and policy rules (src/daemon/network.ts). */
+  private readonly net: NetworkSync;
+  /** The environment switches, read once at start. */
+  private readonly runtime: RuntimeOptions;
   /** The mark the sockets carry: interface.fwmark, or a full tunnel's own (51820). */
   private mark: number;
   /** While a commit runs: the configuration and peers before it, which `get` reports (never a half-applied state). */
@@ -206,6 +166,7 @@ export class Daemon implements UapiDevice {
     pipeline: Pipeline;
     stateDir: string;
     mark: number;
+    runtime: RuntimeOptions;
   }) {
     this.config = parts.config;
     this.log = parts.log;
@@ -216,9 +177,9 @@ export class Daemon implements UapiDevice {
     this.tun = parts.tun;
     this.transport = parts.transport;
     this.pipeline = parts.pipeline;
-    this.routes = new OwnedRoutes(parts.tun.name);
-    this.rules = new OwnedRules(parts.tun.name, parts.stateDir);
+    this.net = new NetworkSync(parts.tun.name, parts.stateDir, parts.log);
     this.mark = parts.mark;
+    this.runtime = parts.runtime;
   }
 
   get interfaceName(): string {
@@ -234,10 +195,12 @@ export class Daemon implements UapiDevice {
     const log = opts.logger;
     const config = opts.config;
     for (const w of [...config.warnings, ...endpointLoopWarnings(config)]) log.warn({ warning: w }, 'config warning');
+    // Every environment switch, read once here (src/runtime-options.ts).
+    const runtime = opts.runtime ?? readRuntimeOptions();
     const crypto = await loadCrypto(config.crypto.backend);
     log.info({ backend: crypto.name }, 'crypto backend loaded');
 
-    const constants = testTimers(process.env);
+    const constants = runtime.testTimers;
     if (constants) log.warn({ constants }, 'test timers in use (NODE_ENV=test): never in production');
     const device = new WireGuardDevice({
       crypto,
@@ -256,17 +219,17 @@ export class Daemon implements UapiDevice {
     try {
       // wg-quick's PreUp: before the interface exists.
       await runHookPhase({ phase: 'preUp', hooks: hooks.preUp, ifname: config.interface.name, log, stopOnFailure: true });
-      tun = TunDevice.open({ name: config.interface.name, mtu: config.interface.mtu, offload: tunOffloadWanted() });
-      const routing = planRouting(await planRoutesYielding(config, new Yielder()), config.interface.table, config.interface.fwmark);
-      transport = await openTransport(transportOptions(config.interface.listenPort, config.interface.mtu, routing.mark));
+      tun = TunDevice.open({ name: config.interface.name, mtu: config.interface.mtu, offload: runtime.tunOffload });
+      const routing = await planConfigRouting(config, new Yielder());
+      transport = await openTransport(transportOptions(config.interface.listenPort, config.interface.mtu, routing.mark, runtime.udpDgram));
       log.info({ transport: transport.kind, tunOffload: tun.offload }, 'UDP transport open');
       const pipeline = new Pipeline({ device, table, tun, transport, log, mtu: config.interface.mtu });
-      const stateDir = opts.stateDir ?? process.env.TUNVPN_STATE_DIR ?? '/run/tunvpn';
-      daemon = new Daemon({ config, log, configPath: opts.configPath, crypto, device, table, tun, transport, pipeline, stateDir, mark: routing.mark });
+      const stateDir = opts.stateDir ?? runtime.stateDir;
+      daemon = new Daemon({ config, log, configPath: opts.configPath, crypto, device, table, tun, transport, pipeline, stateDir, mark: routing.mark, runtime });
       const y = new Yielder();
       const endpoints = await daemon.resolveEndpoints(config.peers, y);
       for (const peer of config.peers) await daemon.addPeer(peer, endpoints.get(peer.publicKey), y);
-      await daemon.configureInterface();
+      await daemon.net.configureInterface(daemon.config, new Yielder());
       const ifname = tun.name;
       daemon.control = await UapiServer.listen(ifname, daemon, {
         dir: opts.controlDir,
@@ -279,7 +242,7 @@ export class Daemon implements UapiDevice {
         },
       });
       await daemon.syncMetrics(undefined);
-      if (process.env.TUNVPN_WARMUP !== 'off') {
+      if (runtime.warmup) {
         const w = warmTransportPath(crypto, monotonicMs, Date.now);
         log.info({ packets: w.packets, ms: Math.round(w.ms) }, 'packet path warmed up');
       }
@@ -289,7 +252,7 @@ export class Daemon implements UapiDevice {
       daemon.ticker = setInterval(() => {
         pipeline.tick();
         refresher.tick();
-      }, opts.tickMs ?? 100);
+      }, opts.tickMs ?? TICK_MS);
       // Every peer with a known endpoint gets a handshake at once (wg waits
       // for the first packet): after a restart the other side's stale
       // session is replaced within one round trip instead of after
@@ -311,7 +274,7 @@ export class Daemon implements UapiDevice {
       await daemon?.control?.close();
       await daemon?.metrics?.close();
       // Rules outlive the interface: delete the ones this start added.
-      if (daemon) for (const f of await daemon.rules.removeAll()) log.warn({ rule: f }, 'could not remove rule');
+      if (daemon) await daemon.net.removeRules();
       if (transport) await transport.close();
       tun?.close();
       throw err;
@@ -333,70 +296,13 @@ export class Daemon implements UapiDevice {
   }
 
   private metricsSnapshot(): MetricsSnapshot {
-    let handshakesStarted = 0;
-    let handshakesCompleted = 0;
-    const peers = this.table.values().map((p) => {
-      handshakesStarted += p.proto.stats.handshakesStarted;
-      handshakesCompleted += p.proto.stats.handshakesCompleted;
-      return {
-        name: p.config.name,
-        publicKey: p.config.publicKey,
-        rxBytes: p.proto.stats.rxBytes,
-        txBytes: p.proto.stats.txBytes,
-        rxPackets: p.rxPackets,
-        txPackets: p.txPackets,
-        lastHandshakeWallMs: p.proto.stats.lastHandshakeWallMs,
-      };
-    });
-    return { peers, drops: this.pipeline.drops, handshakesStarted, handshakesCompleted, cookieRepliesSent: this.pipeline.cookieRepliesSent, tun: this.tun.stats };
+    return metricsSnapshot(this.table.values(), this.pipeline, this.tun.stats);
   }
 
-  /** UAPI `get`: the running state, as `wg show` reports it. */
+  /** UAPI `get`: the running state, as `wg show` reports it; mid-commit, the state before the change (views.ts snapshotBefore). */
   snapshot(): UapiInterfaceState {
-    if (this.committing !== undefined) return this.snapshotBefore(this.committing.config, this.committing.peers);
-    return {
-      privateKey: this.config.interface.privateKey,
-      listenPort: this.transport.port,
-      // The configured mark, as wireguard-go reports what was set; a full
-      // tunnel's own 51820 (with no fwmark set) is in status() and the log.
-      fwmark: this.config.interface.fwmark,
-      peers: this.table.values().map((p) => ({
-        publicKey: p.config.publicKeyBytes,
-        presharedKey: p.config.presharedKey,
-        endpoint: p.endpoint,
-        persistentKeepalive: p.config.persistentKeepalive,
-        lastHandshakeWallMs: p.proto.stats.lastHandshakeWallMs,
-        rxBytes: p.proto.stats.rxBytes,
-        txBytes: p.proto.stats.txBytes,
-        allowedIPs: this.table.allowedIPsOf(p.config.publicKey),
-      })),
-    };
-  }
-
-  /**
-   * `get` while a large change is being committed (it yields to the event
-   * loop, so a `get` can arrive half-way): the state as it was before the
-   * change, as if the `get` had come first. wireguard-go makes such a `get`
-   * wait; answering the previous state is the same linearisation.
-   */
-  private snapshotBefore(config: TunvpnConfig, peers: Map<string, DaemonPeer>): UapiInterfaceState {
-    const out: UapiPeerState[] = [];
-    for (const c of config.peers) {
-      const live = peers.get(c.publicKey);
-      const cidrs = c.allowedIPs.map((t) => parseCidr(t));
-      cidrs.sort(compareCidrText);
-      out.push({
-        publicKey: c.publicKeyBytes,
-        presharedKey: c.presharedKey,
-        endpoint: live?.endpoint,
-        persistentKeepalive: c.persistentKeepalive,
-        lastHandshakeWallMs: live?.proto.stats.lastHandshakeWallMs ?? 0,
-        rxBytes: live?.proto.stats.rxBytes ?? 0,
-        txBytes: live?.proto.stats.txBytes ?? 0,
-        allowedIPs: cidrs.map(formatCidr),
-      });
-    }
-    return { privateKey: config.interface.privateKey, listenPort: this.transport.port, fwmark: config.interface.fwmark, peers: out };
+    if (this.committing !== undefined) return snapshotBefore(this.committing.config, this.committing.peers, this.transport.port);
+    return uapiSnapshot(this.config, this.transport.port, this.table.values(), (key) => this.table.allowedIPsOf(key));
   }
 
   /**
@@ -423,51 +329,6 @@ export class Daemon implements UapiDevice {
         wipeRequestSecrets(req);
       }
     });
-  }
-
-  private async configureInterface(): Promise<void> {
-    const name = this.tun.name;
-    await ip.setMtu(name, this.config.interface.mtu);
-    for (const addr of this.config.interface.addresses) await ip.addAddress(name, addr);
-    await ip.setUp(name);
-    const y = new Yielder();
-    const routing = planRouting(await planRoutesYielding(this.config, y), this.config.interface.table, this.config.interface.fwmark);
-    // A run that crashed (kill -9) left its rules: the interface, and every
-    // route through it, went with the process; rules do not.
-    for (const r of await this.rules.removeLeftovers(routing.rules)) this.log.warn({ rule: describeRule(r) }, 'removed a rule an earlier run of this interface left behind');
-    let pending: PendingRoutes;
-    try {
-      pending = await this.routes.prepare(routing.routes, y);
-    } catch (err) {
-      if (err instanceof RouteConflictError || err instanceof RouteApplyError) {
-        throw new DaemonError(err.code, `${err.message}${routeField(this.config, err.prefix)}`, { cause: err });
-      }
-      throw err;
-    }
-    try {
-      await this.rules.commit(await this.rules.prepare(routing.rules));
-    } catch (err) {
-      await this.routes.undo(pending, y);
-      if (err instanceof RuleApplyError) throw new DaemonError(err.code, `${err.message} (interface.table)`, { cause: err });
-      throw err;
-    }
-    await this.routes.commit(pending, y);
-    if (this.rules.recordProblem !== undefined) {
-      this.log.warn({ record: this.rules.record, err: this.rules.recordProblem }, 'cannot record the policy rules: after a crash only those the next start wants itself are found again');
-    }
-    this.warnSrcValidMark();
-    if (routing.rules.length > 0) this.log.info({ table: routing.rules[0].table, fwmark: routing.mark, rules: routing.rules.map(describeRule) }, 'full tunnel: default routes in their own table');
-  }
-
-  /** A full tunnel over IPv4 wants src_valid_mark (as wg-quick sets it); say so once if it could not be set. */
-  private warnSrcValidMark(): void {
-    const problem = this.rules.srcValidMarkProblem;
-    if (problem === undefined) return;
-    this.rules.srcValidMarkProblem = undefined;
-    this.log.warn(
-      { sysctl: 'net.ipv4.conf.all.src_valid_mark', err: problem },
-      'cannot set net.ipv4.conf.all.src_valid_mark=1: with a strict reverse-path filter (rp_filter=1) replies to the full tunnel may be dropped; set it in /etc/sysctl.d/',
-    );
   }
 
   /**
@@ -597,14 +458,9 @@ export class Daemon implements UapiDevice {
     return run;
   }
 
-  /** The configuration in force: the file's, plus changes made through the control socket. */
-  get effectiveConfig(): TunvpnConfig {
-    return this.config;
-  }
-
   /** Routes through our interface that the daemon added (and will delete). */
   get ownedRoutes(): string[] {
-    return [...this.routes.owned];
+    return this.net.ownedRoutes;
   }
 
   /**
@@ -658,7 +514,7 @@ export class Daemon implements UapiDevice {
     if (diff.interfaceChanged.includes('name')) {
       throw new ApplyError(UAPI_EINVAL, 'the interface name cannot change without a restart', 'interface.name');
     }
-    const mtuLimit = Math.min(this.tun.slotSize, this.transport.maxDatagram === 0 ? Infinity : this.transport.maxDatagram - 47);
+    const mtuLimit = Math.min(this.tun.slotSize, this.transport.maxDatagram === 0 ? Infinity : this.transport.maxDatagram - TRANSPORT_OVERHEAD);
     if (nxt.mtu > mtuLimit) {
       // Read buffers (TUN slots, UDP slots) are sized at start; growing them
       // means reopening the TUN device, which drops every tunnel.
@@ -675,7 +531,7 @@ export class Daemon implements UapiDevice {
     // `wg showconf | wg setconf` works after listen_port=0); 0 asks for a
     // new kernel-chosen port unless it already was 0.
     const rebind = nxt.listenPort !== cur.listenPort && (nxt.listenPort === 0 || nxt.listenPort !== this.transport.port);
-    const routing = planRouting(await planRoutesYielding(next, y), nxt.table, nxt.fwmark);
+    const routing = await planConfigRouting(next, y);
     const wantedRoutes = routing.routes;
     if (routing.mark !== 0 && this.transport.kind === 'dgram') {
       const why = nxt.fwmark !== 0 ? `fwmark ${nxt.fwmark}` : `a full tunnel (its sockets need fwmark ${routing.mark})`;
@@ -714,15 +570,13 @@ export class Daemon implements UapiDevice {
 
   /** The reversible steps, in order; on a failure the ones done are undone in reverse and ApplyError is thrown. */
   private async prepare(plan: ApplyPlan): Promise<Prepared> {
-    const name = this.tun.name;
-    const cur = this.config.interface;
     const nxt = plan.next.interface;
     const undo: (() => Promise<unknown>)[] = [];
     try {
       let transport: DatagramTransport | undefined;
       if (plan.rebind) {
         try {
-          transport = await openTransport(transportOptions(nxt.listenPort, nxt.mtu, plan.routing.mark));
+          transport = await openTransport(transportOptions(nxt.listenPort, nxt.mtu, plan.routing.mark, this.runtime.udpDgram));
         } catch (err) {
           throw portError(err, nxt.listenPort);
         }
@@ -739,40 +593,9 @@ export class Daemon implements UapiDevice {
         }
         undo.push(async () => this.transport.setMark(markBefore));
       }
-      if (nxt.mtu !== cur.mtu) {
-        await ip.setMtu(name, nxt.mtu).catch((err: unknown) => {
-          throw new ApplyError(UAPI_EINVAL, `cannot set MTU ${nxt.mtu}: ${(err as Error).message}`, 'interface.mtu', { cause: err });
-        });
-        undo.push(() => ip.setMtu(name, cur.mtu));
-      }
-      for (const a of plan.addressesToAdd) {
-        await ip.addAddress(name, a).catch((err: unknown) => {
-          const exists = /File exists/i.test(String((err as { stderr?: unknown }).stderr ?? (err as Error).message));
-          const i = nxt.addresses.indexOf(a);
-          throw new ApplyError(exists ? UAPI_EEXIST : UAPI_EINVAL, `cannot add address ${a}: ${(err as Error).message}`, `interface.addresses[${i}]`, { cause: err });
-        });
-        undo.push(() => ip.delAddress(name, a));
-      }
-      let routes: PendingRoutes;
-      try {
-        routes = await this.routes.prepare(plan.wantedRoutes, plan.yielder);
-      } catch (err) {
-        if (err instanceof RouteConflictError || err instanceof RouteApplyError) {
-          const errno = err instanceof RouteConflictError || err.exists ? UAPI_EEXIST : UAPI_EINVAL;
-          throw new ApplyError(errno, err.message, routeFieldPath(plan.next, err.prefix), { cause: err });
-        }
-        throw new ApplyError(UAPI_EINVAL, `routes: ${(err as Error).message}`, undefined, { cause: err });
-      }
-      const pendingRoutes = routes;
-      undo.push(() => this.routes.undo(pendingRoutes, plan.yielder));
-      let rules: PendingRules;
-      try {
-        rules = await this.rules.prepare(plan.routing.rules);
-      } catch (err) {
-        if (err instanceof RuleApplyError) throw new ApplyError(err.exists ? UAPI_EEXIST : UAPI_EINVAL, err.message, 'interface.table', { cause: err });
-        throw new ApplyError(UAPI_EINVAL, `rules: ${(err as Error).message}`, 'interface.table', { cause: err });
-      }
-      return { transport, routes, rules };
+      // MTU, addresses, routes, rules: undone by NetworkSync itself if one fails, then ours above.
+      const network = await this.net.prepare(this.config, plan.next, plan, plan.yielder);
+      return { transport, ...network };
     } catch (err) {
       for (const step of undo.reverse()) {
         await step().catch((e: unknown) => this.log.error({ err: (e as Error).message }, 'could not undo a prepared step'));
@@ -829,13 +652,9 @@ export class Daemon implements UapiDevice {
         if (y.due()) await y.pause();
       }
       if (next.interface.mtu !== old.interface.mtu) this.pipeline.setMtu(next.interface.mtu);
-      for (const failure of await this.routes.commit(prepared.routes, y)) this.log.warn({ route: failure }, 'could not remove route');
-      for (const failure of await this.rules.commit(prepared.rules)) this.log.warn({ rule: failure }, 'could not remove rule');
-      this.warnSrcValidMark();
+      await this.net.commitRouting(prepared, y);
       this.mark = plan.routing.mark;
-      for (const a of plan.addressesToDelete) {
-        await ip.delAddress(this.tun.name, a).catch((err: unknown) => this.log.warn({ address: a, err: (err as Error).message }, 'could not remove address'));
-      }
+      await this.net.deleteAddresses(plan.addressesToDelete);
       if (next.log.level !== old.log.level) this.log.level = next.log.level;
       this.config = next;
     } finally {
@@ -884,9 +703,8 @@ export class Daemon implements UapiDevice {
     await this.control?.close();
     await this.metrics?.close();
     this.pipeline.stop();
-    // Exactly the routes we added (one ip process), never the kernel's or an operator's.
-    for (const failure of await this.routes.removeAll(new Yielder())) this.log.debug({ route: failure }, 'route already gone');
-    for (const failure of await this.rules.removeAll()) this.log.warn({ rule: failure }, 'could not remove rule');
+    // Exactly the routes we added (one ip process), never the kernel's or an operator's; our rules.
+    await this.net.removeAll(new Yielder());
     await this.transport.close();
     // Closing the TUN fd deletes the (non-persistent) interface and with it
     // its addresses and any routes left.
@@ -900,58 +718,12 @@ export class Daemon implements UapiDevice {
 
   /** A snapshot for status output and tests. */
   status(): DaemonStatus {
-    return {
-      interface: this.tun.name,
-      listenPort: this.transport.port,
-      publicKey: Buffer.from(this.device.publicKey).toString('base64'),
-      peers: this.table.values().map((p) => ({
-        name: p.config.name,
-        publicKey: p.config.publicKey,
-        endpoint: p.endpoint ? formatEndpoint(p.endpoint) : undefined,
-        allowedIPs: p.config.allowedIPs,
-        rxBytes: p.proto.stats.rxBytes,
-        txBytes: p.proto.stats.txBytes,
-        lastHandshakeWallMs: p.proto.stats.lastHandshakeWallMs,
-        persistentKeepalive: p.config.persistentKeepalive,
-      })),
-      drops: { ...this.pipeline.drops },
-      packets: { ...this.pipeline.counters },
-      cookieRepliesSent: this.pipeline.cookieRepliesSent,
-      tun: { offload: this.tun.offload, ...this.tun.stats },
-      routes: [...this.routes.owned],
-      rules: this.rules.owned.map(describeRule),
-      fwmark: this.mark,
-    };
+    return daemonStatus(
+      { interface: this.tun.name, listenPort: this.transport.port, publicKey: this.device.publicKey, tunOffload: this.tun.offload, tunStats: this.tun.stats, routes: this.net.ownedRoutes, rules: this.net.ownedRules, fwmark: this.mark },
+      this.table.values(),
+      this.pipeline,
+    );
   }
-}
-
-export interface DaemonStatus {
-  interface: string;
-  listenPort: number;
-  publicKey: string;
-  peers: {
-    name: string | undefined;
-    publicKey: string;
-    endpoint: string | undefined;
-    allowedIPs: string[];
-    rxBytes: number;
-    txBytes: number;
-    lastHandshakeWallMs: number;
-    persistentKeepalive: number;
-  }[];
-  drops: Record<string, number>;
-  /** Packets moved: read from / written to the TUN device, received / sent on UDP. */
-  packets: { tunRx: number; tunTx: number; udpRx: number; udpTx: number; keepalivesRx: number };
-  /** Cookie replies sent instead of handshake responses (under load): a handshake flood. */
-  cookieRepliesSent: number;
-  /** The TUN device's offload state and counters (see TunDevice). */
-  tun: { offload: boolean } & TunStats;
-  /** Owned routes: "prefix" (main table) or "prefix table N". */
-  routes: string[];
-  /** Owned policy rules (a full tunnel's), as `ip rule` arguments. */
-  rules: string[];
-  /** The mark the UDP sockets carry (0 = none). */
-  fwmark: number;
 }
 
 /** dns.resolveInterval in ms (configs built in code may leave it out: the default). */
@@ -961,42 +733,6 @@ function resolveIntervalMs(config: TunvpnConfig): number {
 
 export function peerLabel(p: PeerConfig): string {
   return p.name ?? `${p.publicKey.slice(0, 8)}…`;
-}
-
-/** Orders prefixes as the peer table reports them: IPv4 first, then by address, then by length. */
-function compareCidrText(a: { family: 4 | 6; bytes: Uint8Array; bits: number }, b: { family: 4 | 6; bytes: Uint8Array; bits: number }): number {
-  if (a.family !== b.family) return a.family - b.family;
-  for (let i = 0; i < a.bytes.length; i++) if (a.bytes[i] !== b.bytes[i]) return a.bytes[i] - b.bytes[i];
-  return a.bits - b.bits;
-}
-
-/** The routes a config wants (planRoutes), in slices. */
-async function planRoutesYielding(config: TunvpnConfig, y: Yielder): Promise<string[]> {
-  const all: string[] = [];
-  for (const p of config.peers) {
-    // Per prefix: one peer can have 50,000.
-    for (const c of p.allowedIPs) {
-      all.push(c);
-      if (y.due()) await y.pause();
-    }
-    if (y.due()) await y.pause();
-  }
-  return planRoutes(config.interface.addresses, all, y);
-}
-
-/** The config path of the first allowed IP that wants route `prefix` ("" when none does). */
-function routeFieldPath(config: TunvpnConfig, prefix: string | undefined): string | undefined {
-  if (prefix === undefined) return undefined;
-  for (let i = 0; i < config.peers.length; i++) {
-    const j = config.peers[i].allowedIPs.indexOf(prefix);
-    if (j >= 0) return `peers[${i}].allowedIPs[${j}]`;
-  }
-  return undefined;
-}
-
-function routeField(config: TunvpnConfig, prefix: string | undefined): string {
-  const f = routeFieldPath(config, prefix);
-  return f === undefined ? '' : ` (${f})`;
 }
 
 /** A failed bind as the errno `wg` shows: EADDRINUSE for a port in use, EACCES for a privileged one. */
