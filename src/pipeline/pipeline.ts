@@ -24,6 +24,7 @@ import {
   SEND_BATCH_MAX,
   SEND_ERROR_LOG_INTERVAL_MS,
   SLOT_PADDING,
+  TRANSPORT_OVERHEAD,
   TUN_WRITE_BATCH_MAX,
   UNDER_LOAD_AFTER_MS,
   UNDER_LOAD_INITIATIONS,
@@ -165,6 +166,12 @@ export class Pipeline {
       // by the peer after a seal, a send and an open.
       if (ipPacketLength(pkt, len) < 0) {
         this.drop('bad-ip-header');
+        continue;
+      }
+      // Larger than a transmit slot can seal (a TUN never reads one beyond
+      // its MTU; a fake or a lowered MTU could): dropped, not thrown.
+      if (len > this.txSlotSize - TRANSPORT_OVERHEAD) {
+        this.drop('oversized');
         continue;
       }
       const peer = this.table.lookupDestination(pkt, len);

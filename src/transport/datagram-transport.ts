@@ -27,7 +27,8 @@ export type DatagramBatchHandler = (slots: readonly Uint8Array[], lengths: Uint3
  * endpoint-codec.ts. test/pipeline/fakes.ts has an in-memory one.
  */
 export interface DatagramTransport {
-  readonly kind: 'native' | 'dgram';
+  /** Which implementation: the native batched sockets, node:dgram, or an in-memory one (tests). */
+  readonly kind: 'native' | 'dgram' | 'memory';
   readonly port: number;
   onBatch(handler: DatagramBatchHandler): void;
   onError(handler: (err: Error) => void): void;

@@ -62,6 +62,7 @@ export function encodeEndpointInto(address: string, port: number, out: Uint8Arra
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new EndpointCodecError('port must be an integer in 0..65535');
   if (isIPv4(address)) {
     out.fill(0, offset, offset + ENDPOINT_SIZE);
+    out[offset + FAMILY] = 4;
     writeIPv4(address, 0, address.length, out, offset);
   } else {
     const pct = address.indexOf('%');
