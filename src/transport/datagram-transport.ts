@@ -169,7 +169,7 @@ class NativeTransport implements DatagramTransport {
   sendBatch(bufs: readonly Uint8Array[], lengths: Uint32Array, dests: readonly Uint8Array[], count: number): void {
     if (count === 0) return;
     let v6count = 0;
-    for (let i = 0; i < count; i++) if (dests[i][0] === 6) v6count++;
+    for (let i = 0; i < count; i++) if (endpointFamily(dests[i]) === 6) v6count++;
     if (v6count === 0) {
       this.v4.sendBatch(bufs, lengths, dests, count);
     } else if (v6count === count) {
@@ -180,7 +180,7 @@ class NativeTransport implements DatagramTransport {
         const sock = family === 4 ? this.v4 : this.v6;
         let n = 0;
         for (let i = 0; i < count; i++) {
-          if (dests[i][0] !== family) continue;
+          if (endpointFamily(dests[i]) !== family) continue;
           this.split.bufs[n] = bufs[i];
           this.split.dests[n] = dests[i];
           this.split.lengths[n] = lengths[i];
