@@ -580,7 +580,7 @@ export class Daemon implements UapiDevice {
         this.pipeline.setTransport(prepared.transport);
         await previous.close().catch((err: unknown) => this.log.warn({ err: (err as Error).message }, 'closing the old UDP socket failed'));
       }
-      if (diff.interfaceChanged.includes('privateKey')) this.device.setPrivateKey(next.interface.privateKey);
+      if (diff.interfaceChanged.includes('privateKey')) this.peers.setPrivateKey(next.interface.privateKey);
       for (const p of diff.removed) {
         await this.peers.remove(p.publicKey, y);
         if (y.due()) await y.pause();

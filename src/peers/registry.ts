@@ -134,6 +134,18 @@ export class PeerRegistry {
     if (fields.includes('endpoint') && endpoint) peer.setEndpoint(endpoint);
   }
 
+  /**
+   * A new private key for the device. A peer whose public key is the new
+   * one's is removed by the device (as WireGuard does); it leaves the table
+   * too, so the two never disagree (the daemon refuses such a change
+   * before it gets here).
+   */
+  setPrivateKey(key: Uint8Array): void {
+    this.device.setPrivateKey(key);
+    const self = Buffer.from(this.device.publicKey).toString('base64');
+    if (this.table.get(self) !== undefined) this.table.remove(self);
+  }
+
   /** At shutdown: every protocol peer wiped (keys, sessions); the table goes with the daemon. */
   wipeAll(): void {
     for (const p of this.table.values()) this.device.removePeer(p.proto.publicKey);

@@ -88,3 +88,22 @@ describe('PeerRegistry', () => {
     expect(r.size).toBe(1);
   });
 });
+
+describe('PeerRegistry.setPrivateKey', () => {
+  it('a peer whose key becomes ours leaves the device and the table together', async () => {
+    const r = await registry();
+    const crypto = await backend('sodium-native');
+    const priv = new Uint8Array(32);
+    seededRandom(77)(priv);
+    const pub = crypto.publicKey(priv);
+    const cfg = { ...config(['10.9.0.0/24']), publicKey: Buffer.from(pub).toString('base64'), publicKeyBytes: pub };
+    const keep = config(['10.8.0.0/24']);
+    await r.add(cfg, undefined, new Yielder());
+    await r.add(keep, undefined, new Yielder());
+    r.setPrivateKey(priv);
+    expect(r.device.getPeer(cfg.publicKey)).toBeUndefined();
+    expect(r.get(cfg.publicKey)).toBeUndefined();
+    expect(r.table.ownerOf('10.9.0.1')).toBeUndefined();
+    expect(r.values().map((p) => p.config.publicKey)).toEqual([keep.publicKey]);
+  });
+});
