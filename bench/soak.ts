@@ -84,7 +84,7 @@ async function main(): Promise<void> {
     }
     const drops1 = { a: totalDrops(await status(b.da)), b: totalDrops(await status(b.db)) };
     const warmIdx = samples.findIndex((s) => s.t >= Math.min(60, (MINUTES * 60) / 5));
-    const ref = samples[warmIdx >= 0 ? warmIdx : 0];
+    const ref = samples[Math.max(warmIdx, 0)];
     const last = samples[samples.length - 1];
     const range = (k: 'a' | 'b'): string => `${mb(Math.min(...samples.map((s) => s[k].rssBytes)))}..${mb(Math.max(...samples.map((s) => s[k].rssBytes)))}`;
     console.log(

@@ -296,7 +296,10 @@ export class OwnedRoutes {
       if (!this.ours.has(r)) {
         const { prefix, table } = parseRouteKey(r);
         let families = tables.get(table);
-        if (families === undefined) tables.set(table, (families = new Set()));
+        if (families === undefined) {
+          families = new Set();
+          tables.set(table, families);
+        }
         families.add(prefix.includes(':') ? 6 : 4);
       }
       if (y.due()) await y.pause();
@@ -598,12 +601,12 @@ export function endpointLoopWarnings(config: Pick<TunvpnConfig, 'interface' | 'p
   if (table === 'off') return [];
   const owner = new Map<string, string>();
   const lengths = { 4: new Set<number>(), 6: new Set<number>() };
-  config.peers.forEach((p, i) =>
+  config.peers.forEach((p, i) => {
     p.allowedIPs.forEach((a, j) => {
       owner.set(a, `peers[${i}].allowedIPs[${j}]`);
       lengths[a.includes(':') ? 6 : 4].add(Number(a.slice(a.indexOf('/') + 1)));
-    }),
-  );
+    });
+  });
   const byLength = { 4: [...lengths[4]].sort((x, y) => y - x), 6: [...lengths[6]].sort((x, y) => y - x) };
   const out: string[] = [];
   config.peers.forEach((p, i) => {

@@ -184,7 +184,9 @@ function objects(root: JVal): JObj[] {
     if (Array.isArray(v)) v.forEach(walk);
     else if (isObj(v)) {
       out.push(v);
-      v.e.forEach(([, x]) => walk(x));
+      v.e.forEach(([, x]) => {
+        walk(x);
+      });
     }
   };
   walk(root);
@@ -266,6 +268,7 @@ async function makeEnv(rng: Rng): Promise<{ env: Env; server: Server }> {
 const GOOD_NAMES = ['tunvpn0', 'wg0', 'a', 'tun_1', 'x=y+z.0', 'abcdefghijklmno'];
 const BAD_NAMES = ['', '.', '..', 'fz#0', 'fz\u00e90', 'a,b', '-tun', 'a\u001bb', 'a\u0000b', 'a b', 'a/b', 'a:b', 'a@b', 'abcdefghijklmnop', '\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9', 'tun\t0', 'x\u202e0', '\u001b[2J'];
 const ENDPOINTS = ['203.0.113.7:51820', '[2001:db8::7]:51820', 'vpn.example.org:51820', '127.0.0.1:0', '1.2.3.4', '[fe80::1%eth0]:51820', 'fd00::1:51820', '[::1]:65536', ':51820', 'a..b:1', '256.1.1.1:1', `${'a'.repeat(64)}.org:1`];
+// biome-ignore lint/suspicious/noTemplateCurlyInString: '${HOME}' is one of the strings fed to the daemon as is, never expanded
 const WEIRD_STRINGS = ['', ' ', '\u0000', '\u001b]0;owned\u0007', '\u001b[31mred\u001b[0m', '\r\nInjected: line', '\u202eevil', '\ud800', '\u00e9', '__proto__', 'constructor', 'toString', 'hasOwnProperty', '../../etc/passwd', '%s%s%n', '${HOME}', '"quoted"', '\\'];
 const WEIRD_NUMBERS = ['1e400', '-0', '-1', '1.5', '99999999999999999999999', '1e-400', '0.0000001', '65535', '65536', '4294967296', '-9007199254740993'];
 

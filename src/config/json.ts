@@ -127,7 +127,7 @@ class Parser {
       if (this.text[this.pos] !== '"') this.fail(this.text[this.pos] === '}' ? 'trailing comma before "}"' : 'expected a property name in double quotes');
       const keyAt = this.pos;
       const key = this.string();
-      if (Object.prototype.hasOwnProperty.call(out, key)) this.fail(`duplicate key ${quote(key)}`, keyAt);
+      if (Object.hasOwn(out, key)) this.fail(`duplicate key ${quote(key)}`, keyAt);
       this.ws();
       if (this.text[this.pos] !== ':') this.fail('expected ":" after a property name');
       this.pos++;
@@ -192,7 +192,7 @@ class Parser {
         out += this.text.slice(chunk, this.pos);
         const e = this.text[this.pos + 1];
         const simple: Record<string, string> = { '"': '"', '\\': '\\', '/': '/', b: '\b', f: '\f', n: '\n', r: '\r', t: '\t' };
-        if (e !== undefined && Object.prototype.hasOwnProperty.call(simple, e)) {
+        if (e !== undefined && Object.hasOwn(simple, e)) {
           out += simple[e];
           this.pos += 2;
         } else if (e === 'u' && /^[0-9a-fA-F]{4}$/.test(this.text.slice(this.pos + 2, this.pos + 6))) {

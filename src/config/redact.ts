@@ -129,7 +129,7 @@ export function isUnsafeForDisplay(c: number): boolean {
  * For the output streams; text from a config goes through escapeAll.
  */
 export function escapeControl(text: string, allowSgr = false): string {
-  return escape(text, allowSgr, true);
+  return escapeUnsafe(text, allowSgr, true);
 }
 
 /**
@@ -138,10 +138,10 @@ export function escapeControl(text: string, allowSgr = false): string {
  * of output (an invented "  interface.name: OK").
  */
 export function escapeAll(text: string): string {
-  return escape(text, false, false);
+  return escapeUnsafe(text, false, false);
 }
 
-function escape(text: string, allowSgr: boolean, keepLayout: boolean): string {
+function escapeUnsafe(text: string, allowSgr: boolean, keepLayout: boolean): string {
   let out = '';
   let last = 0;
   for (let i = 0; i < text.length; i++) {

@@ -26,7 +26,7 @@ export interface SectionSchema {
 }
 
 export function isField(node: FieldSchema | SectionSchema): node is FieldSchema {
-  return Object.prototype.hasOwnProperty.call(node, 'default');
+  return Object.hasOwn(node, 'default');
 }
 
 export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;

@@ -64,7 +64,7 @@ export function checkSection(schema: SectionSchema, value: unknown, path: string
   }
   const known = Object.keys(schema);
   for (const key of Object.keys(obj)) {
-    if (!Object.prototype.hasOwnProperty.call(schema, key)) {
+    if (!Object.hasOwn(schema, key)) {
       const hidden = couldBeKeyMaterial(key) ? 'its name is not shown: it looks like a key; ' : '';
       issues.push({ path: joinPath(path, key), message: `unknown key (${hidden}${suggestion(key, known)})` });
     }
@@ -74,7 +74,7 @@ export function checkSection(schema: SectionSchema, value: unknown, path: string
     const node = schema[key];
     // A schema key is a plain identifier: no need to check or quote it.
     const p = path ? `${path}.${key}` : key;
-    const v = Object.prototype.hasOwnProperty.call(obj, key) ? obj[key] : undefined;
+    const v = Object.hasOwn(obj, key) ? obj[key] : undefined;
     out[key] = isField(node) ? checkField(node, v, p, issues) : checkSection(node, v, p, issues);
   }
   return out;

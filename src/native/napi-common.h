@@ -76,6 +76,13 @@ static napi_value throw_errno(napi_env env, int err, const char *syscall, const 
   return NULL;
 }
 
+/* An Error with a given code and no errno (bad input the syscall would
+ * refuse, such as a name or address that does not parse: "EINVAL"). */
+static napi_value throw_code(napi_env env, const char *code, const char *msg) {
+  napi_throw_error(env, code, msg);
+  return NULL;
+}
+
 static napi_value throw_type(napi_env env, const char *msg) {
   napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", msg);
   return NULL;
@@ -103,7 +110,7 @@ static void delete_ref(napi_env env, napi_ref *ref) {
  * finalizer from freeing a handle while one of its callbacks is on the C
  * stack. Each handle struct embeds one as `pl`.
  */
-typedef struct napi_poller {
+typedef struct tv_poller {
   napi_env env;
   /* Whether an active watcher keeps the event loop alive. */
   int reffed;
@@ -116,11 +123,11 @@ typedef struct napi_poller {
   napi_ref on_batch;
   napi_ref on_error;
   napi_async_context async_ctx;
-} napi_poller;
+} tv_poller;
 
 /* Starts watching `fd` for readability; the callback finds `data` in
  * h->data. Returns 0 or a negative errno; on failure nothing is left. */
-static int poller_start(napi_poller *pl, int fd, uv_poll_cb cb, void *data) {
+static int poller_start(tv_poller *pl, int fd, uv_poll_cb cb, void *data) {
   uv_loop_t *loop = NULL;
   if (napi_get_uv_event_loop(pl->env, &loop) != napi_ok || !loop) return -EINVAL;
   uv_poll_t *p = malloc(sizeof *p);
@@ -143,7 +150,7 @@ static int poller_start(napi_poller *pl, int fd, uv_poll_cb cb, void *data) {
 
 /* While reading, the JS object and its callbacks stay alive; callbacks run
  * in one async context named `resource`. */
-static void poller_keep(napi_poller *pl, napi_value self, napi_value on_batch, napi_value on_error, const char *resource) {
+static void poller_keep(tv_poller *pl, napi_value self, napi_value on_batch, napi_value on_error, const char *resource) {
   napi_create_reference(pl->env, on_batch, 1, &pl->on_batch);
   napi_create_reference(pl->env, on_error, 1, &pl->on_error);
   napi_create_reference(pl->env, self, 1, &pl->self_ref);
@@ -156,7 +163,7 @@ static void poller_keep(napi_poller *pl, napi_value self, napi_value on_batch, n
 
 /* Stops the watcher and lets go of the callbacks; an idle handle may then
  * be collected (its finalizer closes it). */
-static void poller_stop(napi_poller *pl) {
+static void poller_stop(tv_poller *pl) {
   if (pl->poll) {
     uv_poll_stop(pl->poll);
     uv_close((uv_handle_t *)pl->poll, on_poll_closed);
@@ -169,14 +176,14 @@ static void poller_stop(napi_poller *pl) {
 
 /* The async context is still in use while one of our callbacks runs (JS may
  * close the handle from inside it); it is then destroyed on the way out. */
-static void poller_destroy_async(napi_poller *pl) {
+static void poller_destroy_async(tv_poller *pl) {
   if (pl->async_ctx && !pl->in_callback) {
     napi_async_destroy(pl->env, pl->async_ctx);
     pl->async_ctx = NULL;
   }
 }
 
-static void poller_set_ref(napi_poller *pl, int ref) {
+static void poller_set_ref(tv_poller *pl, int ref) {
   pl->reffed = ref;
   if (pl->poll) {
     if (ref) uv_ref((uv_handle_t *)pl->poll);
@@ -185,7 +192,7 @@ static void poller_set_ref(napi_poller *pl, int ref) {
 }
 
 /* Calls into JS; an exception it throws becomes an uncaught exception. */
-static void poller_call_js(napi_poller *pl, napi_value fn, size_t argc, napi_value *argv) {
+static void poller_call_js(tv_poller *pl, napi_value fn, size_t argc, napi_value *argv) {
   napi_env env = pl->env;
   napi_value recv;
   napi_get_global(env, &recv);

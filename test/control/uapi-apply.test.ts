@@ -15,7 +15,7 @@ import { UapiError, type UapiDeviceOp, type UapiPeerOp, type UapiPeerSection, ty
 
 const key = (): Uint8Array => new Uint8Array(randomBytes(32));
 const b64 = (k: Uint8Array): string => Buffer.from(k).toString('base64');
-const zero = (k: Uint8Array | undefined): boolean => k !== undefined && k.every((x) => x === 0);
+const zero = (k: Uint8Array | undefined): boolean => k?.every((x) => x === 0) ?? false;
 
 let crypto: CryptoBackend;
 let ctx: MergeContext;

@@ -41,7 +41,9 @@ describe('PrefixHash', () => {
       for (const [s, node] of model) {
         const parts = s.split(',').map(Number);
         const k = new Int32Array(4);
-        parts.forEach((p, i) => (k[i] = p));
+        parts.forEach((p, i) => {
+          k[i] = p;
+        });
         expect(find(k)).toBe(node);
       }
     });

@@ -160,7 +160,9 @@ describe('NativeUdpSocket on loopback', () => {
       const lengths = Uint32Array.from(plan, ([, len]) => len);
       const dests = plan.map(([d]) => d);
       const want = { a: [] as string[], b: [] as string[] };
-      plan.forEach(([d], i) => (d === toA ? want.a : want.b).push(bufs[i].toString('latin1', 0, lengths[i])));
+      plan.forEach(([d], i) => {
+        (d === toA ? want.a : want.b).push(bufs[i].toString('latin1', 0, lengths[i]));
+      });
       const got = { a: [] as string[], b: [] as string[] };
       const all = new Promise<void>((resolve) => {
         const check = (): void => {

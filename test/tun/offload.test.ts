@@ -74,6 +74,12 @@ function read(h: Uint8Array, pkt: Uint8Array, slot = 65535): Buffer[] | null {
   return tun.offloadRead(h, pkt, slot);
 }
 
+/** What offloadRead handed over, failing here if it dropped the packet (null). */
+function kept(out: Buffer[] | null, what = 'offloadRead'): Buffer[] {
+  if (out === null) throw new Error(`${what}: dropped the packet`);
+  return out;
+}
+
 const ZERO_HDR = Buffer.alloc(10);
 
 function expectSingle(entry: Entry, pkt: Uint8Array, what = 'single'): void {
@@ -121,10 +127,12 @@ function expectMerged(entry: Entry, segs: Buffer[], what = 'merged'): void {
   done.writeUInt16BE(~onesSum(done.subarray(first.iph)) & 0xffff, first.iph + 16);
   expect(l4ChecksumOk(done), `${what}: completed TCP checksum`).toBe(true);
   // Cutting it again (as the kernel would on TSO) gives back the segments.
-  const back = read(hdr, pkt);
+  const back = kept(read(hdr, pkt), `${what}: offloadRead of the entry`);
   expect(back, `${what}: offloadRead of the entry`).not.toBeNull();
-  expect(back!.length, `${what}: segments cut back`).toBe(segs.length);
-  back!.forEach((s, i) => expectBytes(s, segs[i], `${what}: segment ${i} cut back`));
+  expect(back.length, `${what}: segments cut back`).toBe(segs.length);
+  back.forEach((s, i) => {
+    expectBytes(s, segs[i], `${what}: segment ${i} cut back`);
+  });
 }
 
 /** Checks the output against groups of input indexes, in write order. */
@@ -154,10 +162,10 @@ const V6 = { src: 'fd00:1::1', dst: 'fd00:2::2' };
 describe('offloadRead, gso_type NONE', () => {
   it('hands over the packet unchanged without NEEDS_CSUM (even a wrong checksum)', () => {
     const p = buildTcp({ payload: pattern(100), badChecksum: true });
-    const out = read(vnetHeader(), p);
+    const out = kept(read(vnetHeader(), p));
     expect(out).not.toBeNull();
-    expect(out!.length).toBe(1);
-    expectBytes(out![0], p);
+    expect(out.length).toBe(1);
+    expectBytes(out[0], p);
   });
 
   it('completes a TCP checksum from the pseudo-header sum (IPv4, IPv6, odd length, IPv4 options)', () => {
@@ -174,10 +182,10 @@ describe('offloadRead, gso_type NONE', () => {
       expect(l4ChecksumOk(good)).toBe(true);
       const partial = Buffer.from(good);
       partial.writeUInt16BE(pseudoSum(good, 6, good.length - t.iph), t.iph + 16);
-      const out = read(vnetHeader({ flags: F_NEEDS_CSUM, csumStart: t.iph, csumOffset: 16 }), partial);
+      const out = kept(read(vnetHeader({ flags: F_NEEDS_CSUM, csumStart: t.iph, csumOffset: 16 }), partial));
       expect(out).not.toBeNull();
-      expect(out!.length).toBe(1);
-      expectBytes(out![0], good, `TCP ${good.length} bytes`);
+      expect(out.length).toBe(1);
+      expectBytes(out[0], good, `TCP ${good.length} bytes`);
     }
   });
 
@@ -190,9 +198,9 @@ describe('offloadRead, gso_type NONE', () => {
       expect(l4ChecksumOk(good, 17)).toBe(true);
       const partial = Buffer.from(good);
       partial.writeUInt16BE(pseudoSum(good, 17, good.length - iph), iph + 6);
-      const out = read(vnetHeader({ flags: F_NEEDS_CSUM, csumStart: iph, csumOffset: 6 }), partial);
+      const out = kept(read(vnetHeader({ flags: F_NEEDS_CSUM, csumStart: iph, csumOffset: 6 }), partial));
       expect(out).not.toBeNull();
-      expectBytes(out![0], good, 'UDP');
+      expectBytes(out[0], good, 'UDP');
     }
   });
 
@@ -215,16 +223,16 @@ describe('offloadRead, gso_type NONE', () => {
 
   it('writes a UDP checksum of 0 as 0xffff, and leaves a TCP checksum of 0 as 0', () => {
     const udp = zeroSumPacket(17);
-    const u = read(vnetHeader({ flags: F_NEEDS_CSUM, csumStart: 20, csumOffset: 6 }), udp.partial);
+    const u = kept(read(vnetHeader({ flags: F_NEEDS_CSUM, csumStart: 20, csumOffset: 6 }), udp.partial));
     expect(u).not.toBeNull();
-    expect(u![0].readUInt16BE(udp.csumAt)).toBe(0xffff);
-    expect(l4ChecksumOk(u![0], 17)).toBe(true);
+    expect(u[0].readUInt16BE(udp.csumAt)).toBe(0xffff);
+    expect(l4ChecksumOk(u[0], 17)).toBe(true);
 
     const tcp = zeroSumPacket(6);
-    const t = read(vnetHeader({ flags: F_NEEDS_CSUM, csumStart: 20, csumOffset: 16 }), tcp.partial);
+    const t = kept(read(vnetHeader({ flags: F_NEEDS_CSUM, csumStart: 20, csumOffset: 16 }), tcp.partial));
     expect(t).not.toBeNull();
-    expect(t![0].readUInt16BE(tcp.csumAt)).toBe(0);
-    expect(l4ChecksumOk(t![0], 6)).toBe(true);
+    expect(t[0].readUInt16BE(tcp.csumAt)).toBe(0);
+    expect(l4ChecksumOk(t[0], 6)).toBe(true);
   });
 
   it('drops a packet whose checksum start or field lies outside it', () => {
@@ -238,10 +246,10 @@ describe('offloadRead, gso_type NONE', () => {
     expect(at(20, 0xffff)).toBeNull();
     // The last two bytes are still a valid place for the field: it gets
     // the complement of the sum over csum_start.. taken with it in place.
-    const edge = at(20, 28);
+    const edge = kept(at(20, 28));
     expect(edge).not.toBeNull();
-    expectBytes(edge![0].subarray(0, 48), p.subarray(0, 48), 'bytes before the field');
-    expect(edge![0].readUInt16BE(48)).toBe(~onesSum(p.subarray(20)) & 0xffff);
+    expectBytes(edge[0].subarray(0, 48), p.subarray(0, 48), 'bytes before the field');
+    expect(edge[0].readUInt16BE(48)).toBe(~onesSum(p.subarray(20)) & 0xffff);
     // Without NEEDS_CSUM the offsets are ignored.
     expect(read(vnetHeader({ csumStart: 60000, csumOffset: 60000 }), p)).not.toBeNull();
   });
@@ -293,10 +301,10 @@ describe('offloadRead, TSO super-packets', () => {
       };
       const expected = buildSegments(spec);
       const sup = superPacket({ ...spec, flags: TCP_ACK | TCP_PSH, payload: pattern(6792, 17) });
-      const out = read(tsoHeader(sup, 1448), sup);
+      const out = kept(read(tsoHeader(sup, 1448), sup));
       expect(out).not.toBeNull();
-      expect(out!.length).toBe(5);
-      out!.forEach((s, i) => {
+      expect(out.length).toBe(5);
+      out.forEach((s, i) => {
         expectBytes(s, expected[i], `segment ${i}`);
         const t = parseTcp(s);
         expect(t.ipLength).toBe(name === 'IPv4' ? s.length : s.length - 40);
@@ -317,14 +325,14 @@ describe('offloadRead, TSO super-packets', () => {
         flags: TCP_ACK | TCP_PSH | TCP_FIN | TCP_CWR | TCP_ECE,
         payload: pattern(300),
       });
-      const out = read(tsoHeader(sup, 100), sup);
+      const out = kept(read(tsoHeader(sup, 100), sup));
       expect(out).not.toBeNull();
-      expect(out!.map((s) => parseTcp(s).flags)).toEqual([
+      expect(out.map((s) => parseTcp(s).flags)).toEqual([
         TCP_ACK | TCP_CWR | TCP_ECE,
         TCP_ACK | TCP_ECE,
         TCP_ACK | TCP_PSH | TCP_FIN | TCP_ECE,
       ]);
-      for (const s of out!) expect(l4ChecksumOk(s)).toBe(true);
+      for (const s of out) expect(l4ChecksumOk(s)).toBe(true);
     }
   });
 
@@ -332,30 +340,30 @@ describe('offloadRead, TSO super-packets', () => {
     const flags = TCP_ACK | TCP_PSH | TCP_FIN | TCP_CWR;
     const good = buildTcp({ flags, payload: pattern(500), options: TS });
     const sup = superPacket({ flags, payload: pattern(500), options: TS });
-    const out = read(tsoHeader(sup, 1448), sup);
+    const out = kept(read(tsoHeader(sup, 1448), sup));
     expect(out).not.toBeNull();
-    expect(out!.length).toBe(1);
-    expectBytes(out![0], good);
+    expect(out.length).toBe(1);
+    expectBytes(out[0], good);
   });
 
   it('cuts a last short segment and an exact multiple correctly', () => {
     const short = superPacket({ payload: pattern(250) });
-    const a = read(tsoHeader(short, 100), short);
-    expect(a!.map((s) => parseTcp(s).payload.length)).toEqual([100, 100, 50]);
-    expect(a!.map((s) => parseTcp(s).payload)).toEqual([
+    const a = kept(read(tsoHeader(short, 100), short));
+    expect(a.map((s) => parseTcp(s).payload.length)).toEqual([100, 100, 50]);
+    expect(a.map((s) => parseTcp(s).payload)).toEqual([
       pattern(250).subarray(0, 100),
       pattern(250).subarray(100, 200),
       pattern(250).subarray(200),
     ]);
     const exact = superPacket({ payload: pattern(300), flags: TCP_ACK | TCP_PSH });
-    const b = read(tsoHeader(exact, 100), exact);
-    expect(b!.map((s) => parseTcp(s).payload.length)).toEqual([100, 100, 100]);
-    expect(b!.map((s) => parseTcp(s).flags)).toEqual([TCP_ACK, TCP_ACK, TCP_ACK | TCP_PSH]);
+    const b = kept(read(tsoHeader(exact, 100), exact));
+    expect(b.map((s) => parseTcp(s).payload.length)).toEqual([100, 100, 100]);
+    expect(b.map((s) => parseTcp(s).flags)).toEqual([TCP_ACK, TCP_ACK, TCP_ACK | TCP_PSH]);
     // gso_size 1: one byte per segment.
     const tiny = superPacket({ payload: pattern(5), seq: 7 });
-    const c = read(tsoHeader(tiny, 1), tiny);
-    expect(c!.map((s) => parseTcp(s).seq)).toEqual([7, 8, 9, 10, 11]);
-    for (const s of [...a!, ...b!, ...c!]) {
+    const c = kept(read(tsoHeader(tiny, 1), tiny));
+    expect(c.map((s) => parseTcp(s).seq)).toEqual([7, 8, 9, 10, 11]);
+    for (const s of [...a, ...b, ...c]) {
       expect(ipv4HeaderOk(s)).toBe(true);
       expect(l4ChecksumOk(s)).toBe(true);
     }
@@ -366,10 +374,10 @@ describe('offloadRead, TSO super-packets', () => {
     const spec: SegmentsSpec = { ipOptions, sizes: [200, 200, 100], id: 42, options: TS };
     const expected = buildSegments(spec);
     const sup = superPacket({ ipOptions, id: 42, options: TS, payload: pattern(500) });
-    const out = read(tsoHeader(sup, 200), sup);
+    const out = kept(read(tsoHeader(sup, 200), sup));
     expect(out).not.toBeNull();
-    expect(out!.length).toBe(3);
-    out!.forEach((s, i) => {
+    expect(out.length).toBe(3);
+    out.forEach((s, i) => {
       expectBytes(s, expected[i], `segment ${i}`);
       expect(ipv4HeaderOk(s)).toBe(true);
     });
@@ -763,7 +771,9 @@ describe('offloadCoalesce', () => {
     // the non-TCP packets, in their order, unchanged and with a zero header
     const singles = out.filter(([h]) => h.equals(ZERO_HDR));
     expect(singles.length).toBe(others.length);
-    singles.forEach(([, p], i) => expectBytes(p, others[i], `passed-through packet ${i}`));
+    singles.forEach(([, p], i) => {
+      expectBytes(p, others[i], `passed-through packet ${i}`);
+    });
     const merged = out.filter(([h]) => !h.equals(ZERO_HDR));
     expect(merged.length).toBe(1);
     expectMerged(merged[0], segs);

@@ -106,7 +106,7 @@ describeIntegration('TunDevice in a network namespace', [], () => {
           for (let i = 0; i < count; i++) {
             const pkt = slots[i].subarray(0, lengths[i]);
             const udp = parseUdp4(pkt);
-            if (!udp || udp.dstPort !== 9999) continue;
+            if (udp?.dstPort !== 9999) continue;
             expect(ipv4HeaderOk(pkt)).toBe(true);
             expect(udp.dst).toBe('10.201.0.2');
             expect(udp.src).toBe('10.201.0.1');

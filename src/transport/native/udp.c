@@ -84,7 +84,7 @@ enum {
 };
 
 typedef struct udp_sock {
-  napi_poller pl;
+  tv_poller pl;
   int fd;
   int family;
   int closed;
@@ -305,14 +305,9 @@ static napi_value js_open(napi_env env, napi_callback_info info) {
   int af = family == 4 ? AF_INET : AF_INET6;
   int rc = parse_address(alen ? address : (family == 4 ? "0.0.0.0" : "::"), (uint16_t)port, af, &ss, &sslen);
   if (rc != 0) {
-    napi_value code, message, error;
     char msg[160];
     snprintf(msg, sizeof msg, "not an IPv%d address: \"%s\"", family, address);
-    napi_create_string_utf8(env, "EINVAL", NAPI_AUTO_LENGTH, &code);
-    napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &message);
-    napi_create_error(env, code, message, &error);
-    napi_throw(env, error);
-    return NULL;
+    return throw_code(env, "EINVAL", msg);
   }
 
   int fd = socket(af, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -690,99 +685,138 @@ static uint32_t split_gso(udp_sock *s, uint32_t at, uint32_t n) {
   return n + k - 1;
 }
 
-/* sendBatch(handle, bufs: Uint8Array[], lengths: Uint32Array,
- *           dests: Uint8Array[], count) -> number sent */
-static napi_value js_send_batch(napi_env env, napi_callback_info info) {
+/* sendBatch's arguments once checked: bufs[i] (lengths[i] bytes of it) to
+ * dests[i], for i in [0, count). */
+typedef struct send_batch_args {
+  napi_value bufs;
+  napi_value dests;
+  const uint32_t *lengths;
+  uint32_t count;
+} send_batch_args;
+
+/* throw_type for the helpers that return a status: -1. */
+static int fail_type(napi_env env, const char *msg) {
+  throw_type(env, msg);
+  return -1;
+}
+
+/* Checks sendBatch's arguments (the arrays' elements are checked as they are
+ * read, in prepare_chunk). 0, or -1 with a JS exception pending. */
+static int parse_send_batch(napi_env env, napi_callback_info info, udp_sock **sock, send_batch_args *a) {
   size_t argc = 5;
   napi_value argv[5];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  if (argc < 5) return throw_type(env, "sendBatch(handle, bufs, lengths, dests, count)");
+  if (argc < 5) return fail_type(env, "sendBatch(handle, bufs, lengths, dests, count)");
   udp_sock *s = get_sock(env, argv[0]);
-  if (!s) return NULL;
-  if (s->closed) return throw_errno(env, EBADF, "sendmmsg", NULL);
+  if (!s) return -1;
+  if (s->closed) {
+    throw_errno(env, EBADF, "sendmmsg", NULL);
+    return -1;
+  }
   bool is_array = false;
-  uint32_t bufs_len = 0, dests_len = 0, count = 0;
+  uint32_t bufs_len = 0, dests_len = 0;
   napi_is_array(env, argv[1], &is_array);
-  if (!is_array) return throw_type(env, "bufs must be an array");
+  if (!is_array) return fail_type(env, "bufs must be an array");
   napi_is_array(env, argv[3], &is_array);
-  if (!is_array) return throw_type(env, "dests must be an array");
+  if (!is_array) return fail_type(env, "dests must be an array");
   napi_get_array_length(env, argv[1], &bufs_len);
   napi_get_array_length(env, argv[3], &dests_len);
   napi_typedarray_type t;
   size_t lengths_len = 0;
   void *lengths_data = NULL;
   if (napi_get_typedarray_info(env, argv[2], &t, &lengths_len, &lengths_data, NULL, NULL) != napi_ok || t != napi_uint32_array)
-    return throw_type(env, "lengths must be a Uint32Array");
-  if (napi_get_value_uint32(env, argv[4], &count) != napi_ok) return throw_type(env, "count must be a non-negative integer");
-  if (count > bufs_len || count > dests_len || count > lengths_len) return throw_type(env, "count exceeds bufs, lengths or dests");
-  const uint32_t *lengths = lengths_data;
+    return fail_type(env, "lengths must be a Uint32Array");
+  if (napi_get_value_uint32(env, argv[4], &a->count) != napi_ok) return fail_type(env, "count must be a non-negative integer");
+  if (a->count > bufs_len || a->count > dests_len || a->count > lengths_len) return fail_type(env, "count exceeds bufs, lengths or dests");
+  a->bufs = argv[1];
+  a->dests = argv[3];
+  a->lengths = lengths_data;
+  *sock = s;
+  return 0;
+}
 
-  uint32_t total = 0;
-  int stopped = 0;
-  uint32_t i = 0;
-  int use_gso = s->gso && s->gso_pause == 0;
-  if (s->gso_pause) s->gso_pause--;
-  while (i < count && !stopped) {
-    /* Prepare a chunk; datagrams with a bad destination are counted as
-     * errors and left out. iovecs are used in datagram order (iov), and a
-     * message covers one or, under GSO, several consecutive ones. */
-    uint32_t n = 0, iov = 0;
-    const uint8_t *run_dest = NULL;
-    size_t run_bytes = 0;
-    /* Half the iovecs at most, so split_gso has room to unfold a message. */
-    for (; i < count && iov < MAX_BATCH / 2; i++) {
-      napi_value el;
-      uint8_t *data = NULL, *dest = NULL;
-      size_t blen = 0, dlen = 0;
-      if (napi_get_element(env, argv[1], i, &el) != napi_ok || get_u8(env, el, &data, &blen) < 0) return throw_type(env, "bufs must hold Uint8Arrays");
-      if (lengths[i] > blen) return throw_type(env, "lengths[i] exceeds bufs[i]");
-      if (napi_get_element(env, argv[3], i, &el) != napi_ok || get_u8(env, el, &dest, &dlen) < 0 || dlen < ENDPOINT_SIZE)
-        return throw_type(env, "dests must hold encoded endpoints");
-      if (dest[0] != s->family) {
-        count_send_error(s, EAFNOSUPPORT);
+/* Prepares one chunk of the batch, from datagram *next on, into the send
+ * messages [0, n): datagrams with a bad destination are counted as errors
+ * and left out. iovecs are used in datagram order, and a message covers one
+ * or, under GSO, several consecutive ones. Stops at the end of the batch or
+ * when half the iovecs are used (so split_gso has room to unfold a
+ * message); *next is then the first datagram not taken. Returns n, or -1
+ * with a JS exception pending (a bad element). */
+static long prepare_chunk(napi_env env, udp_sock *s, const send_batch_args *a, int use_gso, uint32_t *next) {
+  const uint32_t *lengths = a->lengths;
+  uint32_t i = *next, n = 0, iov = 0;
+  const uint8_t *run_dest = NULL;
+  size_t run_bytes = 0;
+  for (; i < a->count && iov < MAX_BATCH / 2; i++) {
+    napi_value el;
+    uint8_t *data = NULL, *dest = NULL;
+    size_t blen = 0, dlen = 0;
+    if (napi_get_element(env, a->bufs, i, &el) != napi_ok || get_u8(env, el, &data, &blen) < 0) return fail_type(env, "bufs must hold Uint8Arrays");
+    if (lengths[i] > blen) return fail_type(env, "lengths[i] exceeds bufs[i]");
+    if (napi_get_element(env, a->dests, i, &el) != napi_ok || get_u8(env, el, &dest, &dlen) < 0 || dlen < ENDPOINT_SIZE) return fail_type(env, "dests must hold encoded endpoints");
+    if (dest[0] != s->family) {
+      count_send_error(s, EAFNOSUPPORT);
+      continue;
+    }
+    uint32_t len = lengths[i];
+    s->siov[iov].iov_base = data;
+    s->siov[iov].iov_len = len;
+    if (use_gso && s->gso && !s->gso_pause && n > 0 && run_dest && len > 0 && memcmp(run_dest, dest, ENDPOINT_SIZE) == 0) {
+      /* Join the previous message if every datagram so far has this
+       * size (the kernel cuts the payload into gso_size pieces; only the
+       * last may be shorter). */
+      struct msghdr *p = &s->smsgs[n - 1].msg_hdr;
+      size_t seg = s->siov[iov - p->msg_iovlen].iov_len;
+      if (s->siov[iov - 1].iov_len == seg && len <= seg && p->msg_iovlen < GSO_MAX_SEGMENTS && run_bytes + len <= GSO_MAX_BYTES) {
+        p->msg_iovlen++;
+        run_bytes += len;
+        if (!p->msg_controllen) {
+          struct cmsghdr *c = (struct cmsghdr *)s->scmsg[n - 1];
+          p->msg_control = c;
+          p->msg_controllen = CMSG_SPACE(sizeof(uint16_t));
+          c->cmsg_level = SOL_UDP;
+          c->cmsg_type = UDP_SEGMENT;
+          c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+          uint16_t gso_size = (uint16_t)seg;
+          memcpy(CMSG_DATA(c), &gso_size, sizeof gso_size);
+        }
+        iov++;
         continue;
       }
-      uint32_t len = lengths[i];
-      s->siov[iov].iov_base = data;
-      s->siov[iov].iov_len = len;
-      if (use_gso && s->gso && !s->gso_pause && n > 0 && run_dest && len > 0 && memcmp(run_dest, dest, ENDPOINT_SIZE) == 0) {
-        /* Join the previous message if every datagram so far has this
-         * size (the kernel cuts the payload into gso_size pieces; only the
-         * last may be shorter). */
-        struct msghdr *p = &s->smsgs[n - 1].msg_hdr;
-        size_t seg = s->siov[iov - p->msg_iovlen].iov_len;
-        if (s->siov[iov - 1].iov_len == seg && len <= seg && p->msg_iovlen < GSO_MAX_SEGMENTS && run_bytes + len <= GSO_MAX_BYTES) {
-          p->msg_iovlen++;
-          run_bytes += len;
-          if (!p->msg_controllen) {
-            struct cmsghdr *c = (struct cmsghdr *)s->scmsg[n - 1];
-            p->msg_control = c;
-            p->msg_controllen = CMSG_SPACE(sizeof(uint16_t));
-            c->cmsg_level = SOL_UDP;
-            c->cmsg_type = UDP_SEGMENT;
-            c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
-            uint16_t gso_size = (uint16_t)seg;
-            memcpy(CMSG_DATA(c), &gso_size, sizeof gso_size);
-          }
-          iov++;
-          continue;
-        }
-      }
-      struct msghdr *m = &s->smsgs[n].msg_hdr;
-      m->msg_namelen = decode_sockaddr(dest, &s->snames[n]);
-      m->msg_iov = &s->siov[iov];
-      m->msg_iovlen = 1;
-      m->msg_control = NULL;
-      m->msg_controllen = 0;
-      m->msg_flags = 0;
-      run_dest = dest;
-      run_bytes = len;
-      n++;
-      iov++;
     }
-    total += send_prepared(s, n, &stopped);
-    if (stopped) s->counters[C_SEND_DROPS] += count - i;
-    (void)iov;
+    struct msghdr *m = &s->smsgs[n].msg_hdr;
+    m->msg_namelen = decode_sockaddr(dest, &s->snames[n]);
+    m->msg_iov = &s->siov[iov];
+    m->msg_iovlen = 1;
+    m->msg_control = NULL;
+    m->msg_controllen = 0;
+    m->msg_flags = 0;
+    run_dest = dest;
+    run_bytes = len;
+    n++;
+    iov++;
+  }
+  *next = i;
+  return (long)n;
+}
+
+/* sendBatch(handle, bufs: Uint8Array[], lengths: Uint32Array,
+ *           dests: Uint8Array[], count) -> number sent
+ * Chunk by chunk: prepare the messages, send them; an EAGAIN ends the batch
+ * (the rest is counted as dropped). */
+static napi_value js_send_batch(napi_env env, napi_callback_info info) {
+  send_batch_args a;
+  udp_sock *s = NULL;
+  if (parse_send_batch(env, info, &s, &a) < 0) return NULL;
+  uint32_t total = 0, i = 0;
+  int stopped = 0;
+  int use_gso = s->gso && s->gso_pause == 0;
+  if (s->gso_pause) s->gso_pause--;
+  while (i < a.count && !stopped) {
+    long n = prepare_chunk(env, s, &a, use_gso, &i);
+    if (n < 0) return NULL;
+    total += send_prepared(s, (uint32_t)n, &stopped);
+    if (stopped) s->counters[C_SEND_DROPS] += a.count - i;
   }
   s->counters[C_SENT] += total;
   napi_value out;
@@ -845,14 +879,9 @@ static napi_value js_encode_endpoint(napi_env env, napi_callback_info info) {
   struct sockaddr_storage ss;
   socklen_t sl = 0;
   if (alen == 0 || alen >= sizeof address - 1 || parse_address(address, (uint16_t)port, AF_UNSPEC, &ss, &sl) != 0) {
-    napi_value code, message, error;
     char msg[160];
     snprintf(msg, sizeof msg, "not an IP address: \"%.100s\"", address);
-    napi_create_string_utf8(env, "EINVAL", NAPI_AUTO_LENGTH, &code);
-    napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &message);
-    napi_create_error(env, code, message, &error);
-    napi_throw(env, error);
-    return NULL;
+    return throw_code(env, "EINVAL", msg);
   }
   napi_value ab, out;
   void *data = NULL;

@@ -40,7 +40,7 @@
 #define SUPER_TAIL (65536 + 256)
 
 typedef struct tun_dev {
-  napi_poller pl;
+  tv_poller pl;
   int fd;
   int closed;
   int cleanup_registered;
@@ -223,11 +223,7 @@ static int parse_open_args(napi_env env, napi_callback_info info, char name[IFNA
   if (r == -2) {
     char msg[96];
     snprintf(msg, sizeof msg, "interface name longer than %d bytes", IFNAMSIZ - 1);
-    napi_value code, message, error;
-    napi_create_string_utf8(env, "EINVAL", NAPI_AUTO_LENGTH, &code);
-    napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &message);
-    napi_create_error(env, code, message, &error);
-    napi_throw(env, error);
+    throw_code(env, "EINVAL", msg);
     return -1;
   }
   *mq = argc > 1 ? get_bool(env, argv[1]) : 0;
@@ -345,37 +341,31 @@ static int deliver(tun_dev *d, uint32_t n) {
   return d->closed || !d->slab ? -1 : 0;
 }
 
-/* One read in offload mode: a packet, or a super-packet cut into segments.
- * Fills slots from *n on, handing full batches to JavaScript on the way.
- * Returns 0, -1 if the device went away in a handler, or errno. */
-static int read_vnet(tun_dev *d, uint32_t *n) {
+/* What one offload-mode read put into slot *n (its first slot_size bytes)
+ * and on into super_buf + slot_size (the rest, at most SUPER_TAIL), behind
+ * header h; r is what readv returned. Turns it into slots from *n on: a
+ * packet (checksum completed), or a super-packet cut into segments, handing
+ * full batches to JavaScript on the way. Anything unusable is dropped and
+ * counted. Returns 0, or -1 if the device went away in a handler. The
+ * offloadRead test hook runs this too, on a packet it lays out the same way. */
+static int vnet_to_slots(tun_dev *d, const struct virtio_net_hdr *h, size_t r, uint32_t *n) {
   size_t slot = d->slot_size;
   uint8_t *dst = d->slab + (size_t)*n * slot;
-  struct virtio_net_hdr h;
-  struct iovec iov[3] = {
-      {&h, VNET_HDR_LEN},
-      {dst, slot},
-      {d->super_buf + slot, SUPER_TAIL},
-  };
-  ssize_t r;
-  do r = readv(d->fd, iov, 3);
-  while (r < 0 && errno == EINTR);
-  if (r < 0) return errno == EAGAIN ? EAGAIN : errno;
-  if ((size_t)r < VNET_HDR_LEN) {
+  if (r < VNET_HDR_LEN) {
     d->offload_drops++;
     return 0;
   }
-  size_t len = (size_t)r - VNET_HDR_LEN;
+  size_t len = r - VNET_HDR_LEN;
   if (len >= slot + SUPER_TAIL) { /* filled every byte: maybe cut short */
     d->oversize_drops++;
     return 0;
   }
-  if (h.gso_type == VIRTIO_NET_HDR_GSO_NONE) {
+  if (h->gso_type == VIRTIO_NET_HDR_GSO_NONE) {
     if (len > slot) {
       d->oversize_drops++;
       return 0;
     }
-    if ((h.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) && offload_complete_csum(dst, len, &h) < 0) {
+    if ((h->flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) && offload_complete_csum(dst, len, h) < 0) {
       d->offload_drops++;
       return 0;
     }
@@ -385,7 +375,7 @@ static int read_vnet(tun_dev *d, uint32_t *n) {
   /* A super-packet: make it contiguous in super_buf, then cut it. */
   memcpy(d->super_buf, dst, len < slot ? len : slot);
   tso_iter it;
-  if (tso_begin(&it, d->super_buf, len, &h) < 0) {
+  if (tso_begin(&it, d->super_buf, len, h) < 0) {
     d->offload_drops++;
     return 0;
   }
@@ -405,6 +395,23 @@ static int read_vnet(tun_dev *d, uint32_t *n) {
     d->tso_segments++;
   }
   return 0;
+}
+
+/* One read in offload mode into slots from *n on (see vnet_to_slots).
+ * Returns 0, -1 if the device went away in a handler, or errno. */
+static int read_vnet(tun_dev *d, uint32_t *n) {
+  size_t slot = d->slot_size;
+  struct virtio_net_hdr h;
+  struct iovec iov[3] = {
+      {&h, VNET_HDR_LEN},
+      {d->slab + (size_t)*n * slot, slot},
+      {d->super_buf + slot, SUPER_TAIL},
+  };
+  ssize_t r;
+  do r = readv(d->fd, iov, 3);
+  while (r < 0 && errno == EINTR);
+  if (r < 0) return errno == EAGAIN ? EAGAIN : errno;
+  return vnet_to_slots(d, &h, (size_t)r, n);
 }
 
 static void on_poll(uv_poll_t *h, int status, int events) {
@@ -775,9 +782,15 @@ static int read_vnet_hdr(napi_env env, napi_value v, struct virtio_net_hdr *h) {
   return 0;
 }
 
+/* At most this much slab for one offloadRead call. */
+#define HOOK_SLAB_MAX (64u << 20)
+
 /* offloadRead(vnetHeader: Uint8Array(10), packet: Uint8Array, slotSize)
  *   -> Buffer[] | null: what a read in offload mode hands JavaScript for
- *   this header and packet (null: dropped). The packet is not modified. */
+ *   this header and packet (null: dropped). The packet is laid out as
+ *   read_vnet's readv lays it out (the kernel cutting short what does not
+ *   fit) on a device without an fd, and goes through the device's own
+ *   vnet_to_slots. The packet itself is not modified. */
 static napi_value js_offload_read(napi_env env, napi_callback_info info) {
   size_t argc = 3;
   napi_value argv[3];
@@ -789,37 +802,46 @@ static napi_value js_offload_read(napi_env env, napi_callback_info info) {
   if (argc < 3 || read_vnet_hdr(env, argv[0], &h) < 0 || get_bytes(env, argv[1], &data, &len) < 0 ||
       napi_get_value_uint32(env, argv[2], &slot) != napi_ok || slot == 0)
     return throw_type(env, "offloadRead(vnetHeader: 10 bytes, packet, slotSize)");
-  uint8_t *copy = malloc(len + 1), *seg = malloc(slot);
-  napi_value result = NULL, nul;
-  napi_get_null(env, &nul);
-  if (!copy || !seg) goto out;
-  memcpy(copy, data, len);
-  napi_create_array(env, &result);
-  if (h.gso_type == VIRTIO_NET_HDR_GSO_NONE) {
-    if (len > slot || ((h.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) && offload_complete_csum(copy, len, &h) < 0)) {
-      result = nul;
-      goto out;
-    }
-    napi_set_element(env, result, 0, make_buffer(env, copy, len));
+  size_t take = len < (size_t)slot + SUPER_TAIL ? len : (size_t)slot + SUPER_TAIL;
+  /* A slot for every segment the packet can yield, and one more: a full
+   * batch is handed over before the cut goes on, and this device has no
+   * reader (closed: a full batch ends the read, reported below). */
+  size_t segs = h.gso_type == VIRTIO_NET_HDR_GSO_NONE || h.gso_size == 0 ? 1 : take / h.gso_size + 1;
+  size_t batch = segs + 1;
+  if (batch > MAX_BATCH) batch = MAX_BATCH;
+  if (batch > HOOK_SLAB_MAX / slot) batch = HOOK_SLAB_MAX / slot > 1 ? HOOK_SLAB_MAX / slot : 1;
+  tun_dev d;
+  memset(&d, 0, sizeof d);
+  d.closed = 1;
+  d.vnet = 1;
+  d.slot_size = slot;
+  d.batch_size = (uint32_t)batch;
+  d.slab = malloc(batch * slot);
+  d.lengths = malloc(batch * sizeof *d.lengths);
+  d.super_buf = malloc((size_t)slot + SUPER_TAIL);
+  napi_value result = NULL;
+  if (!d.slab || !d.lengths || !d.super_buf) {
+    throw_errno(env, ENOMEM, "malloc", "offloadRead");
     goto out;
   }
-  tso_iter it;
-  if (tso_begin(&it, copy, len, &h) < 0) {
-    result = nul;
+  size_t head = take < slot ? take : slot;
+  memcpy(d.slab, data, head);
+  memcpy(d.super_buf + slot, (const uint8_t *)data + head, take - head);
+  uint32_t n = 0;
+  if (vnet_to_slots(&d, &h, VNET_HDR_LEN + take, &n) < 0) {
+    napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "offloadRead: more segments than the slots this hook allocates");
     goto out;
   }
-  for (uint32_t i = 0;; i++) {
-    long r = tso_next(&it, seg, slot);
-    if (r == 0) break;
-    if (r < 0) {
-      result = nul;
-      break;
-    }
-    napi_set_element(env, result, i, make_buffer(env, seg, (size_t)r));
+  if (d.oversize_drops || d.offload_drops) {
+    napi_get_null(env, &result);
+    goto out;
   }
+  napi_create_array_with_length(env, n, &result);
+  for (uint32_t i = 0; i < n; i++) napi_set_element(env, result, i, make_buffer(env, d.slab + (size_t)i * slot, d.lengths[i]));
 out:
-  free(copy);
-  free(seg);
+  free(d.slab);
+  free(d.lengths);
+  free(d.super_buf);
   return result;
 }
 
