@@ -14,7 +14,7 @@ import { Pipeline } from '../../src/pipeline/pipeline.js';
 import { WireGuardDevice } from '../../src/protocol/device.js';
 import type { Endpoint } from '../../src/transport/endpoint.js';
 import { backend, seededRandom, SimClock } from '../protocol/helpers.js';
-import { FakeNetwork, FakeTransport, FakeTun } from './fakes.js';
+import { FakeNetwork, type FakeTransport, FakeTun } from './fakes.js';
 
 export interface Side {
   device: WireGuardDevice<Peer>;
@@ -72,15 +72,16 @@ export async function makeBed(opts: BedOptions = {}): Promise<Bed> {
     r(k);
     return k;
   });
-  const devices = keys.map(
-    (privateKey, i) => new WireGuardDevice<Peer>({ crypto, privateKey, random: rnd[i], now: clock.now, wallClock: clock.wallClock }),
-  );
+  const devices = keys.map((privateKey, i) => new WireGuardDevice<Peer>({ crypto, privateKey, random: rnd[i], now: clock.now, wallClock: clock.wallClock }));
   const transports = [net.transport('192.0.2.1', 51820), net.transport('192.0.2.2', 51821, { batchSize: opts.bBatch })];
   const allowed = [
     ['10.0.0.2/32', 'fd00::2/128'],
     ['10.0.0.1/32', 'fd00::1/128'],
   ];
-  const endpoints: (Endpoint | undefined)[] = [{ address: '192.0.2.2', port: 51821, family: 4 }, opts.bKnowsA ? { address: '192.0.2.1', port: 51820, family: 4 } : undefined];
+  const endpoints: (Endpoint | undefined)[] = [
+    { address: '192.0.2.2', port: 51821, family: 4 },
+    opts.bKnowsA ? { address: '192.0.2.1', port: 51820, family: 4 } : undefined,
+  ];
   const sides: Side[] = [];
   for (let i = 0; i < 2; i++) {
     const device = devices[i];

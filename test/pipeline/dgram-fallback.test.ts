@@ -62,13 +62,16 @@ describeIntegration('node:dgram fallback with the UDP addon absent', ['ip', 'pin
   function start(ns: Netns, config: string): Promise<DaemonProcess> {
     const env = { ...process.env };
     delete env.TUNVPN_UDP;
-    const child = ns.spawn(process.execPath, [join(pkg, 'dist', 'src', 'cli', 'main.js'), 'run', '--config', config], { stdio: ['ignore', 'pipe', 'pipe'], env });
+    const child = ns.spawn(process.execPath, [join(pkg, 'dist', 'src', 'cli', 'main.js'), 'run', '--config', config], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env,
+    });
     const d = new DaemonProcess(child);
     daemons.push(d);
     return d.waitForLog(/^tunvpn up/, 15_000).then(() => d);
   }
 
-  it('falls back by itself and carries pings both ways; B learns A\'s endpoint from its packets', async () => {
+  it("falls back by itself and carries pings both ways; B learns A's endpoint from its packets", async () => {
     expect((await readdir(join(pkg, 'build', 'Release'))).sort()).toEqual(['tunvpn_tun.node']);
     const cfgA = await dir.writeHost('a', {
       interfaceName: 'fbk0',

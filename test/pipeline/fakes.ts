@@ -120,7 +120,10 @@ export class FakeNetwork {
       const host = this.hosts.get(d.to);
       if (host === undefined) continue;
       let list = byHost.get(host);
-      if (list === undefined) byHost.set(host, (list = []));
+      if (list === undefined) {
+        list = [];
+        byHost.set(host, list);
+      }
       list.push(d);
     }
     for (const [host, list] of byHost) host.receive(list.map((d) => ({ data: d.data, from: d.from })));
@@ -207,7 +210,7 @@ export class FakeTransport implements DatagramTransport {
       });
       const lengths = Uint32Array.from(part.map((d) => d.data.length));
       const sources = new Uint8Array(part.length * ENDPOINT_SIZE);
-      part.forEach((d, i) => sources.set(d.from.subarray(0, ENDPOINT_SIZE), i * ENDPOINT_SIZE));
+      for (const [i, d] of part.entries()) sources.set(d.from.subarray(0, ENDPOINT_SIZE), i * ENDPOINT_SIZE);
       this.handler(slots, lengths, sources, part.length);
       for (const s of slots) s.fill(0xdd);
       sources.fill(0xdd);

@@ -149,7 +149,7 @@ describe('pipeline: roaming', () => {
 });
 
 describe('pipeline: inner source check', () => {
-  it('drops a packet whose inner source is not in the sending peer\'s allowed IPs (source-not-allowed)', async () => {
+  it("drops a packet whose inner source is not in the sending peer's allowed IPs (source-not-allowed)", async () => {
     const bed = await makeBed();
     connect(bed);
     const before = bed.b.tun.written.length;
@@ -308,7 +308,7 @@ describe('pipeline: under load (injected clock)', () => {
 });
 
 describe('pipeline: timers and transport changes', () => {
-  it('tick() sends the protocol\'s retries to the peer\'s endpoint, and a new transport takes over', async () => {
+  it("tick() sends the protocol's retries to the peer's endpoint, and a new transport takes over", async () => {
     const bed = await makeBed();
     bed.a.tun.read([ipv4('10.0.0.1', '10.0.0.2')]);
     bed.net.take(); // the initiation is lost
