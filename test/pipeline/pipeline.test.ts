@@ -48,6 +48,24 @@ describe('pipeline: handshake and staged packets', () => {
     expect(nonZeroDrops(bed.b.pipeline.drops)).toEqual({});
   });
 
+  it('the responder stages what it reads before the initiator confirms, and sends it when the first data arrives (no handshake of its own)', async () => {
+    const bed = await makeBed();
+    bed.a.tun.read([ipv4('10.0.0.1', '10.0.0.2', 60, 1)]);
+    bed.net.deliverOnce(); // initiation → B; B's response is in flight
+    const fromB = ipv4('10.0.0.2', '10.0.0.1', 70, 2);
+    bed.b.tun.read([fromB]);
+    // B's session is not confirmed: the packet waits, nothing new is sent.
+    expect(bed.b.peer.proto.queuedPackets).toBe(1);
+    expect(bed.b.transport.sent.map((d) => d.data[0])).toEqual([MESSAGE_RESPONSE]);
+    bed.net.deliverOnce(); // response → A: A's staged packet leaves
+    bed.net.deliverOnce(); // A's data → B: confirmed, B's staged packet leaves
+    expect(bed.b.peer.proto.queuedPackets).toBe(0);
+    expect(bed.b.transport.sent.map((d) => d.data[0])).toEqual([MESSAGE_RESPONSE, MESSAGE_TRANSPORT]);
+    bed.net.pump();
+    expect(bed.a.tun.written).toEqual([fromB]);
+    expect(bed.b.tun.written).toEqual([ipv4('10.0.0.1', '10.0.0.2', 60, 1)]);
+  });
+
   it('carries IPv4 and IPv6 both ways once connected, and counts keepalives apart', async () => {
     const bed = await makeBed();
     connect(bed);
@@ -62,11 +80,15 @@ describe('pipeline: handshake and staged packets', () => {
     expect(bed.a.peer.stats.txPackets).toBe(2);
     expect(bed.b.peer.stats.txPackets).toBe(2);
     // A keepalive: decrypted, counted, never written to the TUN.
-    const keepalivesBefore = bed.a.pipeline.counters.keepalivesRx;
-    bed.clock.advance(10_500); // Keepalive-Timeout after B received data without answering
+    const keepalives = (): number => bed.a.pipeline.counters.keepalivesRx + bed.b.pipeline.counters.keepalivesRx;
+    const keepalivesBefore = keepalives();
+    const writtenA = bed.a.tun.written.length;
+    const writtenB = bed.b.tun.written.length;
+    bed.clock.advance(10_500); // Keepalive-Timeout: each received data and sent none since
     bed.tick();
     bed.net.pump();
-    expect(bed.a.pipeline.counters.keepalivesRx + bed.b.pipeline.counters.keepalivesRx).toBeGreaterThan(keepalivesBefore);
+    expect(keepalives()).toBeGreaterThan(keepalivesBefore);
+    expect([bed.a.tun.written.length, bed.b.tun.written.length]).toEqual([writtenA, writtenB]);
     expect(bed.a.tun.written).toEqual(toA);
   });
 });
