@@ -13,7 +13,7 @@
  */
 import { ADDR } from '../src/testbed/site-to-site.js';
 import { sleep } from '../src/testbed/netns.js';
-import { argNumber, ATTACK_FIXTURE, benchBed, mb, pidOf, pingCount, procFigures, status, TARGET, totalDrops } from './hardening-bed.js';
+import { argNumber, ATTACK_FIXTURE, benchBed, mb, pidOf, pingCount, procFigures, status, TARGET, totalDrops, udpRcvbufErrors } from './hardening-bed.js';
 
 const TOTAL = argNumber('datagrams', 1_000_000);
 const CHUNK = 100_000;
@@ -28,14 +28,8 @@ async function main(): Promise<void> {
     // Warm-up: JIT, socket buffers, the heap's first growth.
     await send(50_000);
     await sleep(1_000);
-    const rcvbuf = async (): Promise<number> => {
-      // Datagrams the kernel dropped because the daemon's socket buffer was full.
-      const { stdout } = await b.bed.tb.exec('cat', ['/proc/net/snmp']);
-      const lines = stdout.split('\n').filter((l) => l.startsWith('Udp:'));
-      const keys = lines[0].split(/\s+/);
-      const vals = lines[1].split(/\s+/);
-      return Number(vals[keys.indexOf('RcvbufErrors')]);
-    };
+    // Datagrams the kernel dropped because the daemon's socket buffer was full.
+    const rcvbuf = (): Promise<number> => udpRcvbufErrors(b.bed.tb);
     const kernel0 = await rcvbuf();
     const s0 = await status(b.db);
     const r0 = await procFigures(pid);

@@ -14,7 +14,11 @@
  * with the daemons' CPU time (/proc/PID/stat) read around the TCP runs and
  * their VmHWM at the end. Figures are medians over the rounds, so slow
  * drift on a shared machine hits every VPN alike. Afterwards the many-peer
- * start-up check (tunvpn and wireguard-go with N peers, default 10,000).
+ * start-up check (tunvpn and wireguard-go with N peers, default 10,000),
+ * then the routed hub (bench/lib/hub.ts: N peers with one routed /24 each,
+ * default 10,000: start, memory, a SIGHUP reload that moves one prefix,
+ * stop; beside it every wireguard-go build with `wg setconf` and one
+ * `ip -batch` of the same routes).
  *
  * Prints a table (every figure also as a ratio to wireguard-go), writes
  * bench/results/<timestamp>.json and docs/bench/latest.json, and renders
@@ -36,21 +40,33 @@
  *                             wireguard-go on PATH); "wireguard-go" in --vpns
  *                             stands for all of them
  *   --peers N                 many-peer check size (default 10000, 0 skips)
+ *   --hub-peers N             routed-hub check size (default 10000, 0 skips; at most 32000)
+ *   --hub-profile             the hub's tunvpn daemon under node --cpu-prof; prints
+ *                             the top functions of its start, reload and stop
+ *   --only PARTS              run only these parts, comma-separated: vpns (the
+ *                             throughput comparison), peers (many-peer start-up),
+ *                             hub (the routed hub); e.g. --only hub --hub-peers 500
  *   --budget N                start no new measurement round after N seconds (default 150)
  *   --profile                 profile mode: tunvpn only under node --cpu-prof
  *                             during one TCP run; prints the top entries
  *   --node-args "..."         extra node options for the tunvpn daemons (A/B a V8 flag)
- *   --no-docs                 do not overwrite docs/bench/*
+ *   --no-docs                 do not overwrite docs/bench/* (also implied when
+ *                             --only leaves out vpns)
+ *   --help                    this text
  */
+import { readFileSync } from 'node:fs';
 import { mkdir, readdir, writeFile } from 'node:fs/promises';
 import { cpus, release } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { loadCrypto } from '../src/crypto/index.js';
 import { pingUntil, sleep } from '../src/testbed/netns.js';
 import { ADDR, ConfigDir, SiteToSite, fromRoot, type KeyPair } from '../src/testbed/site-to-site.js';
 import { formatProfile, summariseProfile, type ProfileSummary } from './lib/cpuprofile.js';
 import { IperfServer, ping, tcpThroughput, tcpWithPing, udpRate } from './lib/measure.js';
+import { formatPhase } from './lib/hub-profile.js';
+import { HUB_MAX_PEERS, hubLine, hubPlan, hubTargetLines, tunvpnHub, wireguardGoHub, type HubResult } from './lib/hub.js';
 import { tunvpnPeerLoad, wireguardGoPeerLoad, type PeerLoadResult } from './lib/peer-load.js';
 import { cpuSeconds, statusMb } from './lib/proc.js';
 import { label, ratio, renderTable, type VpnResult } from './lib/report.js';
@@ -69,6 +85,10 @@ interface Options {
   udpLarge: number;
   vpns: string[];
   peers: number;
+  hubPeers: number;
+  hubProfile: boolean;
+  /** The parts to run: the throughput comparison, the many-peer start-up, the routed hub. */
+  parts: Set<Part>;
   budgetS: number;
   profile: boolean;
   docs: boolean;
@@ -76,6 +96,21 @@ interface Options {
   nodeArgs: string[];
   /** wireguard-go binaries; the first is the reference. */
   wireguardGo: string[];
+}
+
+const PARTS = ['vpns', 'peers', 'hub'] as const;
+type Part = (typeof PARTS)[number];
+
+/** The option list of this file's header comment, for --help. */
+function usage(): string {
+  let source: string;
+  try {
+    source = readFileSync(fileURLToPath(import.meta.url).replace(/\/dist\/bench\/(\w[\w-]*)\.js$/, '/bench/$1.ts'), 'utf8');
+  } catch {
+    return 'bench/vpn-compare.ts not found: its header comment lists the options\n';
+  }
+  const header = /\/\*\*([\s\S]*?)\*\//.exec(source)?.[1] ?? '';
+  return header.split('\n').map((l) => l.replace(/^ \* ?/, '')).join('\n').trim() + '\n';
 }
 
 function parseOptions(argv: string[]): Options {
@@ -92,6 +127,10 @@ function parseOptions(argv: string[]): Options {
       'udp-large': { type: 'string' },
       vpns: { type: 'string' },
       peers: { type: 'string' },
+      'hub-peers': { type: 'string' },
+      'hub-profile': { type: 'boolean' },
+      only: { type: 'string' },
+      help: { type: 'boolean' },
       budget: { type: 'string' },
       profile: { type: 'boolean' },
       'no-docs': { type: 'boolean' },
@@ -114,6 +153,17 @@ function parseOptions(argv: string[]): Options {
     return n;
   };
   const profile = values.profile ?? false;
+  const parts = new Set<Part>();
+  for (const p of (values.only ?? PARTS.join(',')).split(',').map((x) => x.trim()).filter(Boolean)) {
+    if (!(PARTS as readonly string[]).includes(p)) throw new Error(`--only: unknown part "${p}" (known: ${PARTS.join(', ')})`);
+    parts.add(p as Part);
+  }
+  if (profile) {
+    parts.clear();
+    parts.add('vpns');
+  }
+  const hubPeers = Math.round(num(values['hub-peers'], 10_000, 'hub-peers'));
+  if (hubPeers > HUB_MAX_PEERS) throw new Error(`--hub-peers must be at most ${HUB_MAX_PEERS}, not ${hubPeers}`);
   return {
     preset,
     tcpSeconds: num(values['tcp-seconds'], profile ? 10 : base.tcp, 'tcp-seconds'),
@@ -124,9 +174,12 @@ function parseOptions(argv: string[]): Options {
     udpLarge: num(values['udp-large'], 1392, 'udp-large'),
     vpns: profile ? ['tunvpn'] : values.vpns ? values.vpns.split(',').map((s) => s.trim()).filter(Boolean) : base.vpns,
     peers: Math.round(num(values.peers, profile ? 0 : 10_000, 'peers')),
+    hubPeers,
+    hubProfile: values['hub-profile'] ?? false,
+    parts,
     budgetS: num(values.budget, base.budget, 'budget'),
     profile,
-    docs: !(values['no-docs'] ?? false) && !profile,
+    docs: !(values['no-docs'] ?? false) && !profile && parts.has('vpns'),
     nodeArgs: (values['node-args'] ?? '').split(/\s+/).filter(Boolean),
     rounds: Math.max(1, Math.round(num(values.rounds, profile ? 1 : base.rounds, 'rounds'))),
     wireguardGo: wireguardGoPaths(values['wireguard-go']),
@@ -333,12 +386,16 @@ function targetLines(results: VpnResult[], loads: PeerLoadResult[], reference: s
 }
 
 async function main(): Promise<number> {
+  if (process.argv.slice(2).includes('--help')) {
+    process.stdout.write(usage());
+    return 0;
+  }
   const opts = parseOptions(process.argv.slice(2));
   if (process.getuid?.() !== 0) {
     process.stderr.write('bench: run as root (it creates network namespaces and TUN devices)\n');
     return 1;
   }
-  if (!hasCommand('iperf3') || !hasCommand('ping')) {
+  if (opts.parts.has('vpns') && (!hasCommand('iperf3') || !hasCommand('ping'))) {
     process.stderr.write('bench: iperf3 and ping are required (apt-get install iperf3 iputils-ping)\n');
     return 1;
   }
@@ -360,7 +417,7 @@ async function main(): Promise<number> {
   const wgBuilds = opts.wireguardGo.map((path) => ({ path, adapter: wireguardGoAdapter(path) }));
   const reference = wgBuilds[0].adapter.name;
   const adapters: VpnAdapter[] = [];
-  for (const name of opts.vpns) {
+  for (const name of opts.parts.has('vpns') ? opts.vpns : []) {
     if (name === 'wireguard-go') {
       adapters.push(...wgBuilds.map((b) => b.adapter));
       continue;
@@ -369,9 +426,9 @@ async function main(): Promise<number> {
     if (!a) throw new Error(`unknown VPN "${name}" (known: wireguard-go, ${OTHER_VPNS.map((v) => v.name).join(', ')})`);
     adapters.push(a);
   }
-  log(`tunvpn bench (${opts.preset}${opts.profile ? ', profile' : ''}): ${opts.rounds} round(s), TCP ${opts.tcpSeconds} s, UDP ${opts.udpSeconds} s ` +
+  log(`tunvpn bench (${opts.preset}${opts.profile ? ', profile' : ''}; ${[...opts.parts].join(', ')}): ${opts.rounds} round(s), TCP ${opts.tcpSeconds} s, UDP ${opts.udpSeconds} s ` +
     `(${opts.udpSmall} and ${opts.udpLarge} B, offered <= ${opts.maxPps} pps), ${opts.pingCount} idle pings; ` +
-    `${cpus().length} CPUs, Linux ${release()}, node ${process.version}`);
+    `${opts.peers} peers, routed hub of ${opts.hubPeers}; ${cpus().length} CPUs, Linux ${release()}, node ${process.version}`);
 
   const results: VpnResult[] = [];
   let profileDir: string | undefined;
@@ -439,7 +496,7 @@ async function main(): Promise<number> {
   }
 
   const loads: PeerLoadResult[] = [];
-  if (opts.peers > 0) {
+  if (opts.peers > 0 && opts.parts.has('peers')) {
     // Each check removes its own namespace and daemon in a finally; on a
     // signal the testbed's exit hook kills and deletes whatever is left.
     try {
@@ -454,19 +511,46 @@ async function main(): Promise<number> {
     for (const l of loads) log(`${l.vpn} with ${l.peers} peer(s): up in ${l.startMs} ms, RSS ${l.rssMb.toFixed(1)} MB (peak ${l.hwmMb.toFixed(1)} MB)`);
   }
 
+  const hub: HubResult[] = [];
+  if (opts.hubPeers > 0 && opts.parts.has('hub')) {
+    // One peer set for every VPN, so each loads exactly the same keys and prefixes.
+    const plan = hubPlan(opts.hubPeers);
+    const key = await wgKeys();
+    log(`\nrouted hub: ${opts.hubPeers} peers, each a /32 tunnel address and a routed /24; reload moves peer ${plan.changed} from ${plan.oldPrefix} to ${plan.newPrefix}`);
+    let hubProfileDir: string | undefined;
+    if (opts.hubProfile) {
+      hubProfileDir = fromRoot('bench', 'results', `hub-profile-${stamp}`);
+      await mkdir(hubProfileDir, { recursive: true });
+    }
+    hub.push(await tunvpnHub(plan, key, pending, opts.nodeArgs, hubProfileDir, fromRoot()));
+    log(hubLine(hub[0]));
+    const prof = hub[0].profile;
+    if (prof) log(`profile of the hub's tunvpn daemon (${prof.file}):\n${prof.phases.map(formatPhase).join('\n')}`);
+    for (const b of wgBuilds) {
+      if (!b.adapter.available()) {
+        log(`${b.adapter.name} (${b.path}): not installed, hub case skipped`);
+        continue;
+      }
+      hub.push(await wireguardGoHub(plan, key, pending, b.path, b.adapter.name));
+      log(hubLine(hub[hub.length - 1]));
+    }
+  }
+
   if (!opts.profile) {
-    log('\n' + renderTable(results, reference));
-    log('\ntargets (issue 14):\n' + targetLines(results, loads, reference).join('\n'));
+    if (opts.parts.has('vpns')) log('\n' + renderTable(results, reference));
+    const targets = [...(opts.parts.has('vpns') || loads.length > 0 ? targetLines(results, loads, reference) : []), ...hubTargetLines(hub, reference)];
+    log('\ntargets (issue 14):\n' + targets.join('\n'));
   }
 
   const report = {
     date: new Date().toISOString(),
     host: { cpus: cpus().length, cpuModel: cpus()[0]?.model, kernel: release(), node: process.version },
-    options: opts,
+    options: { ...opts, parts: [...opts.parts] },
     reference,
     command: `node dist/bench/vpn-compare.js ${process.argv.slice(2).join(' ')}`.trim(),
     results,
     peerLoad: loads,
+    hub,
     profiles: profiles.map((p) => ({ side: p.side, ...p.summary })),
     seconds: (Date.now() - started) / 1000,
   };
@@ -487,7 +571,7 @@ async function main(): Promise<number> {
     log(`wrote docs/bench/latest.json and docs/bench/throughput.svg`);
   }
   log(`done in ${((Date.now() - started) / 1000).toFixed(0)} s`);
-  return results.some((r) => r.status === 'failed') ? 2 : 0;
+  return results.some((r) => r.status === 'failed') || hub.some((h) => h.status === 'failed') ? 2 : 0;
 }
 
 main()

@@ -17,12 +17,12 @@
  * Used by bench/fuzz-config.ts (`npm run fuzz:config`) and, briefly, by
  * test/config/fuzz.test.ts in CI.
  */
-import { createPrivateKey, createPublicKey } from 'node:crypto';
 import { chmodSync, closeSync, mkdirSync, mkdtempSync, openSync, rmSync, symlinkSync, writeFileSync, ftruncateSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execFileSync } from 'node:child_process';
+import { publicKeyOf } from '../../src/testbed/keys.js';
 import { runCli, type CliRun } from './cli-run.js';
 
 // ---------------------------------------------------------------- randomness
@@ -79,13 +79,6 @@ function keyForms(bytes: Buffer): FuzzKey {
   return { b64: bytes.toString('base64'), hex: bytes.toString('hex'), b64url: bytes.toString('base64url') };
 }
 
-const PKCS8_X25519_PREFIX = Buffer.from('302e020100300506032b656e04220420', 'hex');
-
-function x25519Public(priv: Buffer): Buffer {
-  const key = createPrivateKey({ key: Buffer.concat([PKCS8_X25519_PREFIX, priv]), format: 'der', type: 'pkcs8' });
-  return Buffer.from(createPublicKey(key).export({ format: 'jwk' }).x ?? '', 'base64url');
-}
-
 interface KeySet {
   me: { priv: FuzzKey; pub: FuzzKey };
   peers: { priv: FuzzKey; pub: FuzzKey }[];
@@ -97,7 +90,7 @@ interface KeySet {
 function makeKeys(rng: Rng): KeySet {
   const pair = () => {
     const priv = rng.bytes(32);
-    return { priv: keyForms(priv), pub: keyForms(x25519Public(priv)) };
+    return { priv: keyForms(priv), pub: keyForms(publicKeyOf(priv)) };
   };
   const me = pair();
   const peers = [pair(), pair(), pair(), pair()];

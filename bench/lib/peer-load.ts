@@ -10,7 +10,7 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Netns, sleep, uniqueSuffix } from '../../src/testbed/netns.js';
 import { ConfigDir, DaemonProcess, startDaemon, type KeyPair, type PeerSpec } from '../../src/testbed/site-to-site.js';
-import { statusMb } from './proc.js';
+import { statusMb } from '../../src/testbed/proc.js';
 
 export interface PeerLoadResult {
   vpn: string;

@@ -8,10 +8,10 @@ import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { errnoText, FileReadError, readRegularFile } from '../config/file.js';
 import { keyLikeRuns, redactFragments, redactKeyMaterial } from '../config/redact.js';
+import { convertWgQuick, interfaceNameFromPath } from '../config/wgquick-convert.js';
+import { WgQuickError } from '../config/wgquick-parse.js';
 import { EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, toUsageError, UsageError, type CliCommand } from './command.js';
 import { readAll, type CliIo } from './io.js';
-import { convertWgQuick, interfaceNameFromPath } from './wgquick-convert.js';
-import { WgQuickError } from './wgquick-parse.js';
 
 export const IMPORT_HELP = `Usage: tunvpn import FILE [--name IFACE] [--private-key-file PATH]
 

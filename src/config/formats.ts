@@ -26,7 +26,8 @@ function fail(message: string): never {
   throw new Error(message);
 }
 
-function describeType(v: unknown): string {
+/** A value's kind for a message ("got a string", "got null"): never the value, which may be a secret. */
+export function describeType(v: unknown): string {
   if (v === null) return 'null';
   if (Array.isArray(v)) return 'an array';
   return `a ${typeof v}`;

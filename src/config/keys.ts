@@ -6,7 +6,9 @@
  *
  * Reasons returned here never contain the key text: keys may be secrets.
  */
-export const KEY_LENGTH = 32;
+import { KEY_LEN as KEY_LENGTH } from '../crypto/util.js';
+
+export { KEY_LENGTH };
 
 const KEY_PATTERN = /^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$/;
 

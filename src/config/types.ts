@@ -1,4 +1,7 @@
 /** The validated, ready-to-use configuration the daemon is built from. */
+import type { CryptoBackendChoice } from '../crypto/types.js';
+
+export type { CryptoBackendChoice };
 
 /** wg-quick's four hook phases, in the order a start and a stop run them. */
 export type HookPhase = 'preUp' | 'postUp' | 'preDown' | 'postDown';
@@ -41,8 +44,6 @@ export interface InterfaceConfig {
 }
 
 export type RouteTable = 'auto' | 'off' | number;
-
-export type CryptoBackendChoice = 'auto' | 'sodium-native' | 'libsodium-wrappers';
 
 export interface TunvpnConfig {
   /** The file it came from, when it came from a file. */

@@ -6,7 +6,7 @@
  * `undefined` (already reported) and an absent optional one is `null`.
  */
 import type { IssueSink } from './errors.js';
-import { ListItemsError } from './formats.js';
+import { describeType, ListItemsError } from './formats.js';
 import { couldBeKeyMaterial, joinPath } from './redact.js';
 import { isField, type FieldSchema, type SectionSchema } from './schema.js';
 
@@ -14,13 +14,6 @@ export type Plain = { [key: string]: unknown };
 
 export function isPlainObject(v: unknown): v is Plain {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
-
-
-function describeType(v: unknown): string {
-  if (v === null) return 'null';
-  if (Array.isArray(v)) return 'an array';
-  return `a ${typeof v}`;
 }
 
 function editDistance(a: string, b: string): number {

@@ -6,6 +6,7 @@
  * `wg` tool is written against it.
  */
 import { readFileSync } from 'node:fs';
+import { KEY_LEN } from '../crypto/util.js';
 import { formatCidr } from '../peers/cidr.js';
 import { formatAddr, formatAddrPort, NetipSyntaxError, parseAddr, parseAddrPort, parseDecimal, parsePrefix } from './uapi-netip.js';
 import {
@@ -21,7 +22,6 @@ import {
   type UapiSetRequest,
 } from './uapi-types.js';
 
-const KEY_LEN = 32;
 
 export function keyToHex(key: Uint8Array): string {
   return Buffer.from(key.buffer, key.byteOffset, key.byteLength).toString('hex');

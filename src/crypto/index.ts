@@ -4,11 +4,10 @@
  * pays for instantiating the WASM module.
  */
 import { TunvpnError } from '../errors.js';
-import type { CryptoBackend, CryptoBackendName } from './types.js';
+import type { CryptoBackend, CryptoBackendChoice, CryptoBackendName } from './types.js';
 
-export type { CryptoBackend, CryptoBackendName } from './types.js';
+export type { CryptoBackend, CryptoBackendChoice, CryptoBackendName } from './types.js';
 export { KEY_LEN, NONCE_LEN, TAG_LEN, XNONCE_LEN } from './util.js';
-export type CryptoBackendChoice = 'auto' | CryptoBackendName;
 
 async function loadSodiumNative(): Promise<CryptoBackend> {
   const { createSodiumNativeBackend } = await import('./sodium-native.js');

@@ -10,6 +10,9 @@
  */
 export type CryptoBackendName = 'sodium-native' | 'libsodium-wrappers';
 
+/** What a config may ask for: a backend by name, or 'auto' (sodium-native if it loads, else libsodium-wrappers). */
+export type CryptoBackendChoice = 'auto' | CryptoBackendName;
+
 export interface CryptoBackend {
   readonly name: CryptoBackendName;
 

@@ -1,4 +1,8 @@
-/** Sizes and argument checks shared by the crypto backends. */
+/**
+ * Sizes and argument checks shared by the crypto backends. KEY_LEN (X25519
+ * and ChaCha20-Poly1305 keys) and TAG_LEN (Poly1305) are defined here only;
+ * the protocol, the config and the control socket use these.
+ */
 
 export const KEY_LEN = 32;
 export const TAG_LEN = 16;

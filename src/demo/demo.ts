@@ -2,14 +2,15 @@
 /**
  * `npm run demo`: two sites connected by tunvpn on this one machine.
  *
- * Builds the test bed of design.md section 4 in network namespaces, makes
+ * Builds the site-to-site test bed (src/testbed/site-to-site.ts;
+ * docs/architecture.md, "Test bed") in network namespaces, makes
  * keys and configs, starts a tunvpn daemon on each host, pings and (when
  * iperf3 is installed) runs a short iperf3 from LAN A to LAN B, prints both
  * daemons' status, and removes everything, also on Ctrl-C.
  */
 import { execFileSync } from 'node:child_process';
-import { loadCrypto } from '../crypto/index.js';
 import { ADDR, cliPath, ConfigDir, SiteToSite, startDaemon, type DaemonProcess } from '../testbed/site-to-site.js';
+import { makeKeyPair } from '../testbed/keys.js';
 import { pingUntil } from '../testbed/netns.js';
 import type { Netns } from '../testbed/netns.js';
 
@@ -42,12 +43,6 @@ async function main(): Promise<number> {
     process.stderr.write('demo: run as root (it creates network namespaces and TUN devices)\n');
     return 1;
   }
-  const crypto = await loadCrypto('auto');
-  const keyPair = (): { privateKey: string; publicKey: string } => {
-    const priv = crypto.generatePrivateKey();
-    return { privateKey: Buffer.from(priv).toString('base64'), publicKey: Buffer.from(crypto.publicKey(priv)).toString('base64') };
-  };
-
   let bed: SiteToSite | undefined;
   let dir: ConfigDir | undefined;
   const daemons: DaemonProcess[] = [];
@@ -77,8 +72,8 @@ async function main(): Promise<number> {
     );
 
     say('generating keys and configs');
-    const a = keyPair();
-    const b = keyPair();
+    const a = makeKeyPair();
+    const b = makeKeyPair();
     dir = await ConfigDir.create();
     const cfgA = await dir.writeHost('host-a', {
       interfaceName: 'tunvpn-a',

@@ -86,8 +86,8 @@ export const WG_IDENTIFIER = 'WireGuard v1 zx2c4 Jason@zx2c4.com';
 export const WG_LABEL_MAC1 = 'mac1----';
 export const WG_LABEL_COOKIE = 'cookie--';
 
-export const KEY_LEN = 32;
-export const TAG_LEN = 16;
+// Key and AEAD tag sizes are the crypto layer's; named here too for the protocol modules.
+export { KEY_LEN, TAG_LEN } from '../crypto/util.js';
 export const TIMESTAMP_LEN = 12;
 export const COOKIE_LEN = 16;
 export const COOKIE_NONCE_LEN = 24;

@@ -133,11 +133,13 @@ export class CookieGenerator {
   ) {}
 
   private get mac1Key(): Uint8Array {
-    return (this.mac1KeyCache ??= mac1Key(this.peerPublicKey));
+    this.mac1KeyCache ??= mac1Key(this.peerPublicKey);
+    return this.mac1KeyCache;
   }
 
   private get decryptionKey(): Uint8Array {
-    return (this.decryptionKeyCache ??= cookieKey(this.peerPublicKey));
+    this.decryptionKeyCache ??= cookieKey(this.peerPublicKey);
+    return this.decryptionKeyCache;
   }
 
   /** Fills in mac1 and mac2 (the last 32 bytes) of an outgoing handshake message. */

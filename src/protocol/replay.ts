@@ -58,14 +58,4 @@ export class ReplayWindow {
     this.bitmap[word] |= mask;
     return true;
   }
-
-  reset(): void {
-    this.bitmap.fill(0);
-    this.greatest = -1;
-  }
-
-  /** Greatest counter accepted so far (-1 if none). */
-  get greatestSeen(): number {
-    return this.greatest;
-  }
 }

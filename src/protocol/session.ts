@@ -21,7 +21,7 @@ import { ReplayWindow } from './replay.js';
 export function paddedLength(len: number, mtu: number): number {
   const rounded = (len + 15) & ~15;
   if (mtu <= 0 || rounded <= mtu) return rounded;
-  return len > mtu ? len : mtu;
+  return Math.max(len, mtu);
 }
 
 /** Size of the transport datagram for a plaintext of `len` bytes under `mtu` (0 = no cap). */
@@ -60,10 +60,6 @@ export class Session<P = unknown> {
     this.peer = peer;
     this.createdAt = createdAt;
     this.replay = new ReplayWindow(rejectAfterMessages);
-  }
-
-  get isZeroed(): boolean {
-    return this.zeroed;
   }
 
   /** Whether this session may still encrypt (Reject-After-Time and -Messages). */

@@ -2,7 +2,9 @@
  * Network namespaces as hosts: used by the demo, the benchmarks and every
  * integration test (through test/helpers/netns.ts).
  *
- * Namespaces stand in for hosts (design.md section 4). Every namespace made
+ * Namespaces stand in for hosts (docs/architecture.md, "Test bed"): each
+ * has its own interfaces, addresses, routes and sockets, so two daemons on
+ * one machine talk over real veth links. Every namespace made
  * here has a unique name (prefix, pid, random suffix) and is registered so it
  * can be removed in every outcome: call `destroy()` in afterAll/finally, and
  * `destroyAllNamespaces()` runs on process exit as a last resort.

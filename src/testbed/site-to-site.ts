@@ -1,5 +1,6 @@
 /**
- * The two-site test bed of design.md section 4, in network namespaces:
+ * The two-site test bed (docs/architecture.md, "Test bed"), in network
+ * namespaces:
  *
  *  [la] 10.61.1.10 ─veth─ [ta] ══ tunnel over veth underlay ══ [tb] ─veth─ [lb] 10.61.2.10
  *        LAN A            host A   10.60.0.1 ⇄ 10.60.0.2        host B       LAN B
@@ -9,8 +10,9 @@
  * each creates its own uniquely named namespaces and removes them in every
  * outcome.
  *
- * Options choose the underlay (design.md section 4): one address family
- * only or both, and its MTU (PPPoE-like links: `exactUnderlayMtu`); and a
+ * Options choose the underlay, as users have them: one address family
+ * only or both, and its MTU (1500, or PPPoE-like links of exactly tunnel
+ * MTU + WireGuard's overhead: `exactUnderlayMtu`); and a
  * second LAN subnet on each side (ADDR_LAN2), so two tunnels (say tunvpn and
  * wireguard-go on host B) can share one bed, each carrying its own pair of
  * LAN subnets.
@@ -284,10 +286,8 @@ export class SiteToSite {
   }
 }
 
-export interface KeyPair {
-  privateKey: string;
-  publicKey: string;
-}
+/** A key pair as base64 (src/testbed/keys.ts makes them); the benchmarks know it by this name. */
+export type { KeyPairText as KeyPair } from './keys.js';
 
 export interface PeerSpec {
   name: string;

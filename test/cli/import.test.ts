@@ -7,9 +7,10 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runImport } from '../../src/cli/import.js';
-import { convertWgQuick, interfaceNameFromPath } from '../../src/cli/wgquick-convert.js';
-import { parseWgQuick, WgQuickError } from '../../src/cli/wgquick-parse.js';
+import { convertWgQuick, interfaceNameFromPath } from '../../src/config/wgquick-convert.js';
+import { parseWgQuick, WgQuickError } from '../../src/config/wgquick-parse.js';
 import { parseConfig } from '../../src/config/index.js';
+import { makeKeyPair } from '../../src/testbed/keys.js';
 
 const FIXTURES = fileURLToPath(new URL('../fixtures/wg-quick/', import.meta.url));
 const fixture = (name: string) => join(FIXTURES, name);
@@ -347,8 +348,7 @@ describe('tunvpn import: hostile input', () => {
   });
 
   it('never echoes a key quoted by a parse error or a note', async () => {
-    const { generateKeyPairSync } = await import('node:crypto');
-    const priv = Buffer.from(generateKeyPairSync('x25519').privateKey.export({ format: 'jwk' }).d ?? '', 'base64url').toString('base64');
+    const priv = makeKeyPair().privateKey;
     const inputs = [`[${priv}]\n`, `[Interface]\nPrivateKey = ${priv}\nListenPort = ${priv}\n`, `[Interface]\n${priv.replace(/[^A-Za-z0-9]/g, 'A')} = 1\n`];
     for (const text of inputs) {
       const r = await tvImport(['-', '--name', 'wg0'], text);

@@ -1,6 +1,6 @@
 import { execFileSync } from 'node:child_process';
-import { createPrivateKey, createPublicKey } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
+import { publicKeyOf } from '../../src/testbed/keys.js';
 import { describeIntegration } from '../helpers/netns.js';
 import { tunvpn } from './helpers.js';
 
@@ -8,9 +8,7 @@ const KEY_LINE = /^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=\n$/;
 
 /** Public key by node:crypto, independent of the code under test. */
 function referencePub(privB64: string): string {
-  const der = Buffer.concat([Buffer.from('302e020100300506032b656e04220420', 'hex'), Buffer.from(privB64, 'base64')]);
-  const jwk = createPublicKey(createPrivateKey({ key: der, format: 'der', type: 'pkcs8' })).export({ format: 'jwk' });
-  return Buffer.from(jwk.x ?? '', 'base64url').toString('base64');
+  return publicKeyOf(Buffer.from(privB64, 'base64')).toString('base64');
 }
 
 describe('tunvpn genkey / genpsk', () => {

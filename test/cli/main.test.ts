@@ -1,18 +1,10 @@
-import { generateKeyPairSync } from 'node:crypto';
 import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { COMMANDS } from '../../src/cli/main.js';
+import { keyPair } from '../config/helpers.js';
 import { tunvpn } from './helpers.js';
-
-function keyPair(): { priv: string; pub: string } {
-  const { privateKey, publicKey } = generateKeyPairSync('x25519');
-  return {
-    priv: Buffer.from(privateKey.export({ format: 'jwk' }).d ?? '', 'base64url').toString('base64'),
-    pub: Buffer.from(publicKey.export({ format: 'jwk' }).x ?? '', 'base64url').toString('base64'),
-  };
-}
 
 const me = keyPair();
 const peer = keyPair();

@@ -1,15 +1,13 @@
 import { mkdtempSync, rmSync, writeFileSync, chmodSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { generateKeyPairSync } from 'node:crypto';
 import { ConfigError, loadConfig } from '../../src/config/index.js';
+import { makeKeyPair } from '../../src/testbed/keys.js';
 
-/** A fresh X25519 key pair as base64 (node:crypto, independent of the code under test). */
+/** A fresh X25519 key pair as base64 (node:crypto, independent of the code under test), under the short names these tests use. */
 export function keyPair(): { priv: string; pub: string } {
-  const { privateKey, publicKey } = generateKeyPairSync('x25519');
-  const priv = Buffer.from(privateKey.export({ format: 'jwk' }).d ?? '', 'base64url').toString('base64');
-  const pub = Buffer.from(publicKey.export({ format: 'jwk' }).x ?? '', 'base64url').toString('base64');
-  return { priv, pub };
+  const { privateKey, publicKey } = makeKeyPair();
+  return { priv: privateKey, pub: publicKey };
 }
 
 export function tempDir(): { dir: string; cleanup: () => void } {

@@ -61,7 +61,7 @@ describeIntegration('apply: all or nothing, owned routes, wireguard-go semantics
   beforeAll(async () => {
     bed = await SiteToSite.create('ap');
     dir = await ConfigDir.create();
-    [a, b] = await Promise.all([makeKeyPair(), makeKeyPair()]);
+    [a, b] = [makeKeyPair(), makeKeyPair()];
     hostA = {
       interfaceName: IF,
       privateKey: a.privateKey,
@@ -102,7 +102,7 @@ describeIntegration('apply: all or nothing, owned routes, wireguard-go semantics
     expect(await state()).toEqual(before);
 
     // The same through the config file, together with a new peer: all or nothing.
-    const c = await makeKeyPair();
+    const c = makeKeyPair();
     const spec: HostSpec = {
       ...hostA,
       peers: [{ ...hostA.peers[0], allowedIPs: [...hostA.peers[0].allowedIPs, '10.77.0.0/16'] }, { name: 'c', publicKey: c.publicKey, allowedIPs: ['10.62.0.3/32'] }],
@@ -185,7 +185,7 @@ describeIntegration('apply: all or nothing, owned routes, wireguard-go semantics
   });
 
   it('issue 17 item 2: private_key=K with public_key=pub(K) in one request sets K, ignores the peer line, answers 0', async () => {
-    const k = await makeKeyPair();
+    const k = makeKeyPair();
     const hex = (t: string): string => Buffer.from(t, 'base64').toString('hex');
     const reply = await uapiRequest(IF, `set=1\nprivate_key=${hex(k.privateKey)}\npublic_key=${hex(k.publicKey)}\nallowed_ip=10.81.0.0/16\n\n`);
     expect(reply).toBe('errno=0\n\n');
@@ -224,7 +224,7 @@ describeIntegration('apply: all or nothing, owned routes, wireguard-go semantics
   });
 
   it('a reload logs its counts; a peer removed and re-added by one set loses its endpoint', async () => {
-    const c = await makeKeyPair();
+    const c = makeKeyPair();
     const rec = await reloadWith({ ...hostA, peers: [...hostA.peers, { name: 'c', publicKey: c.publicKey, endpoint: '10.60.0.9:51820', allowedIPs: ['10.62.0.3/32'] }] });
     expect(rec).toMatchObject({ msg: 'configuration reloaded', added: 1, removed: 0, changed: 0, unchanged: 1 });
     const reply = await uapiRequest(IF, `set=1\npublic_key=${Buffer.from(c.publicKey, 'base64').toString('hex')}\nremove=true\npublic_key=${Buffer.from(c.publicKey, 'base64').toString('hex')}\nallowed_ip=10.62.0.3/32\n\n`);

@@ -31,7 +31,7 @@ describeIntegration('control socket with the real wg tool, and metrics', ['wg', 
   beforeAll(async () => {
     bed = await SiteToSite.create('ct');
     dir = await ConfigDir.create();
-    [a, b] = await Promise.all([makeKeyPair(), makeKeyPair()]);
+    [a, b] = [makeKeyPair(), makeKeyPair()];
     const cfgA = await dir.writeHost('a', {
       interfaceName: IF,
       privateKey: a.privateKey,

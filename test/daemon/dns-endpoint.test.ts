@@ -87,7 +87,7 @@ describeIntegration('endpoints that follow DNS', ['ping', 'wg', 'unshare', 'moun
 
   beforeAll(async () => {
     hostsBefore = await readFile('/etc/hosts', 'utf8');
-    [c, s, ghost] = await Promise.all([makeKeyPair(), makeKeyPair(), makeKeyPair()]);
+    [c, s, ghost] = [makeKeyPair(), makeKeyPair(), makeKeyPair()];
     dir = await ConfigDir.create();
     client = await Netns.create('dnsc');
     server = await Netns.create('dnss');

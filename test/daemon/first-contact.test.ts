@@ -43,7 +43,7 @@ describeIntegration('first contact through the daemon', ['ping', 'wireguard-go',
   beforeAll(async () => {
     bed = await SiteToSite.create('fc');
     dir = await ConfigDir.create();
-    [a, b] = await Promise.all([makeKeyPair(), makeKeyPair()]);
+    [a, b] = [makeKeyPair(), makeKeyPair()];
   });
 
   afterEach(async () => {

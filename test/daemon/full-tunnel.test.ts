@@ -112,8 +112,8 @@ describeIntegration('full tunnel (issue 16 item 1)', ['ping', 'nft', 'wg', 'wire
     await client.exec('nft', ['-f', join(stateDir, 'count.nft')]);
 
     dir = await ConfigDir.create();
-    c = await makeKeyPair();
-    s = await makeKeyPair();
+    c = makeKeyPair();
+    s = makeKeyPair();
     clientCfg = await dir.writeHost('client', {
       interfaceName: cIf,
       privateKey: c.privateKey,

@@ -47,8 +47,8 @@ describeIntegration('interface.fwmark and interface.table (issue 16)', ['ping', 
     b = await Netns.create('fmb');
     underA = (await linkNamespaces(a, b, '192.168.75.1/24', '192.168.75.2/24')).ifA;
     dir = await ConfigDir.create();
-    ka = await makeKeyPair();
-    kb = await makeKeyPair();
+    ka = makeKeyPair();
+    kb = makeKeyPair();
     cfgA = await dir.writeHost('a', {
       interfaceName: ifA,
       privateKey: ka.privateKey,
@@ -158,8 +158,8 @@ describeIntegration('fwmark on the node:dgram fallback (issue 16)', ['wg'], () =
 
   describe('node:dgram cannot set SO_MARK', () => {
     it('refuses to start with a fwmark, saying why; wg set fwmark on a running one is EINVAL and changes nothing', async () => {
-      const k = await makeKeyPair();
-      const p = await makeKeyPair();
+      const k = makeKeyPair();
+      const p = makeKeyPair();
       const cfg = await dir.writeHost('d', { interfaceName: ifname, privateKey: k.privateKey, listenPort: 51830, addresses: ['10.87.0.1/24'], peers: [{ name: 'p', publicKey: p.publicKey, allowedIPs: ['10.87.0.2/32'] }] });
       await patchConfig(cfg, { fwmark: 7 });
       const r = await run('ip', ['netns', 'exec', ns.name, 'env', 'TUNVPN_UDP=dgram', process.execPath, cliPath(), 'run', '--config', cfg], { timeoutMs: 20_000 }).then(

@@ -52,8 +52,8 @@ describeIntegration('daemon hooks: preUp, postUp, preDown, postDown', ['nft', 's
   beforeAll(async () => {
     ns = await Netns.create('hk');
     dir = await ConfigDir.create();
-    const me = await makeKeyPair();
-    peerKey = (await makeKeyPair()).publicKey;
+    const me = makeKeyPair();
+    peerKey = makeKeyPair().publicKey;
     keyFile = join(dir.path, 'hk.key');
     await writeFile(keyFile, `${me.privateKey}\n`, { mode: 0o600 });
   });
@@ -249,7 +249,7 @@ describeIntegration('daemon hooks: the site-to-site NAT recipe', ['nft', 'ping']
   });
 
   it('postUp masquerades LAN A behind gateway B; postDown removes the NAT table', async () => {
-    const [a, b] = await Promise.all([makeKeyPair(), makeKeyPair()]);
+    const [a, b] = [makeKeyPair(), makeKeyPair()];
     const ifA = ifname('n');
     const ifB = ifname('m');
     // Gateway B's link to LAN B, for the rule's oifname (eth1 in the README).

@@ -47,7 +47,7 @@ describeIntegration('daemon lifecycle: reload, restart, roaming, source check', 
     // Host C hangs off host B on a second underlay link.
     await linkNamespaces(bed.tb, tc, '10.60.1.1/24', '10.60.1.2/24');
     dir = await ConfigDir.create();
-    [a, b, c] = await Promise.all([makeKeyPair(), makeKeyPair(), makeKeyPair()]);
+    [a, b, c] = [makeKeyPair(), makeKeyPair(), makeKeyPair()];
     const cfgA = await dir.writeHost('a', {
       interfaceName: 'lca0',
       privateKey: a.privateKey,

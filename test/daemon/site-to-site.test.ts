@@ -17,8 +17,8 @@ describeIntegration('site to site through two tunvpn daemons', ['ping'], () => {
   beforeAll(async () => {
     bed = await SiteToSite.create('st');
     dir = await ConfigDir.create();
-    const a = await makeKeyPair();
-    const b = await makeKeyPair();
+    const a = makeKeyPair();
+    const b = makeKeyPair();
     const cfgA = await dir.writeHost('a', {
       interfaceName: 'tva0',
       privateKey: a.privateKey,

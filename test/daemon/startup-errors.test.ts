@@ -51,7 +51,7 @@ describeIntegration('daemon start-up errors', ['setpriv', 'unshare'], () => {
   let cfg: string;
 
   async function writeConfig(name: string, iface: string, port: number): Promise<string> {
-    const { privateKey } = await makeKeyPair();
+    const { privateKey } = makeKeyPair();
     return dir.writeHost(name, { interfaceName: iface, privateKey, listenPort: port, addresses: ['10.98.0.1/24'], peers: [] });
   }
 
@@ -128,7 +128,7 @@ describeIntegration('daemon start-up errors', ['setpriv', 'unshare'], () => {
   });
 
   it('a bad config: its errors, exit 78, no key printed', async () => {
-    const { privateKey } = await makeKeyPair();
+    const { privateKey } = makeKeyPair();
     const bad = join(dir.path, 'bad.json');
     await writeFile(bad, JSON.stringify({ interface: { privateKey, listenPort: 70000 }, peers: [{ publicKey: 'nope', allowedIPs: ['10.0.0.0/40'] }] }), { mode: 0o600 });
     const r = await runExpectingFailure(ns, [process.execPath, cliPath(), 'run', '-c', bad]);

@@ -1,5 +1,5 @@
 /**
- * The underlay matrix (design.md section 4, issue 12): site to site from
+ * The underlay matrix (issue 12; the test bed of src/testbed/site-to-site.ts): site to site from
  * tunvpn to tunvpn and from tunvpn to Debian's wireguard-go, over every
  * underlay users have:
  *
@@ -215,7 +215,7 @@ describeIntegration('underlay matrix: tunvpn to tunvpn and to wireguard-go', ['p
         const setupStarted = performance.now();
         bed = await SiteToSite.create('mx', { underlayFamily: u.family, underlayMtu: u.linkMtu, secondLan: true, natInFrontOfB: u.nat });
         dir = await ConfigDir.create();
-        const [a, b, w] = await Promise.all([makeKeyPair(), makeKeyPair(), makeKeyPair()]);
+        const [a, b, w] = [makeKeyPair(), makeKeyPair(), makeKeyPair()];
         aPublicKey = a.publicKey;
         bKeys.tunvpn = b.publicKey;
         bKeys['wireguard-go'] = w.publicKey;

@@ -2,18 +2,29 @@
  * Shared pieces of the hardening tests: a site-to-site bed with an attacker
  * namespace hanging off host B, the daemon's status through SIGUSR1, the
  * process figures the tests bound (CPU, RSS, open files), and the hostile
- * UDP sender fixture.
+ * UDP sender fixture. The bed, status and /proc readers are in src/testbed/
+ * (hardening.ts, proc.ts), shared with the hardening benchmarks; the rest
+ * is the tests' own.
  */
 import { join } from 'node:path';
-import { ADDR, ConfigDir, SiteToSite, startDaemon, type DaemonProcess, type HostSpec } from '../../src/testbed/site-to-site.js';
-import { makeKeyPair, type KeyPairText } from '../helpers/daemon.js';
-import { linkNamespaces, Netns, pingUntil, sleep } from '../helpers/netns.js';
-import { pidOf, procFigures, type ProcFigures } from '../../src/testbed/proc.js';
-import type { DaemonStatus } from '../../src/daemon.js';
+import { ATTACK_FIXTURE } from '../../src/testbed/hardening.js';
+import type { Netns } from '../helpers/netns.js';
 
-export { pidOf, procFigures, type ProcFigures };
+export {
+  ATTACK,
+  ATTACK_FIXTURE,
+  dropDelta,
+  hardeningBed,
+  pingCount,
+  settledStatus,
+  status,
+  udpRcvbufErrors,
+  type BedOptions,
+  type HardeningBed,
+  type Status,
+} from '../../src/testbed/hardening.js';
+export { pidOf, procFigures, type ProcFigures } from '../../src/testbed/proc.js';
 
-export const ATTACK_FIXTURE = join(import.meta.dirname, '..', 'fixtures', 'hardening', 'udp-attack.mjs');
 export const RELAY_FIXTURE = join(import.meta.dirname, '..', 'fixtures', 'hardening', 'lossy-relay.mjs');
 export const TUN_WRITER = join(import.meta.dirname, '..', 'fixtures', 'hardening', 'tun-inject.py');
 
@@ -22,187 +33,8 @@ export const FLOOD_RATE = 2000;
 export const FLOOD_SECONDS = 4;
 export const FLOOD_SOURCES = Array.from({ length: 50 }, (_, i) => `10.60.2.${10 + i}`);
 
-/** Host B's address on the attacker link, and the attacker's. */
-export const ATTACK = { target: '10.60.2.1', attacker: '10.60.2.2' } as const;
-
-export interface Status {
-  peers: { name?: string; endpoint?: string; lastHandshakeWallMs: number; rxBytes: number; txBytes: number }[];
-  drops: Record<string, number>;
-  cookieRepliesSent: number;
-  tun: DaemonStatus['tun'];
-}
-
-/** Asks a daemon for its status (SIGUSR1 logs it) and returns the newest one. */
-export async function status(d: DaemonProcess): Promise<Status> {
-  const from = d.records().length;
-  d.signal('SIGUSR1');
-  const rec = await d.waitForLog(/^status$/, 5_000, from);
-  return rec.status as Status;
-}
-
-/**
- * Status once the drop counters stop moving (two reads 150 ms apart agree):
- * on a busy machine the daemon may still be draining its queues.
- */
-export async function settledStatus(d: DaemonProcess, timeoutMs = 5_000): Promise<Status> {
-  const deadline = Date.now() + timeoutMs;
-  let prev = await status(d);
-  for (;;) {
-    await sleep(150);
-    const cur = await status(d);
-    if (JSON.stringify(cur.drops) === JSON.stringify(prev.drops) || Date.now() > deadline) return cur;
-    prev = cur;
-  }
-}
-
-/** UDP datagrams the kernel dropped in `ns` because a socket buffer was full. */
-export async function udpRcvbufErrors(ns: Netns): Promise<number> {
-  const { stdout } = await ns.exec('cat', ['/proc/net/snmp']);
-  const [keys, vals] = stdout
-    .split('\n')
-    .filter((l) => l.startsWith('Udp:'))
-    .map((l) => l.trim().split(/\s+/));
-  return Number(vals[keys.indexOf('RcvbufErrors')]);
-}
-
-/** Per-reason difference between two drop snapshots, zero entries left out. */
-export function dropDelta(before: Status, after: Status): Record<string, number> {
-  const out: Record<string, number> = {};
-  for (const [k, v] of Object.entries(after.drops)) {
-    const d = v - (before.drops[k] ?? 0);
-    if (d !== 0) out[k] = d;
-  }
-  return out;
-}
-
-
-
-
-export interface HardeningBed {
-  bed: SiteToSite;
-  atk: Netns;
-  /** The attacker's end of its link to host B. */
-  atkIf: string;
-  dir: ConfigDir;
-  a: KeyPairText;
-  b: KeyPairText;
-  hostA: HostSpec;
-  hostB: HostSpec;
-  cfgA: string;
-  cfgB: string;
-  da: DaemonProcess;
-  db: DaemonProcess;
-  destroy(): Promise<void>;
-}
-
-export interface BedOptions {
-  /** Runs after the namespaces exist and before the daemons start (e.g. a capture). */
-  beforeDaemons?: (bed: SiteToSite, dir: ConfigDir) => Promise<void>;
-  extraArgs?: string[];
-  presharedKey?: string;
-  /** Start host B first, so host A's first initiation is the one that makes the session. */
-  bFirst?: boolean;
-  /** Host A's endpoint for B (default B's underlay address, port 51820). */
-  endpointOfB?: string;
-  /** Host B's endpoint for A; null: none, B learns it from A's packets. */
-  endpointOfA?: string | null;
-  /** Interface MTU on both hosts (default 1420). */
-  mtu?: number;
-  /** Host B's Prometheus endpoint ("ip:port" inside its namespace); off when absent. */
-  metricsB?: string;
-  /** Starts host B's daemon some other way (e.g. unprivileged). */
-  startB?: (ns: Netns, configPath: string, dir: ConfigDir) => Promise<DaemonProcess>;
-}
-
-/** The site-to-site bed, daemons up and a ping through, plus an attacker link to host B. */
-export async function hardeningBed(prefix: string, opts: BedOptions = {}): Promise<HardeningBed> {
-  const bed = await SiteToSite.create(prefix);
-  let atk: Netns | undefined;
-  let dir: ConfigDir | undefined;
-  const daemons: DaemonProcess[] = [];
-  try {
-    atk = await Netns.create(`${prefix}x`);
-    const atkLink = await linkNamespaces(bed.tb, atk, `${ATTACK.target}/24`, `${ATTACK.attacker}/24`);
-    dir = await ConfigDir.create();
-    const [a, b] = await Promise.all([makeKeyPair(), makeKeyPair()]);
-    const psk = opts.presharedKey;
-    const hostA: HostSpec = {
-      interfaceName: `${prefix}a0`,
-      privateKey: a.privateKey,
-      listenPort: 51820,
-      addresses: [`${ADDR.taTun.v4}/24`],
-      ...(opts.mtu ? { mtu: opts.mtu } : {}),
-      peers: [{ name: 'b', publicKey: b.publicKey, endpoint: opts.endpointOfB ?? `${ADDR.tbUnder.v4}:51820`, allowedIPs: [`${ADDR.tbTun.v4}/32`, ADDR.lanB.v4], ...(psk ? { presharedKey: psk } : {}) }],
-    };
-    const hostB: HostSpec = {
-      interfaceName: `${prefix}b0`,
-      privateKey: b.privateKey,
-      listenPort: 51820,
-      addresses: [`${ADDR.tbTun.v4}/24`],
-      ...(opts.mtu ? { mtu: opts.mtu } : {}),
-      ...(opts.metricsB ? { metricsListen: opts.metricsB } : {}),
-      peers: [{ name: 'a', publicKey: a.publicKey, ...(opts.endpointOfA === null ? {} : { endpoint: opts.endpointOfA ?? `${ADDR.taUnder.v4}:51820` }), allowedIPs: [`${ADDR.taTun.v4}/32`, ADDR.lanA.v4], ...(psk ? { presharedKey: psk } : {}) }],
-    };
-    const cfgA = await dir.writeHost('a', hostA);
-    const cfgB = await dir.writeHost('b', hostB);
-    await opts.beforeDaemons?.(bed, dir);
-    let da: DaemonProcess;
-    let db: DaemonProcess;
-    if (opts.bFirst) {
-      db = await (opts.startB ? opts.startB(bed.tb, cfgB, dir) : startDaemon(bed.tb, cfgB, opts.extraArgs ?? []));
-      daemons.push(db);
-      da = await startDaemon(bed.ta, cfgA, opts.extraArgs ?? []);
-      daemons.push(da);
-    } else {
-      da = await startDaemon(bed.ta, cfgA, opts.extraArgs ?? []);
-      daemons.push(da);
-      db = await (opts.startB ? opts.startB(bed.tb, cfgB, dir) : startDaemon(bed.tb, cfgB, opts.extraArgs ?? []));
-      daemons.push(db);
-    }
-    await pingUntil(bed.la, ADDR.lb.v4, 15_000);
-    const atkNs = atk;
-    const dirRef = dir;
-    const result: HardeningBed = {
-      bed,
-      atk: atkNs,
-      atkIf: atkLink.ifB,
-      dir: dirRef,
-      a,
-      b,
-      hostA,
-      hostB,
-      cfgA,
-      cfgB,
-      da,
-      db,
-      async destroy() {
-        // Tests may replace da / db (restarts): stop whatever runs now, so
-        // every daemon removes its control socket and interface itself.
-        await Promise.all([...new Set([...daemons, result.da, result.db])].map((d) => d.stop()));
-        await Promise.all([bed.destroy(), atkNs.destroy()]);
-        await dirRef.destroy();
-      },
-    };
-    return result;
-  } catch (err) {
-    await Promise.all(daemons.map((d) => d.stop()));
-    await Promise.all([bed.destroy(), atk?.destroy()]);
-    await dir?.destroy();
-    throw err;
-  }
-}
-
 /** Runs the hostile sender inside `ns`; resolves with its JSON summary. */
 export async function attack(ns: Netns, args: string[], timeoutMs = 60_000): Promise<Record<string, number>> {
   const { stdout } = await ns.exec(process.execPath, [ATTACK_FIXTURE, ...args], { timeoutMs });
   return JSON.parse(stdout.trim().split('\n').pop() ?? '{}') as Record<string, number>;
-}
-
-/** Runs ping and returns transmitted / received counts (never rejects on loss). */
-export async function pingCount(ns: Netns, addr: string, count: number, intervalS = 0.02): Promise<{ sent: number; received: number }> {
-  const r = await ns
-    .exec('ping', ['-n', '-q', '-c', String(count), '-i', String(intervalS), '-W', '1', addr], { timeoutMs: count * intervalS * 1000 + 15_000 })
-    .catch((err: { stdout?: string }) => ({ stdout: err.stdout ?? '' }));
-  const m = /(\d+) packets transmitted, (\d+) received/.exec(r.stdout);
-  return { sent: m ? Number(m[1]) : 0, received: m ? Number(m[2]) : 0 };
 }

@@ -37,7 +37,7 @@ describeIntegration('hardening: key file permissions', [], () => {
   });
 
   it('tunvpn run refuses a private key file readable by others: exit 78, the file named, the key not printed', async () => {
-    const [me, peer] = await Promise.all([makeKeyPair(), makeKeyPair()]);
+    const [me, peer] = [makeKeyPair(), makeKeyPair()];
     const cfg = await dir.writeHost('loose', {
       interfaceName: 'hkp0',
       privateKey: me.privateKey,

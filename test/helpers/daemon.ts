@@ -4,25 +4,12 @@
  */
 import { connect } from 'node:net';
 import { join } from 'node:path';
-import { loadCrypto } from '../../src/crypto/index.js';
 import type { Netns } from '../../src/testbed/netns.js';
 import { sleep } from '../../src/testbed/netns.js';
 
+export { makeKeyPair, type KeyPairText } from '../../src/testbed/keys.js';
+
 const FIXTURE = join(import.meta.dirname, '..', 'fixtures', 'tcp-transfer.mjs');
-
-export interface KeyPairText {
-  privateKey: string;
-  publicKey: string;
-}
-
-export async function makeKeyPair(): Promise<KeyPairText> {
-  const crypto = await loadCrypto('auto');
-  const priv = crypto.generatePrivateKey();
-  return {
-    privateKey: Buffer.from(priv).toString('base64'),
-    publicKey: Buffer.from(crypto.publicKey(priv)).toString('base64'),
-  };
-}
 
 export interface TransferResult {
   sent: number;

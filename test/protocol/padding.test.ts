@@ -1,6 +1,6 @@
 /**
  * Padding: plaintext is zero-padded to a multiple of 16 but never past the
- * tunnel MTU (design.md section 2), so a full-size 1420-byte packet leaves
+ * tunnel MTU (the kernel's and wireguard-go's rule), so a full-size 1420-byte packet leaves
  * as 1452 bytes of UDP payload and fits the underlay `mtu + 60` / `mtu + 80`
  * was sized for. The MTU is the device's current one: a reload's change
  * applies from the next packet, to running sessions too.

@@ -264,7 +264,7 @@ describeIntegration('systemd: tunvpn as a service with systemd as PID 1 (systemd
     const rootfs = await ensureRootfs(undefined, (m) => console.info(m));
     timings[rootfs.built ? 'rootfs build (debootstrap)' : 'rootfs (cached)'] = rootfs.ms;
     readme = await readFile(README, 'utf8');
-    [b, c] = await Promise.all([makeKeyPair(), makeKeyPair()]);
+    [b, c] = [makeKeyPair(), makeKeyPair()];
 
     t = Date.now();
     nc = await Netns.create('nspc');

@@ -56,7 +56,7 @@ describeIntegration('control socket inherited from systemd (socket activation)',
   beforeAll(async () => {
     ns = await Netns.create('tsa');
     dir = await ConfigDir.create();
-    peerKey = (await makeKeyPair()).publicKey;
+    peerKey = makeKeyPair().publicKey;
     // wireguard-go and `wg` make it 0755; so does this, if no one has yet.
     mkdirSync(WG_DIR, { recursive: true, mode: 0o755 });
   });
@@ -70,7 +70,7 @@ describeIntegration('control socket inherited from systemd (socket activation)',
 
   async function config(ifname: string): Promise<string> {
     if (!dir) throw new Error('no config dir');
-    const me = await makeKeyPair();
+    const me = makeKeyPair();
     return dir.writeHost(ifname, {
       interfaceName: ifname,
       privateKey: me.privateKey,

@@ -16,7 +16,7 @@ import { ConfigDir, startDaemon, type DaemonProcess } from '../../src/testbed/si
 import { makeKeyPair, type KeyPairText } from '../helpers/daemon.js';
 import { ipv6EndpointProblem, resolveEndpoint } from '../../src/transport/endpoint.js';
 import { parseEndpoint } from '../../src/config/formats.js';
-import { convertWgQuick } from '../../src/cli/wgquick-convert.js';
+import { convertWgQuick } from '../../src/config/wgquick-convert.js';
 
 interface Status {
   peers: { name?: string; endpoint?: string }[];
@@ -100,7 +100,7 @@ describeIntegration('link-local endpoints: a tunnel over a link-local-only under
     const { stdout } = await tb.exec('ip', ['-o', 'link', 'show', ifB]);
     indexB = stdout.split(':')[0].trim();
     dir = await ConfigDir.create();
-    [a, b] = await Promise.all([makeKeyPair(), makeKeyPair()]);
+    [a, b] = [makeKeyPair(), makeKeyPair()];
   });
 
   afterAll(async () => {

@@ -1,15 +1,15 @@
 /**
- * A wg-quick config, parsed, turned into a tunvpn config object (design.md
- * section 3). Every value is checked here, so that a mistake is reported
+ * A wg-quick config, parsed, turned into a tunvpn config object (the JSON
+ * that src/config/schema.ts describes). Every value is checked here, so that a mistake is reported
  * with its line number rather than as a JSON path of the output. What tunvpn
  * cannot carry over (DNS, SaveConfig...) is returned as notes, never
  * silently dropped. PreUp/PostUp/PreDown/PostDown become interface.hooks,
  * each line one ["/bin/sh", "-c", line] (with a note); Table and FwMark are
  * carried over with a note saying what the daemon will do with them.
  */
-import type { HookPhase, HooksConfig } from '../config/types.js';
-import { canonicalAddress, canonicalPrefix, interfaceName, MTU_MAX, MTU_MIN, parseEndpoint } from '../config/formats.js';
-import { keyTextProblem } from '../config/keys.js';
+import type { HookPhase, HooksConfig } from './types.js';
+import { canonicalAddress, canonicalPrefix, interfaceName, MTU_MAX, MTU_MIN, parseEndpoint } from './formats.js';
+import { keyTextProblem } from './keys.js';
 import { parseWgQuick, WgQuickError, type WgQuickEntry, type WgQuickSection } from './wgquick-parse.js';
 
 export interface ImportedPeer {
