@@ -118,7 +118,7 @@ export class PeerTable<T> {
    * well-formed-enough IPv4/IPv6 header within `length` bytes.
    */
   lookupDestination(packet: Uint8Array, length: number): T | undefined {
-    const len = length < packet.length ? length : packet.length;
+    const len = Math.min(length, packet.length);
     if (len < IPV4_HEADER_MIN) return undefined;
     const version = packet[0] >> 4;
     let entry: PeerEntry<T> | undefined;
@@ -135,7 +135,7 @@ export class PeerTable<T> {
    * i.e. the peer that sent it is allowed to use that source.
    */
   isSourceAllowed(value: T, packet: Uint8Array, length: number): boolean {
-    const len = length < packet.length ? length : packet.length;
+    const len = Math.min(length, packet.length);
     if (len < IPV4_HEADER_MIN) return false;
     const version = packet[0] >> 4;
     let entry: PeerEntry<T> | undefined;

@@ -189,7 +189,7 @@ export class ProtocolPeer<O = void> {
 
   /** Whether a session can carry data right now. */
   get hasSession(): boolean {
-    return this.current !== undefined && this.current.canSend(this.ctx.now());
+    return this.current?.canSend(this.ctx.now()) === true;
   }
 
   /**
@@ -330,12 +330,7 @@ export class ProtocolPeer<O = void> {
     // Reject-After-Time starts one last handshake even if it sends nothing.
     const cur = this.current;
     const c = this.ctx.constants;
-    if (
-      cur !== undefined &&
-      cur.isInitiator &&
-      !this.sentLastMinuteHandshake &&
-      now - cur.createdAt >= c.rejectAfterTime - c.keepaliveTimeout - c.rekeyTimeout
-    ) {
+    if (cur?.isInitiator && !this.sentLastMinuteHandshake && now - cur.createdAt >= c.rejectAfterTime - c.keepaliveTimeout - c.rekeyTimeout) {
       this.sentLastMinuteHandshake = true;
       this.queueInitiation(now, false);
     }
