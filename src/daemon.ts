@@ -37,8 +37,8 @@ import type { MetricsServer, MetricsSnapshot } from './control/metrics.js';
 import { loadCrypto } from './crypto/index.js';
 import type { CryptoBackend } from './crypto/types.js';
 import type { Logger } from './log.js';
-import { PeerTable } from './peers/peer-table.js';
-import { Pipeline, setEndpoint, type DaemonPeer } from './pipeline/pipeline.js';
+import { PeerRegistry, type Peer } from './peers/registry.js';
+import { Pipeline } from './pipeline/pipeline.js';
 import { WireGuardDevice, type ProtocolConstants } from './protocol/device.js';
 import { resolveConstants } from './protocol/constants.js';
 import { DEFAULT_RESOLVE_INTERVAL_S, EndpointRefresher, MAX_CONCURRENT_LOOKUPS } from './peers/reresolve.js';
@@ -48,7 +48,7 @@ import { openTransport, type DatagramTransport, type TransportOptions } from './
 import { TunDevice } from './tun/tun-device.js';
 import { warmTransportPath } from './protocol/warmup.js';
 import { HookError, NO_HOOKS, runHookPhase } from './hooks.js';
-import { LOGGED_PEERS, REMOVE_SLICE, SOCKET_BUFFER_BYTES, TICK_MS, TRANSPORT_OVERHEAD } from './constants.js';
+import { LOGGED_PEERS, SOCKET_BUFFER_BYTES, TICK_MS, TRANSPORT_OVERHEAD } from './constants.js';
 import { readRuntimeOptions, type RuntimeOptions } from './runtime-options.js';
 import { ApplyError } from './daemon/apply-error.js';
 import { NetworkSync, endpointLoopWarnings, planConfigRouting, type NetworkPlan, type PreparedNetwork } from './daemon/network.js';
@@ -133,8 +133,9 @@ export class Daemon implements UapiDevice {
   private readonly log: Logger;
   private readonly configPath: string;
   private readonly crypto: CryptoBackend;
-  private readonly device: WireGuardDevice;
-  private readonly table: PeerTable<DaemonPeer>;
+  private readonly device: WireGuardDevice<Peer>;
+  /** Every peer, protocol state and allowed IPs as one (src/peers/registry.ts). */
+  private readonly peers: PeerRegistry;
   private readonly tun: TunDevice;
   private transport: DatagramTransport;
   private readonly pipeline: Pipeline;
@@ -145,7 +146,7 @@ export class Daemon implements UapiDevice {
   /** The mark the sockets carry: interface.fwmark, or a full tunnel's own (51820). */
   private mark: number;
   /** While a commit runs: the configuration and peers before it, which `get` reports (never a half-applied state). */
-  private committing: { config: TunvpnConfig; peers: Map<string, DaemonPeer> } | undefined;
+  private committing: { config: TunvpnConfig; peers: Map<string, Peer> } | undefined;
   private ticker: NodeJS.Timeout | undefined;
   private control: UapiServer | undefined;
   private metrics: MetricsServer | undefined;
@@ -159,8 +160,7 @@ export class Daemon implements UapiDevice {
     log: Logger;
     configPath: string;
     crypto: CryptoBackend;
-    device: WireGuardDevice;
-    table: PeerTable<DaemonPeer>;
+    peers: PeerRegistry;
     tun: TunDevice;
     transport: DatagramTransport;
     pipeline: Pipeline;
@@ -172,8 +172,8 @@ export class Daemon implements UapiDevice {
     this.log = parts.log;
     this.configPath = parts.configPath;
     this.crypto = parts.crypto;
-    this.device = parts.device;
-    this.table = parts.table;
+    this.device = parts.peers.device;
+    this.peers = parts.peers;
     this.tun = parts.tun;
     this.transport = parts.transport;
     this.pipeline = parts.pipeline;
@@ -202,14 +202,14 @@ export class Daemon implements UapiDevice {
 
     const constants = runtime.testTimers;
     if (constants) log.warn({ constants }, 'test timers in use (NODE_ENV=test): never in production');
-    const device = new WireGuardDevice({
+    const device = new WireGuardDevice<Peer>({
       crypto,
       privateKey: config.interface.privateKey,
       now: monotonicMs,
       wallClock: Date.now,
       constants,
     });
-    const table = new PeerTable<DaemonPeer>();
+    const peers = new PeerRegistry(device);
 
     let tun: TunDevice | undefined;
     let transport: DatagramTransport | undefined;
@@ -223,12 +223,12 @@ export class Daemon implements UapiDevice {
       const routing = await planConfigRouting(config, new Yielder());
       transport = await openTransport(transportOptions(config.interface.listenPort, config.interface.mtu, routing.mark, runtime));
       log.info({ transport: transport.kind, tunOffload: tun.offload }, 'UDP transport open');
-      const pipeline = new Pipeline({ device, table, tun, transport, log, mtu: config.interface.mtu });
+      const pipeline = new Pipeline({ peers, tun, transport, log, mtu: config.interface.mtu });
       const stateDir = opts.stateDir ?? runtime.stateDir;
-      daemon = new Daemon({ config, log, configPath: opts.configPath, crypto, device, table, tun, transport, pipeline, stateDir, mark: routing.mark, runtime });
+      daemon = new Daemon({ config, log, configPath: opts.configPath, crypto, peers, tun, transport, pipeline, stateDir, mark: routing.mark, runtime });
       const y = new Yielder();
       const endpoints = await daemon.resolveEndpoints(config.peers, y);
-      for (const peer of config.peers) await daemon.addPeer(peer, endpoints.get(peer.publicKey), y);
+      for (const peer of config.peers) await peers.add(peer, endpoints.get(peer.publicKey), y);
       await daemon.net.configureInterface(daemon.config, new Yielder());
       const ifname = tun.name;
       daemon.control = await UapiServer.listen(ifname, daemon, {
@@ -257,7 +257,7 @@ export class Daemon implements UapiDevice {
       // for the first packet): after a restart the other side's stale
       // session is replaced within one round trip instead of after
       // Keepalive-Timeout + Rekey-Timeout, and NAT mappings open early.
-      for (const p of table.values()) {
+      for (const p of peers.values()) {
         if (p.endpoint) pipeline.initiate(p);
       }
       // wg-quick's PostUp: the interface, addresses, routes and control socket are up, packets move.
@@ -296,13 +296,13 @@ export class Daemon implements UapiDevice {
   }
 
   private metricsSnapshot(): MetricsSnapshot {
-    return metricsSnapshot(this.table.values(), this.pipeline, this.tun.stats);
+    return metricsSnapshot(this.peers.values(), this.pipeline, this.tun.stats);
   }
 
   /** UAPI `get`: the running state, as `wg show` reports it; mid-commit, the state before the change (views.ts snapshotBefore). */
   snapshot(): UapiInterfaceState {
     if (this.committing !== undefined) return snapshotBefore(this.committing.config, this.committing.peers, this.transport.port);
-    return uapiSnapshot(this.config, this.transport.port, this.table.values(), (key) => this.table.allowedIPsOf(key));
+    return uapiSnapshot(this.config, this.transport.port, this.peers.values(), (key) => this.peers.allowedIPsOf(key));
   }
 
   /**
@@ -350,68 +350,18 @@ export class Daemon implements UapiDevice {
       log: this.log,
       label: (p) => p.name ?? `${p.publicKey.slice(0, 8)}…`,
       peer: (key) => {
-        const p = this.table.get(key);
+        const p = this.peers.get(key);
         return p === undefined ? undefined : { lastHandshakeAt: p.proto.lastHandshakeAt, endpoint: p.endpoint, configured: p.config.endpoint };
       },
       apply: (key, endpoint) => {
-        const p = this.table.get(key);
+        const p = this.peers.get(key);
         if (p === undefined) return;
-        setEndpoint(p, endpoint);
+        p.setEndpoint(endpoint);
         this.pipeline.initiate(p);
       },
     });
     refresher.sync(this.config.peers);
     return refresher;
-  }
-
-  /** A new peer: protocol peer, peer table and pipeline as one. Allowed IPs go in slices (a peer can have 50,000). */
-  private async addPeer(cfg: PeerConfig, endpoint: Endpoint | undefined, y: Yielder): Promise<DaemonPeer> {
-    const proto = this.device.addPeer({
-      publicKey: cfg.publicKeyBytes,
-      presharedKey: cfg.presharedKey,
-      persistentKeepalive: cfg.persistentKeepalive,
-    });
-    const peer: DaemonPeer = { config: cfg, proto, endpoint: undefined, endpointKey: undefined, rxPackets: 0, txPackets: 0 };
-    if (endpoint) setEndpoint(peer, endpoint);
-    this.table.add(cfg.publicKey, peer);
-    this.pipeline.registerPeer(peer);
-    for (const cidr of cfg.allowedIPs) {
-      this.table.addAllowedIP(cfg.publicKey, cidr);
-      if (y.due()) await y.pause();
-    }
-    return peer;
-  }
-
-  /** Removes a peer; its allowed IPs leave the peer table in slices first (a peer can have 50,000). */
-  private async removePeer(cfg: PeerConfig, y: Yielder): Promise<void> {
-    const peer = this.table.get(cfg.publicKey);
-    if (!peer) return;
-    while (this.table.removeSomeAllowedIPs(cfg.publicKey, REMOVE_SLICE) > 0) await y.pause();
-    this.pipeline.unregisterPeer(peer);
-    this.table.remove(cfg.publicKey);
-    this.device.removePeer(cfg.publicKeyBytes);
-  }
-
-  /** Applies a changed peer in place: its session keeps running. */
-  private async updatePeer(after: PeerConfig, fields: readonly string[], endpoint: Endpoint | undefined, y: Yielder): Promise<void> {
-    const peer = this.table.get(after.publicKey);
-    if (!peer) return;
-    peer.config = after;
-    if (fields.includes('presharedKey')) peer.proto.setPresharedKey(after.presharedKey);
-    if (fields.includes('persistentKeepalive')) peer.proto.setPersistentKeepalive(after.persistentKeepalive);
-    if (fields.includes('allowedIPs')) {
-      // Only the difference, against what the table holds, in slices.
-      const want = new Set(after.allowedIPs);
-      for (const cidr of this.table.allowedIPsOf(after.publicKey)) {
-        if (!want.has(cidr)) this.table.removeAllowedIP(after.publicKey, cidr);
-        if (y.due()) await y.pause();
-      }
-      for (const cidr of after.allowedIPs) {
-        this.table.addAllowedIP(after.publicKey, cidr);
-        if (y.due()) await y.pause();
-      }
-    }
-    if (fields.includes('endpoint') && endpoint) setEndpoint(peer, endpoint);
   }
 
   /**
@@ -613,16 +563,16 @@ export class Daemon implements UapiDevice {
   private async commit(plan: ApplyPlan, prepared: Prepared, y: Yielder): Promise<ApplySummary> {
     const { next, diff } = plan;
     const old = this.config;
-    const livePeers = new Map<string, DaemonPeer>();
+    const livePeers = new Map<string, Peer>();
     // In slices (20,000 peers); nothing has changed yet, so a get meanwhile sees the old state anyway.
-    for (const p of this.table.values()) {
+    for (const p of this.peers.values()) {
       livePeers.set(p.config.publicKey, p);
       if (y.due()) await y.pause();
     }
     this.committing = { config: old, peers: livePeers };
     const metricsBefore = old.metrics.listen;
     /** New peers with a known endpoint: they get a handshake once the change is answered. */
-    const initiate: DaemonPeer[] = [];
+    const initiate: Peer[] = [];
     try {
       if (prepared.transport) {
         const previous = this.transport;
@@ -630,24 +580,24 @@ export class Daemon implements UapiDevice {
         this.pipeline.setTransport(prepared.transport);
         await previous.close().catch((err: unknown) => this.log.warn({ err: (err as Error).message }, 'closing the old UDP socket failed'));
       }
-      if (diff.interfaceChanged.includes('privateKey')) this.device.setPrivateKey(next.interface.privateKey);
+      if (diff.interfaceChanged.includes('privateKey')) this.peers.setPrivateKey(next.interface.privateKey);
       for (const p of diff.removed) {
-        await this.removePeer(p, y);
+        await this.peers.remove(p.publicKey, y);
         if (y.due()) await y.pause();
       }
       for (const c of diff.changed) {
-        await this.updatePeer(c.after, c.fields, plan.endpoints.get(c.after.publicKey), y);
+        await this.peers.update(c.after, c.fields, plan.endpoints.get(c.after.publicKey), y);
         if (y.due()) await y.pause();
       }
       // The old config's buffers are wiped below: every peer that stays
       // must point at its new config.
       for (const p of diff.unchanged) {
-        const peer = this.table.get(p.publicKey);
+        const peer = this.peers.get(p.publicKey);
         if (peer) peer.config = p;
         if (y.due()) await y.pause();
       }
       for (const p of diff.added) {
-        const peer = await this.addPeer(p, plan.endpoints.get(p.publicKey), y);
+        const peer = await this.peers.add(p, plan.endpoints.get(p.publicKey), y);
         if (peer.endpoint) initiate.push(peer);
         if (y.due()) await y.pause();
       }
@@ -680,11 +630,11 @@ export class Daemon implements UapiDevice {
   }
 
   /** Handshakes with new peers, a slice at a time; a peer removed meanwhile is skipped. */
-  private async initiateInSlices(peers: readonly DaemonPeer[]): Promise<void> {
+  private async initiateInSlices(peers: readonly Peer[]): Promise<void> {
     const y = new Yielder();
     for (const peer of peers) {
       if (this.stopped) return;
-      if (this.table.get(peer.config.publicKey) === peer) this.pipeline.initiate(peer);
+      if (this.peers.get(peer.config.publicKey) === peer) this.pipeline.initiate(peer);
       if (y.due()) await y.pause();
     }
   }
@@ -709,7 +659,7 @@ export class Daemon implements UapiDevice {
     // Closing the TUN fd deletes the (non-persistent) interface and with it
     // its addresses and any routes left.
     this.tun.close();
-    for (const p of this.table.values()) this.device.removePeer(p.config.publicKeyBytes);
+    this.peers.wipeAll();
     wipeConfigSecrets(this.config);
     // wg-quick's PostDown: the interface is gone.
     await runHookPhase({ phase: 'postDown', hooks: hooks.postDown, ifname, log: this.log, stopOnFailure: false });
@@ -720,7 +670,7 @@ export class Daemon implements UapiDevice {
   status(): DaemonStatus {
     return daemonStatus(
       { interface: this.tun.name, listenPort: this.transport.port, publicKey: this.device.publicKey, tunOffload: this.tun.offload, tunStats: this.tun.stats, routes: this.net.ownedRoutes, rules: this.net.ownedRules, fwmark: this.mark },
-      this.table.values(),
+      this.peers.values(),
       this.pipeline,
     );
   }

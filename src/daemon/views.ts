@@ -9,7 +9,7 @@
 import type { TunvpnConfig } from '../config/index.js';
 import type { UapiInterfaceState, UapiPeerState } from '../control/uapi-types.js';
 import type { MetricsSnapshot } from '../control/metrics.js';
-import type { DaemonPeer } from '../pipeline/pipeline.js';
+import type { Peer } from '../peers/registry.js';
 import { parseCidr, formatCidr } from '../peers/cidr.js';
 import { formatEndpoint } from '../transport/endpoint.js';
 import type { TunStats } from '../tun/tun-device.js';
@@ -63,7 +63,7 @@ export interface StatusParts {
 }
 
 /** A snapshot for status output and tests. */
-export function daemonStatus(parts: StatusParts, peers: readonly DaemonPeer[], pipeline: PipelineCounters): DaemonStatus {
+export function daemonStatus(parts: StatusParts, peers: readonly Peer[], pipeline: PipelineCounters): DaemonStatus {
   return {
     interface: parts.interface,
     listenPort: parts.listenPort,
@@ -73,9 +73,9 @@ export function daemonStatus(parts: StatusParts, peers: readonly DaemonPeer[], p
       publicKey: p.config.publicKey,
       endpoint: p.endpoint ? formatEndpoint(p.endpoint) : undefined,
       allowedIPs: p.config.allowedIPs,
-      rxBytes: p.proto.stats.rxBytes,
-      txBytes: p.proto.stats.txBytes,
-      lastHandshakeWallMs: p.proto.stats.lastHandshakeWallMs,
+      rxBytes: p.stats.rxBytes,
+      txBytes: p.stats.txBytes,
+      lastHandshakeWallMs: p.stats.lastHandshakeWallMs,
       persistentKeepalive: p.config.persistentKeepalive,
     })),
     drops: { ...pipeline.drops },
@@ -89,27 +89,27 @@ export function daemonStatus(parts: StatusParts, peers: readonly DaemonPeer[], p
 }
 
 /** What the metrics endpoint reads at each scrape. */
-export function metricsSnapshot(peers: readonly DaemonPeer[], pipeline: PipelineCounters, tunStats: Readonly<TunStats>): MetricsSnapshot {
+export function metricsSnapshot(peers: readonly Peer[], pipeline: PipelineCounters, tunStats: Readonly<TunStats>): MetricsSnapshot {
   let handshakesStarted = 0;
   let handshakesCompleted = 0;
   const out = peers.map((p) => {
-    handshakesStarted += p.proto.stats.handshakesStarted;
-    handshakesCompleted += p.proto.stats.handshakesCompleted;
+    handshakesStarted += p.stats.handshakesStarted;
+    handshakesCompleted += p.stats.handshakesCompleted;
     return {
       name: p.config.name,
       publicKey: p.config.publicKey,
-      rxBytes: p.proto.stats.rxBytes,
-      txBytes: p.proto.stats.txBytes,
-      rxPackets: p.rxPackets,
-      txPackets: p.txPackets,
-      lastHandshakeWallMs: p.proto.stats.lastHandshakeWallMs,
+      rxBytes: p.stats.rxBytes,
+      txBytes: p.stats.txBytes,
+      rxPackets: p.stats.rxPackets,
+      txPackets: p.stats.txPackets,
+      lastHandshakeWallMs: p.stats.lastHandshakeWallMs,
     };
   });
   return { peers: out, drops: pipeline.drops, handshakesStarted, handshakesCompleted, cookieRepliesSent: pipeline.cookieRepliesSent, tun: tunStats };
 }
 
 /** UAPI `get`: the running state, as `wg show` reports it. */
-export function uapiSnapshot(config: TunvpnConfig, listenPort: number, peers: readonly DaemonPeer[], allowedIPsOf: (publicKey: string) => string[]): UapiInterfaceState {
+export function uapiSnapshot(config: TunvpnConfig, listenPort: number, peers: readonly Peer[], allowedIPsOf: (publicKey: string) => string[]): UapiInterfaceState {
   return {
     privateKey: config.interface.privateKey,
     listenPort,
@@ -121,9 +121,9 @@ export function uapiSnapshot(config: TunvpnConfig, listenPort: number, peers: re
       presharedKey: p.config.presharedKey,
       endpoint: p.endpoint,
       persistentKeepalive: p.config.persistentKeepalive,
-      lastHandshakeWallMs: p.proto.stats.lastHandshakeWallMs,
-      rxBytes: p.proto.stats.rxBytes,
-      txBytes: p.proto.stats.txBytes,
+      lastHandshakeWallMs: p.stats.lastHandshakeWallMs,
+      rxBytes: p.stats.rxBytes,
+      txBytes: p.stats.txBytes,
       allowedIPs: allowedIPsOf(p.config.publicKey),
     })),
   };
@@ -135,7 +135,7 @@ export function uapiSnapshot(config: TunvpnConfig, listenPort: number, peers: re
  * change, as if the `get` had come first. wireguard-go makes such a `get`
  * wait; answering the previous state is the same linearisation.
  */
-export function snapshotBefore(config: TunvpnConfig, peers: ReadonlyMap<string, DaemonPeer>, listenPort: number): UapiInterfaceState {
+export function snapshotBefore(config: TunvpnConfig, peers: ReadonlyMap<string, Peer>, listenPort: number): UapiInterfaceState {
   const out: UapiPeerState[] = [];
   for (const c of config.peers) {
     const live = peers.get(c.publicKey);
@@ -146,9 +146,9 @@ export function snapshotBefore(config: TunvpnConfig, peers: ReadonlyMap<string, 
       presharedKey: c.presharedKey,
       endpoint: live?.endpoint,
       persistentKeepalive: c.persistentKeepalive,
-      lastHandshakeWallMs: live?.proto.stats.lastHandshakeWallMs ?? 0,
-      rxBytes: live?.proto.stats.rxBytes ?? 0,
-      txBytes: live?.proto.stats.txBytes ?? 0,
+      lastHandshakeWallMs: live?.stats.lastHandshakeWallMs ?? 0,
+      rxBytes: live?.stats.rxBytes ?? 0,
+      txBytes: live?.stats.txBytes ?? 0,
       allowedIPs: cidrs.map(formatCidr),
     });
   }

@@ -4,6 +4,14 @@ import { formatCidr, parseCidr, type Cidr } from './cidr.js';
 
 export class PeerTableError extends TunvpnError {}
 
+// Where the addresses are in an IP header (RFC 791, RFC 8200).
+const IPV4_HEADER_MIN = 20;
+const IPV6_HEADER = 40;
+const IPV4_SOURCE = 12;
+const IPV4_DESTINATION = 16;
+const IPV6_SOURCE = 8;
+const IPV6_DESTINATION = 24;
+
 /** A base64 X25519 public key: 32 bytes, so 43 significant characters and one "=". */
 const PUBLIC_KEY = /^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$/;
 
@@ -110,14 +118,14 @@ export class PeerTable<T> {
    * well-formed-enough IPv4/IPv6 header within `length` bytes.
    */
   lookupDestination(packet: Uint8Array, length: number): T | undefined {
-    const len = length < packet.length ? length : packet.length;
-    if (len < 20) return undefined;
+    const len = Math.min(length, packet.length);
+    if (len < IPV4_HEADER_MIN) return undefined;
     const version = packet[0] >> 4;
     let entry: PeerEntry<T> | undefined;
     if (version === 4) {
-      entry = this.routes.lookup4(packet, 16);
-    } else if (version === 6 && len >= 40) {
-      entry = this.routes.lookup6(packet, 24);
+      entry = this.routes.lookup4(packet, IPV4_DESTINATION);
+    } else if (version === 6 && len >= IPV6_HEADER) {
+      entry = this.routes.lookup6(packet, IPV6_DESTINATION);
     }
     return entry === undefined ? undefined : entry.value;
   }
@@ -127,14 +135,14 @@ export class PeerTable<T> {
    * i.e. the peer that sent it is allowed to use that source.
    */
   isSourceAllowed(value: T, packet: Uint8Array, length: number): boolean {
-    const len = length < packet.length ? length : packet.length;
-    if (len < 20) return false;
+    const len = Math.min(length, packet.length);
+    if (len < IPV4_HEADER_MIN) return false;
     const version = packet[0] >> 4;
     let entry: PeerEntry<T> | undefined;
     if (version === 4) {
-      entry = this.routes.lookup4(packet, 12);
-    } else if (version === 6 && len >= 40) {
-      entry = this.routes.lookup6(packet, 8);
+      entry = this.routes.lookup4(packet, IPV4_SOURCE);
+    } else if (version === 6 && len >= IPV6_HEADER) {
+      entry = this.routes.lookup6(packet, IPV6_SOURCE);
     }
     return entry !== undefined && entry.value === value;
   }

@@ -1,24 +1,14 @@
+import { PROTOCOL_DROP_REASONS } from '../protocol/device.js';
+
 /**
  * Why a packet was dropped. Stable names: logs, `tunvpn show` and the
- * metrics (later) all use them.
+ * metrics all use them. The protocol core's reasons are its own list
+ * (PROTOCOL_DROP_REASONS); these are the ones the pipeline decides.
  */
-export const DROP_REASONS = [
-  // inbound (UDP side), as the protocol core reports them
-  'malformed',
+export const PIPELINE_DROP_REASONS = [
+  // inbound (UDP side): larger than a receive slot, counted by the transport
   'oversized',
-  'unknown-index',
-  'unknown-peer',
-  'replay',
-  'bad-auth',
-  'bad-mac',
-  'bad-cookie',
-  'stale-timestamp',
-  'handshake-flood',
-  'rate-limited',
-  'expired',
-  'invalid-key',
-  'unexpected-message',
-  // inbound, decided by the pipeline
+  // inbound, after decryption
   'source-not-allowed',
   'bad-inner-packet',
   // outbound (TUN side)
@@ -26,17 +16,17 @@ export const DROP_REASONS = [
   'no-endpoint',
   'bad-ip-version',
   'bad-ip-header',
-  'queue-full',
   'tun-write-failed',
-  'other',
 ] as const;
+
+export const DROP_REASONS = [...PROTOCOL_DROP_REASONS, ...PIPELINE_DROP_REASONS] as const;
 
 export type DropReason = (typeof DROP_REASONS)[number];
 
+/** One counter per reason, every one present (0 until it happens). */
 export type DropCounters = Record<DropReason, number>;
 
 export function newDropCounters(): DropCounters {
-  const c = {} as Record<string, number>;
-  for (const r of DROP_REASONS) c[r] = 0;
-  return c as DropCounters;
+  // fromEntries cannot say that every key is there; DROP_REASONS is every key.
+  return Object.fromEntries(DROP_REASONS.map((r) => [r, 0])) as DropCounters;
 }

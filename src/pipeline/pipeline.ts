@@ -20,55 +20,44 @@
  * No logging per packet: drops are counted, send failures are summarised
  * at most once per interval by tick().
  */
-import type { PeerConfig } from '../config/index.js';
+import {
+  SEND_BATCH_MAX,
+  SEND_ERROR_LOG_INTERVAL_MS,
+  SLOT_PADDING,
+  TRANSPORT_OVERHEAD,
+  TUN_WRITE_BATCH_MAX,
+  UNDER_LOAD_AFTER_MS,
+  UNDER_LOAD_INITIATIONS,
+  UNDER_LOAD_WINDOW_MS,
+} from '../constants.js';
 import type { Logger } from '../log.js';
 import type { PeerTable } from '../peers/peer-table.js';
-import type { WireGuardDevice, ProtocolPeer } from '../protocol/device.js';
-import { MESSAGE_COOKIE_REPLY } from '../protocol/messages.js';
-import type { Endpoint } from '../transport/endpoint.js';
+import type { Peer, PeerRegistry } from '../peers/registry.js';
+import type { WireGuardDevice } from '../protocol/device.js';
+import { MESSAGE_COOKIE_REPLY, MESSAGE_INITIATION, MESSAGE_TRANSPORT } from '../protocol/messages.js';
 import type { DatagramTransport } from '../transport/datagram-transport.js';
-import { decodeSource, encodeEndpoint, ENDPOINT_SIZE, sourceEquals } from '../transport/native-udp.js';
-import type { TunDevice } from '../tun/tun-device.js';
+import { decodeSource, sourceAt, sourceEquals } from '../transport/endpoint-codec.js';
+import { writtenBefore, type PacketDevice } from '../tun/packet-device.js';
 import { newDropCounters, type DropCounters, type DropReason } from './counters.js';
 import { ipPacketLength } from './ip.js';
 
-/** What the daemon keeps per peer: its config, protocol state and endpoint. */
-export interface DaemonPeer {
-  config: PeerConfig;
-  proto: ProtocolPeer;
-  endpoint: Endpoint | undefined;
-  /** The endpoint encoded for the transport (set together with `endpoint`, see setEndpoint). */
-  endpointKey: Uint8Array | undefined;
-  /** Data packets through this peer's tunnel (bytes are in proto.stats). */
-  rxPackets: number;
-  txPackets: number;
-}
-
-/** Sets a peer's endpoint and its encoded form together. */
-export function setEndpoint(peer: DaemonPeer, endpoint: Endpoint | undefined): void {
-  peer.endpoint = endpoint;
-  peer.endpointKey = endpoint ? encodeEndpoint(endpoint.address, endpoint.port) : undefined;
-}
-
 export interface PipelineOptions {
-  device: WireGuardDevice;
-  table: PeerTable<DaemonPeer>;
-  tun: TunDevice;
+  /** The peers: protocol device and allowed-IPs table, as one registry. */
+  peers: PeerRegistry;
+  /** The TUN side (TunDevice, or a fake in tests). */
+  tun: PacketDevice;
+  /** The underlay (native sockets, node:dgram, or a fake in tests). */
   transport: DatagramTransport;
   log: Logger;
   mtu: number;
+  /**
+   * Milliseconds, for the under-load window and the send-error log
+   * interval (not the protocol's timers: the device has its own clock).
+   * Default Date.now; inject to test the switching.
+   */
+  now?: () => number;
 }
 
-const SEND_ERROR_LOG_INTERVAL_MS = 10_000;
-/**
- * Under load when more than this many initiations arrive in one window
- * (about 320/s: a legitimate peer sends one per Rekey-Timeout, and one core
- * completes ~1,400 handshakes/s); stays so for a second after the flood, as
- * wireguard-go does.
- */
-const UNDER_LOAD_INITIATIONS = 32;
-const UNDER_LOAD_WINDOW_MS = 100;
-const UNDER_LOAD_AFTER_MS = 1_000;
 /** Transport messages never read their source; one shared placeholder avoids decoding it. */
 const TRANSPORT_SOURCE = { address: '', port: 0 };
 
@@ -79,20 +68,20 @@ export class Pipeline {
   /** Cookie replies sent instead of a handshake response (under load): a handshake flood shows here. */
   cookieRepliesSent = 0;
 
-  private readonly device: WireGuardDevice;
-  private readonly table: PeerTable<DaemonPeer>;
-  private readonly tun: TunDevice;
+  private readonly device: WireGuardDevice<Peer>;
+  private readonly table: PeerTable<Peer>;
+  private readonly tun: PacketDevice;
   private transport: DatagramTransport;
+  private readonly now: () => number;
   /** Outbound datagrams of one TUN batch, sent with one sendBatch. */
   private txBufs: Buffer[] = [];
-  private readonly txLens = new Uint32Array(1024);
+  private readonly txLens = new Uint32Array(SEND_BATCH_MAX);
   private readonly txDests: Uint8Array[] = [];
   private txSlotSize: number;
   private readonly log: Logger;
-  private readonly byProto = new Map<ProtocolPeer, DaemonPeer>();
   /** Decrypted plaintext of one datagram batch, one slot each, written to the TUN after the batch. */
   private rxBufs: Buffer[] = [];
-  private readonly rxLens = new Uint32Array(1024);
+  private readonly rxLens = new Uint32Array(TUN_WRITE_BATCH_MAX);
   private rxCount = 0;
   private rxSlotSize: number;
   private lastSendErrors = 0;
@@ -104,34 +93,27 @@ export class Pipeline {
   private running = false;
 
   constructor(opts: PipelineOptions) {
-    this.device = opts.device;
-    this.table = opts.table;
+    this.device = opts.peers.device;
+    this.table = opts.peers.table;
     this.tun = opts.tun;
     this.transport = opts.transport;
     this.log = opts.log;
-    this.rxSlotSize = Math.max(opts.mtu, 1500) + 256;
-    this.txSlotSize = Math.max(opts.mtu, 1500) + 256;
+    this.now = opts.now ?? Date.now;
+    this.rxSlotSize = Math.max(opts.mtu, 1500) + SLOT_PADDING;
+    this.txSlotSize = Math.max(opts.mtu, 1500) + SLOT_PADDING;
     // Padding is capped by the tunnel MTU (never past it on the wire).
     this.device.setMtu(opts.mtu);
-  }
-
-  registerPeer(peer: DaemonPeer): void {
-    this.byProto.set(peer.proto, peer);
-  }
-
-  unregisterPeer(peer: DaemonPeer): void {
-    this.byProto.delete(peer.proto);
   }
 
   /** A new tunnel MTU (reload): the protocol pads by it from the next packet on. */
   setMtu(mtu: number): void {
     this.device.setMtu(mtu);
-    if (this.rxSlotSize < mtu + 256) {
-      this.rxSlotSize = mtu + 256;
+    if (this.rxSlotSize < mtu + SLOT_PADDING) {
+      this.rxSlotSize = mtu + SLOT_PADDING;
       this.rxBufs = [];
     }
-    if (this.txSlotSize < mtu + 256) {
-      this.txSlotSize = mtu + 256;
+    if (this.txSlotSize < mtu + SLOT_PADDING) {
+      this.txSlotSize = mtu + SLOT_PADDING;
       this.txBufs = [];
     }
   }
@@ -169,13 +151,13 @@ export class Pipeline {
    * transmit buffers are preallocated and reused: the kernel copies them
    * during the send.
    */
-  private readonly onTunBatch = (slots: readonly Buffer[], lengths: Uint32Array, count: number): void => {
+  private readonly onTunBatch = (slots: readonly Uint8Array[], lengths: Uint32Array, count: number): void => {
     let n = 0;
     for (let i = 0; i < count; i++) {
       const len = lengths[i];
       const pkt = slots[i];
       this.counters.tunRx++;
-      const version = len > 0 ? pkt[0] >> 4 : 0;
+      const version = len > 0 ? pkt[0] >> 4 : 0; // the IP version nibble
       if (version !== 4 && version !== 6) {
         this.drop('bad-ip-version');
         continue;
@@ -184,6 +166,12 @@ export class Pipeline {
       // by the peer after a seal, a send and an open.
       if (ipPacketLength(pkt, len) < 0) {
         this.drop('bad-ip-header');
+        continue;
+      }
+      // Larger than a transmit slot can seal (a TUN never reads one beyond
+      // its MTU; a fake or a lowered MTU could): dropped, not thrown.
+      if (len > this.txSlotSize - TRANSPORT_OVERHEAD) {
+        this.drop('oversized');
         continue;
       }
       const peer = this.table.lookupDestination(pkt, len);
@@ -206,7 +194,7 @@ export class Pipeline {
         this.txLens[n] = written;
         this.txDests[n] = dest;
         n++;
-        peer.txPackets++;
+        peer.proto.stats.txPackets++;
         if (n === this.txLens.length) {
           this.transport.sendBatch(this.txBufs, this.txLens, this.txDests, n);
           this.counters.udpTx += n;
@@ -223,7 +211,7 @@ export class Pipeline {
   };
 
   /** Sends whatever the protocol produced outside encapsulate (handshakes, staged data). */
-  private flushOutbound(peer: DaemonPeer): void {
+  private flushOutbound(peer: Peer): void {
     const dest = peer.endpointKey;
     if (!peer.proto.hasOutbound) return;
     const pending = peer.proto.takeOutbound();
@@ -235,7 +223,7 @@ export class Pipeline {
   }
 
   /** Starts a handshake now (persistent-keepalive peers at start-up). */
-  initiate(peer: DaemonPeer): void {
+  initiate(peer: Peer): void {
     const msg = peer.proto.initiateHandshake();
     if (msg && peer.endpointKey) this.transport.send(msg, msg.length, peer.endpointKey);
     this.flushOutbound(peer);
@@ -260,7 +248,7 @@ export class Pipeline {
     try {
       written = this.tun.writeBatch(this.rxBufs, n, this.rxLens);
     } catch (err) {
-      written = (err as { written?: number }).written ?? 0;
+      written = writtenBefore(err);
     }
     this.counters.tunTx += written;
     if (written < n) this.drops['tun-write-failed'] += n - written;
@@ -268,7 +256,7 @@ export class Pipeline {
 
   private onDatagram(slot: Uint8Array, length: number, sources: Uint8Array, i: number): void {
     this.counters.udpRx++;
-    if (length > 0 && slot[0] === 1 && ++this.initiationsInWindow === UNDER_LOAD_INITIATIONS) this.enterUnderLoad();
+    if (length > 0 && slot[0] === MESSAGE_INITIATION && ++this.initiationsInWindow === UNDER_LOAD_INITIATIONS) this.enterUnderLoad();
     if (this.rxCount === this.rxLens.length) this.flushTun();
     let out = this.rxBufs[this.rxCount];
     if (out === undefined || out.length < length) {
@@ -276,12 +264,11 @@ export class Pipeline {
       this.rxBufs[this.rxCount] = out;
     }
     // Only handshake messages read the source (cookies, rate limiting).
-    const source = length > 0 && slot[0] !== 4 ? decodeSource(sources, i) : TRANSPORT_SOURCE;
+    const source = length > 0 && slot[0] !== MESSAGE_TRANSPORT ? decodeSource(sources, i) : TRANSPORT_SOURCE;
     const res = this.device.decapsulate(slot.subarray(0, length), source, out);
     switch (res.kind) {
       case 'data': {
-        const peer = this.byProto.get(res.peer);
-        if (peer === undefined) return;
+        const peer = res.peer.owner;
         this.roam(peer, sources, i);
         // Confirming a session can release staged packets or a rekey.
         if (peer.proto.hasOutbound) this.flushOutbound(peer);
@@ -298,18 +285,18 @@ export class Pipeline {
           this.drop('source-not-allowed');
           return;
         }
-        peer.rxPackets++;
+        peer.proto.stats.rxPackets++;
         this.rxLens[this.rxCount++] = len;
         return;
       }
       case 'handshake': {
         if (res.reply) {
-          const to = sources.slice(i * ENDPOINT_SIZE, (i + 1) * ENDPOINT_SIZE);
+          const to = sourceAt(sources, i);
           this.transport.send(res.reply, res.reply.length, to);
           if (res.reply[0] === MESSAGE_COOKIE_REPLY) this.cookieRepliesSent++;
         }
-        const peer = res.peer ? this.byProto.get(res.peer) : undefined;
-        if (peer) {
+        const peer = res.peer?.owner;
+        if (peer !== undefined) {
           this.roam(peer, sources, i);
           const dest = peer.endpointKey;
           if (dest !== undefined) for (const d of res.flush) this.transport.send(d, d.length, dest);
@@ -329,12 +316,10 @@ export class Pipeline {
   }
 
   /** Roaming: a peer's endpoint follows its latest authenticated packet. */
-  private roam(peer: DaemonPeer, sources: Uint8Array, i: number): void {
+  private roam(peer: Peer, sources: Uint8Array, i: number): void {
     const key = peer.endpointKey;
     if (key !== undefined && sourceEquals(sources, i, key)) return;
-    peer.endpointKey = sources.slice(i * ENDPOINT_SIZE, (i + 1) * ENDPOINT_SIZE);
-    const { address, port, family } = decodeSource(sources, i);
-    peer.endpoint = { address, port, family };
+    peer.roamTo(sourceAt(sources, i), decodeSource(sources, i));
   }
 
   /**
@@ -344,7 +329,7 @@ export class Pipeline {
    * the pipeline's, because it sees the arrival rate.
    */
   private enterUnderLoad(): void {
-    this.underLoadUntil = Date.now() + UNDER_LOAD_AFTER_MS;
+    this.underLoadUntil = this.now() + UNDER_LOAD_AFTER_MS;
     if (!this.device.isUnderLoad) {
       this.device.setUnderLoad(true);
       this.log.warn({ initiationsPerWindow: UNDER_LOAD_INITIATIONS, windowMs: UNDER_LOAD_WINDOW_MS }, 'handshake flood: answering with cookies');
@@ -364,11 +349,12 @@ export class Pipeline {
 
   /** Protocol timers, and a summary of send failures at most every 10 s. */
   tick(): void {
-    this.checkLoad(Date.now());
+    const now = this.now();
+    this.checkLoad(now);
     // device.tick() also drains every peer's outbound list.
     const out = this.device.tick();
     for (const d of out) {
-      const dest = this.byProto.get(d.peer)?.endpointKey;
+      const dest = d.peer.owner.endpointKey;
       if (dest !== undefined) {
         this.transport.send(d.data, d.data.length, dest);
         this.counters.udpTx++;
@@ -381,7 +367,6 @@ export class Pipeline {
       this.lastOversized = oversized;
     }
     const failures = this.transport.sendFailures();
-    const now = Date.now();
     if (failures.count !== this.lastSendErrors && now - this.lastSendErrorLog >= SEND_ERROR_LOG_INTERVAL_MS) {
       this.log.warn({ failed: failures.count - this.lastSendErrors, err: failures.last }, 'UDP sends failing');
       this.lastSendErrors = failures.count;

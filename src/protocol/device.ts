@@ -28,7 +28,8 @@
  */
 import type { CryptoBackend } from '../crypto/types.js';
 import { TunvpnError } from '../errors.js';
-import { IndexTable } from '../peers/index-table.js';
+import { STAGED_PACKETS_MAX } from '../constants.js';
+import { IndexTable } from './index-table.js';
 import { KEY_LEN, resolveConstants } from './constants.js';
 import type { ProtocolConstants } from './constants.js';
 import { CookieChecker, RateLimiter } from './cookie.js';
@@ -71,92 +72,93 @@ export interface ProtocolOptions {
   /** Fills `out` with random bytes; defaults to crypto.randomBytes. Inject for deterministic tests. */
   random?: (out: Uint8Array) => void;
   constants?: Partial<ProtocolConstants>;
-  /** Packets queued per peer while waiting for a session; the oldest is dropped. Default 128. */
+  /** Packets queued per peer while waiting for a session; the oldest is dropped. Default STAGED_PACKETS_MAX (128). */
   maxQueuedPackets?: number;
   /** Tunnel MTU: padding never goes past it (see setMtu). Default 0 = no cap. */
   mtu?: number;
 }
 
-/** Why a datagram was dropped: stable strings the daemon counts by. */
-export type DropReason =
-  | 'malformed' // size or type wrong
-  | 'unknown-index' // receiver index names no session or handshake of ours
-  | 'unknown-peer' // initiation from a static key we do not know
-  | 'replay' // counter already seen or behind the window
-  | 'bad-auth' // AEAD authentication failed
-  | 'bad-mac' // mac1 wrong
-  | 'bad-cookie' // cookie reply that does not decrypt for our last message
-  | 'stale-timestamp' // initiation not newer than the last accepted from that peer
-  | 'handshake-flood' // initiations from one peer faster than the initiation rate
-  | 'rate-limited' // per-source initiation rate limit under load
-  | 'expired' // session past Reject-After-Time or counter past Reject-After-Messages
-  | 'invalid-key' // all-zero Diffie-Hellman result
-  | 'unexpected-message'; // response with no initiation pending
+/**
+ * Why the protocol dropped a datagram: stable strings the daemon counts by
+ * (src/pipeline/counters.ts adds the pipeline's own reasons to this list).
+ */
+export const PROTOCOL_DROP_REASONS = [
+  'malformed', // size or type wrong
+  'unknown-index', // receiver index names no session or handshake of ours
+  'unknown-peer', // initiation from a static key we do not know
+  'replay', // counter already seen or behind the window
+  'bad-auth', // AEAD authentication failed
+  'bad-mac', // mac1 wrong
+  'bad-cookie', // cookie reply that does not decrypt for our last message
+  'stale-timestamp', // initiation not newer than the last accepted from that peer
+  'handshake-flood', // initiations from one peer faster than the initiation rate
+  'rate-limited', // per-source initiation rate limit under load
+  'expired', // session past Reject-After-Time or counter past Reject-After-Messages
+  'invalid-key', // all-zero Diffie-Hellman result
+  'unexpected-message', // response with no initiation pending
+] as const;
 
-export interface HandshakeResult {
+export type DropReason = (typeof PROTOCOL_DROP_REASONS)[number];
+
+export interface HandshakeResult<O = void> {
   kind: 'handshake';
   /** The authenticated peer; undefined for a cookie reply sent to an unauthenticated source. */
-  peer: ProtocolPeer | undefined;
+  peer: ProtocolPeer<O> | undefined;
   /** Send back to the datagram's source: a handshake response or a cookie reply. */
   reply?: Uint8Array;
   /** Transport datagrams for `peer` that became sendable (queued data, or a keepalive). */
   flush: Uint8Array[];
 }
 
-export interface CookieResult {
+export interface CookieResult<O = void> {
   kind: 'cookie';
-  peer: ProtocolPeer;
+  peer: ProtocolPeer<O>;
 }
 
-export interface ErrorResult {
+export interface ErrorResult<O = void> {
   kind: 'error';
   code: DropReason;
-  peer?: ProtocolPeer;
+  peer?: ProtocolPeer<O>;
 }
 
-export type DecapResult = DataResult | HandshakeResult | CookieResult | ErrorResult;
+export type DecapResult<O = void> = DataResult<O> | HandshakeResult<O> | CookieResult<O> | ErrorResult<O>;
 
-export interface OutboundDatagram {
-  peer: ProtocolPeer;
+export interface OutboundDatagram<O = void> {
+  peer: ProtocolPeer<O>;
   data: Uint8Array;
 }
 
 /** Thrown by device configuration calls (never by the packet path). */
 export class ProtocolError extends TunvpnError {}
 
-const DROPS: { readonly [K in DropReason]: ErrorResult } = Object.freeze({
-  malformed: { kind: 'error', code: 'malformed' },
-  'unknown-index': { kind: 'error', code: 'unknown-index' },
-  'unknown-peer': { kind: 'error', code: 'unknown-peer' },
-  replay: { kind: 'error', code: 'replay' },
-  'bad-auth': { kind: 'error', code: 'bad-auth' },
-  'bad-mac': { kind: 'error', code: 'bad-mac' },
-  'bad-cookie': { kind: 'error', code: 'bad-cookie' },
-  'stale-timestamp': { kind: 'error', code: 'stale-timestamp' },
-  'handshake-flood': { kind: 'error', code: 'handshake-flood' },
-  'rate-limited': { kind: 'error', code: 'rate-limited' },
-  expired: { kind: 'error', code: 'expired' },
-  'invalid-key': { kind: 'error', code: 'invalid-key' },
-  'unexpected-message': { kind: 'error', code: 'unexpected-message' },
-} satisfies Record<DropReason, ErrorResult>);
+/**
+ * A drop that names no peer is the same frozen object every time (garbage
+ * costs no allocation); one that names a peer is made per drop.
+ */
+const DROPS: ReadonlyMap<DropReason, ErrorResult<never>> = new Map(PROTOCOL_DROP_REASONS.map((code) => [code, Object.freeze({ kind: 'error', code })]));
 
-function drop(code: DropReason, peer?: ProtocolPeer): ErrorResult {
-  return peer === undefined ? DROPS[code] : { kind: 'error', code, peer };
+function drop<O>(code: DropReason, peer?: ProtocolPeer<O>): ErrorResult<O> {
+  if (peer !== undefined) return { kind: 'error', code, peer };
+  return DROPS.get(code) ?? { kind: 'error', code };
 }
 
 function b64(key: Uint8Array): string {
   return Buffer.from(key.buffer, key.byteOffset, key.byteLength).toString('base64');
 }
 
-export class WireGuardDevice {
-  private readonly ctx: DeviceContext & { identity: NoiseIdentity };
-  private readonly peers = new Map<string, ProtocolPeer>();
+/**
+ * `O`: the owner type of its peers (see ProtocolPeer); a device whose
+ * peers need no owner (tests, benches) leaves it void and omits it.
+ */
+export class WireGuardDevice<O = void> {
+  private readonly ctx: DeviceContext<O> & { identity: NoiseIdentity };
+  private readonly peers = new Map<string, ProtocolPeer<O>>();
   private readonly cookieChecker: CookieChecker;
   private readonly limiter: RateLimiter;
   private readonly random: (out: Uint8Array) => void;
   private readonly rand4 = new Uint8Array(4);
   private underLoad = false;
-  private readonly lookupPeer = (staticKey: Uint8Array): { peer: ProtocolPeer; handshake: ProtocolPeer['handshake'] } | undefined => {
+  private readonly lookupPeer = (staticKey: Uint8Array): { peer: ProtocolPeer<O>; handshake: ProtocolPeer<O>['handshake'] } | undefined => {
     const p = this.peers.get(b64(staticKey));
     return p === undefined ? undefined : { peer: p, handshake: p.handshake };
   };
@@ -183,8 +185,8 @@ export class WireGuardDevice {
       crypto,
       constants,
       identity: makeIdentity(crypto, opts.privateKey, this.random),
-      indices: new IndexTable<IndexEntry>(random32),
-      maxQueuedPackets: opts.maxQueuedPackets ?? 128,
+      indices: new IndexTable<IndexEntry<O>>(random32),
+      maxQueuedPackets: opts.maxQueuedPackets ?? STAGED_PACKETS_MAX,
       scratch: new Uint8Array(65536 + 16),
       mtu: checkMtu(opts.mtu ?? 0),
       now: opts.now,
@@ -243,12 +245,13 @@ export class WireGuardDevice {
     for (const p of this.peers.values()) p.rekeyStatic();
   }
 
-  addPeer(opts: ProtocolPeerOptions): ProtocolPeer {
+  /** A new peer, owned by `owner` (reachable as peer.owner from every result that names it). */
+  addPeer(opts: ProtocolPeerOptions, owner: O): ProtocolPeer<O> {
     if (opts.publicKey.length !== KEY_LEN) throw new ProtocolError('PROTOCOL_BAD_KEY', 'peer public key must be 32 bytes');
     const key = b64(opts.publicKey);
     if (this.peers.has(key)) throw new ProtocolError('PROTOCOL_DUPLICATE_PEER', `peer ${key} already exists`);
     if (key === b64(this.publicKey)) throw new ProtocolError('PROTOCOL_SELF_PEER', 'a peer cannot have our own public key');
-    const peer = new ProtocolPeer(this.ctx, opts);
+    const peer = new ProtocolPeer<O>(this.ctx, opts, owner);
     this.peers.set(key, peer);
     return peer;
   }
@@ -261,11 +264,11 @@ export class WireGuardDevice {
     this.peers.delete(key);
   }
 
-  getPeer(publicKeyB64: string): ProtocolPeer | undefined {
+  getPeer(publicKeyB64: string): ProtocolPeer<O> | undefined {
     return this.peers.get(publicKeyB64);
   }
 
-  listPeers(): ProtocolPeer[] {
+  listPeers(): ProtocolPeer<O>[] {
     return [...this.peers.values()];
   }
 
@@ -283,7 +286,7 @@ export class WireGuardDevice {
    * transport message and must hold datagram.length bytes. Never throws for
    * any input; every outcome is a DecapResult.
    */
-  decapsulate(datagram: Uint8Array, source: SourceAddress, out: Uint8Array): DecapResult {
+  decapsulate(datagram: Uint8Array, source: SourceAddress, out: Uint8Array): DecapResult<O> {
     const t = messageType(datagram);
     if (t === MESSAGE_TRANSPORT) return this.decapsulateTransport(datagram, out);
     try {
@@ -295,19 +298,19 @@ export class WireGuardDevice {
         case MESSAGE_COOKIE_REPLY:
           return this.handleCookieReply(datagram);
         default:
-          return DROPS.malformed;
+          return drop<O>('malformed');
       }
     } catch {
       // The handshake path only throws on a bug; hostile input must never
       // take the daemon down, so it counts as malformed.
-      return DROPS.malformed;
+      return drop<O>('malformed');
     }
   }
 
   /** Runs every peer's timers; returns the datagrams to send. */
-  tick(): OutboundDatagram[] {
+  tick(): OutboundDatagram<O>[] {
     const now = this.ctx.now();
-    const result: OutboundDatagram[] = [];
+    const result: OutboundDatagram<O>[] = [];
     for (const peer of this.peers.values()) {
       peer.tick(now);
       if (peer.hasOutbound) for (const data of peer.takeOutbound()) result.push({ peer, data });
@@ -316,9 +319,9 @@ export class WireGuardDevice {
     return result;
   }
 
-  private decapsulateTransport(d: Uint8Array, out: Uint8Array): DecapResult {
+  private decapsulateTransport(d: Uint8Array, out: Uint8Array): DecapResult<O> {
     const entry = this.ctx.indices.get(readU32LE(d, TRANSPORT_RECEIVER));
-    if (!(entry instanceof Session)) return DROPS['unknown-index'];
+    if (!(entry instanceof Session)) return drop<O>('unknown-index');
     const s = entry;
     const peer = s.peer;
     const now = this.ctx.now();
@@ -336,17 +339,17 @@ export class WireGuardDevice {
   }
 
   /** Under load: the mac2 / cookie / rate-limit gate. Returns a result to stop with, or undefined to go on. */
-  private loadGate(d: Uint8Array, source: SourceAddress, senderIndex: number, now: number): DecapResult | undefined {
+  private loadGate(d: Uint8Array, source: SourceAddress, senderIndex: number, now: number): DecapResult<O> | undefined {
     if (!this.underLoad) return undefined;
     if (!this.cookieChecker.checkMac2(d, source, now)) {
       return { kind: 'handshake', peer: undefined, reply: this.cookieChecker.createReply(d, senderIndex, source, now), flush: [] };
     }
-    if (!this.limiter.allow(source.address, now)) return DROPS['rate-limited'];
+    if (!this.limiter.allow(source.address, now)) return drop<O>('rate-limited');
     return undefined;
   }
 
-  private handleInitiation(d: Uint8Array, source: SourceAddress): DecapResult {
-    if (!this.cookieChecker.checkMac1(d)) return DROPS['bad-mac'];
+  private handleInitiation(d: Uint8Array, source: SourceAddress): DecapResult<O> {
+    if (!this.cookieChecker.checkMac1(d)) return drop<O>('bad-mac');
     const now = this.ctx.now();
     const gate = this.loadGate(d, source, readU32LE(d, INIT_SENDER), now);
     if (gate !== undefined) return gate;
@@ -359,14 +362,14 @@ export class WireGuardDevice {
     return { kind: 'handshake', peer, reply, flush: [] };
   }
 
-  private handleResponse(d: Uint8Array, source: SourceAddress): DecapResult {
-    if (!this.cookieChecker.checkMac1(d)) return DROPS['bad-mac'];
+  private handleResponse(d: Uint8Array, source: SourceAddress): DecapResult<O> {
+    if (!this.cookieChecker.checkMac1(d)) return drop<O>('bad-mac');
     const now = this.ctx.now();
     const gate = this.loadGate(d, source, readU32LE(d, RESP_SENDER), now);
     if (gate !== undefined) return gate;
     const receiver = readU32LE(d, RESP_RECEIVER);
     const entry = this.ctx.indices.get(receiver);
-    if (!(entry instanceof PendingHandshake)) return DROPS['unknown-index'];
+    if (!(entry instanceof PendingHandshake)) return drop<O>('unknown-index');
     const peer = entry.peer;
     // Only the initiation in flight may be answered (not an index of ours
     // that names a response we made and whose session is not installed yet).
@@ -377,9 +380,9 @@ export class WireGuardDevice {
     return { kind: 'handshake', peer, flush: peer.takeOutbound() };
   }
 
-  private handleCookieReply(d: Uint8Array): DecapResult {
+  private handleCookieReply(d: Uint8Array): DecapResult<O> {
     const entry = this.ctx.indices.get(readU32LE(d, COOKIE_RECEIVER));
-    if (entry === undefined) return DROPS['unknown-index'];
+    if (entry === undefined) return drop<O>('unknown-index');
     const peer = entry.peer;
     if (!peer.consumeCookie(d, this.ctx.now())) return drop('bad-cookie', peer);
     return { kind: 'cookie', peer };
@@ -391,6 +394,6 @@ function checkMtu(mtu: number): number {
   return mtu;
 }
 
-function failure(f: HandshakeFailure, peer: ProtocolPeer | undefined): ErrorResult {
+function failure<O>(f: HandshakeFailure, peer: ProtocolPeer<O> | undefined): ErrorResult<O> {
   return drop(f, peer);
 }

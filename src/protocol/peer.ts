@@ -18,20 +18,20 @@ import { INITIATION_SIZE, RESPONSE_SIZE } from './messages.js';
 import { Handshake, createInitiation, createResponse, deriveTransportKeys } from './noise-handshake.js';
 import type { NoiseIdentity } from './noise-handshake.js';
 import { Session, transportSize } from './session.js';
-import type { IndexTable } from '../peers/index-table.js';
+import type { IndexTable } from './index-table.js';
 
 /** What a receiver index names: a handshake in flight or a session. */
-export class PendingHandshake {
-  constructor(readonly peer: ProtocolPeer) {}
+export class PendingHandshake<O = void> {
+  constructor(readonly peer: ProtocolPeer<O>) {}
 }
-export type IndexEntry = Session<ProtocolPeer> | PendingHandshake;
+export type IndexEntry<O = void> = Session<ProtocolPeer<O>> | PendingHandshake<O>;
 
 /** What a peer needs from its device; the device implements it. */
-export interface DeviceContext {
+export interface DeviceContext<O = void> {
   readonly crypto: CryptoBackend;
   readonly constants: ProtocolConstants;
   readonly identity: NoiseIdentity;
-  readonly indices: IndexTable<IndexEntry>;
+  readonly indices: IndexTable<IndexEntry<O>>;
   readonly maxQueuedPackets: number;
   /** Padding buffer shared by all peers (the core is single-threaded). */
   readonly scratch: Uint8Array;
@@ -55,11 +55,21 @@ export interface ProtocolPeerOptions {
   persistentKeepalive?: number;
 }
 
+/**
+ * A peer's counters, the only ones: status, metrics, the control socket's
+ * get and `tunvpn show` all read them here. Bytes and handshakes are
+ * counted by the protocol; packets by the pipeline, which alone knows
+ * what reached the TUN device (after the inner-source check).
+ */
 export interface PeerStats {
   /** Bytes of authenticated datagrams received (transport messages, headers included). */
   rxBytes: number;
   /** Bytes of transport datagrams sent. */
   txBytes: number;
+  /** Data packets from this peer written towards the TUN device (keepalives and dropped packets not counted). */
+  rxPackets: number;
+  /** Data packets read from the TUN device and sealed at once for this peer (staged ones not counted). */
+  txPackets: number;
   /** Wall-clock ms of the last completed handshake, 0 if none. */
   lastHandshakeWallMs: number;
   handshakesStarted: number;
@@ -67,28 +77,34 @@ export interface PeerStats {
 }
 
 /** Reused result of a successful transport decapsulation (see WireGuardDevice.decapsulate). */
-export interface DataResult {
+export interface DataResult<O = void> {
   kind: 'data';
-  peer: ProtocolPeer;
+  peer: ProtocolPeer<O>;
   length: number;
 }
 
 const NEVER = Infinity;
 
-export class ProtocolPeer {
+/**
+ * `O` is the type of the owner: whatever the embedding keeps per peer (the
+ * daemon's Peer record, src/peers/registry.ts). Every result that names a
+ * peer names this object, so the owner is one property away: no lookup on
+ * the packet path. The protocol never looks inside it.
+ */
+export class ProtocolPeer<O = void> {
   readonly publicKey: Uint8Array;
   readonly publicKeyB64: string;
-  /** Opaque slot for the daemon: the peer's current endpoint. */
-  endpoint: unknown = undefined;
-  readonly stats: PeerStats = { rxBytes: 0, txBytes: 0, lastHandshakeWallMs: 0, handshakesStarted: 0, handshakesCompleted: 0 };
+  /** The embedding's record of this peer, given to WireGuardDevice.addPeer. */
+  readonly owner: O;
+  readonly stats: PeerStats = { rxBytes: 0, txBytes: 0, rxPackets: 0, txPackets: 0, lastHandshakeWallMs: 0, handshakesStarted: 0, handshakesCompleted: 0 };
 
   /** @internal */ readonly handshake: Handshake;
   /** @internal */ readonly cookies: CookieGenerator;
-  /** @internal */ readonly pending: PendingHandshake;
-  /** @internal */ readonly dataResult: DataResult;
-  /** @internal */ previous: Session<ProtocolPeer> | undefined;
-  /** @internal */ current: Session<ProtocolPeer> | undefined;
-  /** @internal */ next: Session<ProtocolPeer> | undefined;
+  /** @internal */ readonly pending: PendingHandshake<O>;
+  /** @internal */ readonly dataResult: DataResult<O>;
+  /** @internal */ previous: Session<ProtocolPeer<O>> | undefined;
+  /** @internal */ current: Session<ProtocolPeer<O>> | undefined;
+  /** @internal */ next: Session<ProtocolPeer<O>> | undefined;
 
   private staged: Uint8Array[] = [];
   private outbound: Uint8Array[] = [];
@@ -115,9 +131,11 @@ export class ProtocolPeer {
 
   /** @internal Created by WireGuardDevice.addPeer. */
   constructor(
-    private readonly ctx: DeviceContext,
+    private readonly ctx: DeviceContext<O>,
     opts: ProtocolPeerOptions,
+    owner: O,
   ) {
+    this.owner = owner;
     if (opts.publicKey.length !== KEY_LEN) throw new RangeError('peer public key must be 32 bytes');
     this.publicKey = Uint8Array.from(opts.publicKey);
     this.publicKeyB64 = Buffer.from(this.publicKey).toString('base64');
@@ -171,7 +189,7 @@ export class ProtocolPeer {
 
   /** Whether a session can carry data right now. */
   get hasSession(): boolean {
-    return this.current !== undefined && this.current.canSend(this.ctx.now());
+    return this.current?.canSend(this.ctx.now()) === true;
   }
 
   /**
@@ -243,7 +261,7 @@ export class ProtocolPeer {
       ctx.indices.free(index);
       return undefined;
     }
-    const s = new Session<ProtocolPeer>(ctx.crypto, keys, this, now, ctx.constants.rejectAfterMessages, ctx.constants.rejectAfterTime);
+    const s = new Session<ProtocolPeer<O>>(ctx.crypto, keys, this, now, ctx.constants.rejectAfterMessages, ctx.constants.rejectAfterTime);
     ctx.indices.replace(index, s);
     this.drop(this.next);
     this.next = s;
@@ -265,7 +283,7 @@ export class ProtocolPeer {
     const { ctx } = this;
     const keys = deriveTransportKeys(ctx.crypto, this.handshake);
     if (keys === undefined) return false;
-    const s = new Session<ProtocolPeer>(ctx.crypto, keys, this, now, ctx.constants.rejectAfterMessages, ctx.constants.rejectAfterTime);
+    const s = new Session<ProtocolPeer<O>>(ctx.crypto, keys, this, now, ctx.constants.rejectAfterMessages, ctx.constants.rejectAfterTime);
     ctx.indices.replace(keys.localIndex, s);
     // A responder session of a crossing handshake (both initiated at once)
     // becomes `previous`: the peer sends on it, we send on ours.
@@ -295,7 +313,7 @@ export class ProtocolPeer {
   }
 
   /** @internal After a transport message authenticated and passed the replay window. */
-  receivedData(s: Session<ProtocolPeer>, plaintextLength: number, datagramLength: number, now: number): void {
+  receivedData(s: Session<ProtocolPeer<O>>, plaintextLength: number, datagramLength: number, now: number): void {
     if (s === this.next) {
       this.drop(this.previous);
       this.previous = this.current;
@@ -312,12 +330,7 @@ export class ProtocolPeer {
     // Reject-After-Time starts one last handshake even if it sends nothing.
     const cur = this.current;
     const c = this.ctx.constants;
-    if (
-      cur !== undefined &&
-      cur.isInitiator &&
-      !this.sentLastMinuteHandshake &&
-      now - cur.createdAt >= c.rejectAfterTime - c.keepaliveTimeout - c.rekeyTimeout
-    ) {
+    if (cur?.isInitiator && !this.sentLastMinuteHandshake && now - cur.createdAt >= c.rejectAfterTime - c.keepaliveTimeout - c.rekeyTimeout) {
       this.sentLastMinuteHandshake = true;
       this.queueInitiation(now, false);
     }
@@ -513,7 +526,7 @@ export class ProtocolPeer {
     this.sendStaged(now, false);
   }
 
-  private seal(s: Session<ProtocolPeer>, packet: Uint8Array, out: Uint8Array, now: number): number {
+  private seal(s: Session<ProtocolPeer<O>>, packet: Uint8Array, out: Uint8Array, now: number): number {
     const n = s.encrypt(packet, out, this.ctx.scratch, this.ctx.mtu);
     this.stats.txBytes += n;
     if (packet.length > 0) this.onDataSent(now);
@@ -527,7 +540,7 @@ export class ProtocolPeer {
     return n;
   }
 
-  private drop(s: Session<ProtocolPeer> | undefined): void {
+  private drop(s: Session<ProtocolPeer<O>> | undefined): void {
     if (s === undefined) return;
     if (this.ctx.indices.get(s.localIndex) === s) this.ctx.indices.free(s.localIndex);
     s.zero();

@@ -8,25 +8,33 @@
  * the same batch shape.
  */
 import type { RemoteInfo } from 'node:dgram';
-import {
-  NativeUdpSocket,
-  decodeEndpoint,
-  encodeEndpoint,
-  endpointFamily,
-  nativeUdpAvailable,
-} from './native-udp.js';
+import type { Endpoint } from './endpoint.js';
+import { ENDPOINT_SIZE, decodeEndpoint, encodeEndpointInto, endpointFamily, sourceEquals, type EncodedEndpoint } from './endpoint-codec.js';
+import { NativeUdpSocket, nativeUdpAvailable } from './native-udp.js';
 import { TransportError, UdpTransport } from './udp.js';
+import { RECV_BATCH_SIZE, SEND_BATCH_MAX } from '../constants.js';
 
+/**
+ * One batch of received datagrams: datagram i is slots[i][0..lengths[i])
+ * from the endpoint encoded at sources[i * ENDPOINT_SIZE ..]
+ * (endpoint-codec.ts). All four are reused after the handler returns.
+ */
 export type DatagramBatchHandler = (slots: readonly Uint8Array[], lengths: Uint32Array, sources: Uint8Array, count: number) => void;
 
+/**
+ * The seam between the pipeline and the underlay (as wireguard-go's
+ * conn.Bind): batches in, batches out, endpoints encoded by
+ * endpoint-codec.ts. test/pipeline/fakes.ts has an in-memory one.
+ */
 export interface DatagramTransport {
-  readonly kind: 'native' | 'dgram';
+  /** Which implementation: the native batched sockets, node:dgram, or an in-memory one (tests). */
+  readonly kind: 'native' | 'dgram' | 'memory';
   readonly port: number;
   onBatch(handler: DatagramBatchHandler): void;
   onError(handler: (err: Error) => void): void;
   /** Sends datagram i = bufs[i][0..lengths[i]) to dests[i]; buffers are free again on return. */
-  sendBatch(bufs: readonly Uint8Array[], lengths: Uint32Array, dests: readonly Uint8Array[], count: number): void;
-  send(buf: Uint8Array, length: number, dest: Uint8Array): void;
+  sendBatch(bufs: readonly Uint8Array[], lengths: Uint32Array, dests: readonly EncodedEndpoint[], count: number): void;
+  send(buf: Uint8Array, length: number, dest: EncodedEndpoint): void;
   /** Failed or dropped sends so far, and the latest reason. */
   sendFailures(): { count: number; last: string | undefined };
   /** Datagrams dropped on receive because they did not fit a slot, so far. */
@@ -91,7 +99,7 @@ class NativeTransport implements DatagramTransport {
   private readonly v4: NativeUdpSocket;
   private readonly v6: NativeUdpSocket | undefined;
   /** Scratch for splitting a mixed-family batch. */
-  private readonly split = { bufs: [] as Uint8Array[], dests: [] as Uint8Array[], lengths: new Uint32Array(1024) };
+  private readonly split = { bufs: [] as Uint8Array[], dests: [] as Uint8Array[], lengths: new Uint32Array(SEND_BATCH_MAX) };
 
   private constructor(v4: NativeUdpSocket, v6: NativeUdpSocket | undefined) {
     this.v4 = v4;
@@ -100,7 +108,7 @@ class NativeTransport implements DatagramTransport {
 
   static open(opts: TransportOptions): NativeTransport {
     const slotSize = Math.max(2048, Math.ceil(opts.maxDatagram / 64) * 64);
-    const common = { recvBufferSize: opts.recvBufferSize, sendBufferSize: opts.sendBufferSize, gso: true, gro: opts.gro !== false, batchSize: 128, slotSize };
+    const common = { recvBufferSize: opts.recvBufferSize, sendBufferSize: opts.sendBufferSize, gso: true, gro: opts.gro !== false, batchSize: RECV_BATCH_SIZE, slotSize };
     let v4: NativeUdpSocket;
     try {
       v4 = NativeUdpSocket.open({ family: 4, port: opts.port, ...common });
@@ -163,7 +171,7 @@ class NativeTransport implements DatagramTransport {
   sendBatch(bufs: readonly Uint8Array[], lengths: Uint32Array, dests: readonly Uint8Array[], count: number): void {
     if (count === 0) return;
     let v6count = 0;
-    for (let i = 0; i < count; i++) if (dests[i][0] === 6) v6count++;
+    for (let i = 0; i < count; i++) if (endpointFamily(dests[i]) === 6) v6count++;
     if (v6count === 0) {
       this.v4.sendBatch(bufs, lengths, dests, count);
     } else if (v6count === count) {
@@ -174,7 +182,7 @@ class NativeTransport implements DatagramTransport {
         const sock = family === 4 ? this.v4 : this.v6;
         let n = 0;
         for (let i = 0; i < count; i++) {
-          if (dests[i][0] !== family) continue;
+          if (endpointFamily(dests[i]) !== family) continue;
           this.split.bufs[n] = bufs[i];
           this.split.dests[n] = dests[i];
           this.split.lengths[n] = lengths[i];
@@ -205,12 +213,22 @@ class NativeTransport implements DatagramTransport {
   }
 }
 
-/** node:dgram behind the batch interface: one datagram per "batch". */
+/**
+ * node:dgram behind the batch interface: one datagram per "batch". Needs
+ * nothing native: sources are encoded by the TypeScript codec (the last
+ * one is remembered, so a steady peer costs a string compare), and a
+ * destination is decoded once per change of destination.
+ */
 class DgramTransport implements DatagramTransport {
   readonly kind = 'dgram';
   private readonly udp: UdpTransport;
   private readonly slot: Uint8Array[] = [new Uint8Array(0)];
   private readonly length = new Uint32Array(1);
+  private readonly source = new Uint8Array(ENDPOINT_SIZE);
+  private lastSourceAddress = '';
+  private lastSourcePort = -1;
+  private readonly lastDest = new Uint8Array(ENDPOINT_SIZE);
+  private lastDestDecoded: Endpoint | undefined;
 
   private constructor(udp: UdpTransport) {
     this.udp = udp;
@@ -236,9 +254,18 @@ class DgramTransport implements DatagramTransport {
 
   onBatch(handler: DatagramBatchHandler): void {
     this.udp.onDatagram((msg: Buffer, rinfo: RemoteInfo) => {
+      if (rinfo.address !== this.lastSourceAddress || rinfo.port !== this.lastSourcePort) {
+        try {
+          encodeEndpointInto(rinfo.address, rinfo.port, this.source, 0);
+        } catch {
+          return; // node gives numeric addresses; an interface gone meanwhile leaves a zone we cannot encode
+        }
+        this.lastSourceAddress = rinfo.address;
+        this.lastSourcePort = rinfo.port;
+      }
       this.slot[0] = msg;
       this.length[0] = msg.length;
-      handler(this.slot, this.length, encodeEndpoint(rinfo.address, rinfo.port), 1);
+      handler(this.slot, this.length, this.source, 1);
     });
   }
 
@@ -246,13 +273,18 @@ class DgramTransport implements DatagramTransport {
     this.udp.onError(handler);
   }
 
-  sendBatch(bufs: readonly Uint8Array[], lengths: Uint32Array, dests: readonly Uint8Array[], count: number): void {
+  sendBatch(bufs: readonly Uint8Array[], lengths: Uint32Array, dests: readonly EncodedEndpoint[], count: number): void {
     // dgram keeps a reference until the send completes: hand it copies.
     for (let i = 0; i < count; i++) this.send(bufs[i], lengths[i], dests[i]);
   }
 
-  send(buf: Uint8Array, length: number, dest: Uint8Array): void {
-    const e = decodeEndpoint(dest);
+  send(buf: Uint8Array, length: number, dest: EncodedEndpoint): void {
+    let e = this.lastDestDecoded;
+    if (e === undefined || !sourceEquals(dest, 0, this.lastDest)) {
+      e = decodeEndpoint(dest);
+      this.lastDest.set(dest.subarray(0, ENDPOINT_SIZE));
+      this.lastDestDecoded = e;
+    }
     this.udp.send(Buffer.from(buf.subarray(0, length)), length, e);
   }
 
@@ -264,4 +296,3 @@ class DgramTransport implements DatagramTransport {
     return this.udp.close();
   }
 }
-

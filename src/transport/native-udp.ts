@@ -27,9 +27,9 @@ import { constants as osConstants } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { TunvpnError } from '../errors.js';
+import { ENDPOINT_SIZE, encodeEndpoint as encodeEndpointTs } from './endpoint-codec.js';
 
-/** Bytes of one encoded endpoint: family, 0, port (BE), scope id (LE), 16 address bytes. */
-export const ENDPOINT_SIZE = 24;
+export { ENDPOINT_SIZE, decodeEndpoint, decodeSource, endpointFamily, sourceEquals } from './endpoint-codec.js';
 
 export interface NativeUdpOptions {
   family: 4 | 6;
@@ -229,45 +229,26 @@ function errnoName(errno: number): string {
 
 /**
  * Encodes a numeric IP address (IPv4, IPv6, IPv6 with %scope) and port into
- * the form send/sendBatch take. An IPv4-mapped IPv6 address encodes as IPv4.
- * Throws NativeUdpError EINVAL for anything else (resolve names first).
+ * the form send/sendBatch take (the plain-TypeScript codec,
+ * endpoint-codec.ts). Throws NativeUdpError EINVAL for anything else
+ * (resolve names first).
  */
 export function encodeEndpoint(address: string, port: number): Uint8Array {
   try {
-    return loadNativeUdp().encodeEndpoint(address, port);
+    return encodeEndpointTs(address, port);
   } catch (err) {
     throw NativeUdpError.from(err);
   }
 }
 
-/** The address family (4 or 6) of an encoded endpoint: which socket sends to it. */
-export function endpointFamily(encoded: Uint8Array, offset = 0): number {
-  return encoded[offset];
-}
-
-/** Whether the source of datagram `slot` is the endpoint `encoded`; allocates nothing. */
-export function sourceEquals(sources: Uint8Array, slot: number, encoded: Uint8Array): boolean {
-  const base = slot * ENDPOINT_SIZE;
-  // Port and the low address bytes differ first between peers.
-  if (sources[base + 2] !== encoded[2] || sources[base + 3] !== encoded[3]) return false;
-  for (let i = ENDPOINT_SIZE - 1; i >= 0; i--) if (sources[base + i] !== encoded[i]) return false;
-  return true;
-}
-
-/** Copies the source of datagram `slot` into `into` (e.g. a peer's preallocated endpoint). */
-export function copySource(sources: Uint8Array, slot: number, into: Uint8Array): void {
-  into.set(sources.subarray(slot * ENDPOINT_SIZE, (slot + 1) * ENDPOINT_SIZE));
-}
-
-/** Decodes the source of datagram `slot` (allocates: call only when it changed). */
-export function decodeSource(sources: Uint8Array, slot: number): { address: string; port: number; family: 4 | 6 } {
-  const [address, port, family] = loadNativeUdp().decodeEndpoint(sources, slot * ENDPOINT_SIZE);
-  return { address, port, family };
-}
-
-/** Decodes an endpoint made by encodeEndpoint (allocates). */
-export function decodeEndpoint(encoded: Uint8Array): { address: string; port: number; family: 4 | 6 } {
-  return decodeSource(encoded, 0);
+/**
+ * The addon's own encoder and decoder (getaddrinfo / getnameinfo), which
+ * the packet path no longer calls: kept so a test can check that the
+ * TypeScript codec gives the same bytes.
+ */
+export function addonEndpointCodec(): { encode(address: string, port: number): Uint8Array; decode(encoded: Uint8Array, offset: number): [string, number, 4 | 6] } {
+  const native = loadNativeUdp();
+  return { encode: (a, p) => native.encodeEndpoint(a, p), decode: (e, o) => native.decodeEndpoint(e, o) };
 }
 
 const DEFAULT_BATCH = 64;

@@ -8,8 +8,6 @@ export type DatagramHandler = (msg: Buffer, rinfo: RemoteInfo) => void;
 
 export interface UdpTransportOptions {
   port: number;
-  /** Also listen on IPv6 (default true; skipped quietly when the host has no IPv6). */
-  ipv6?: boolean;
   /** Kernel socket buffer sizes; bursts of tunnel traffic overflow the defaults. */
   recvBufferSize?: number;
   sendBufferSize?: number;
@@ -51,16 +49,15 @@ export class UdpTransport {
     const v4 = await this.bindOne('udp4', opts.port, opts);
     this.v4 = v4;
     this.boundPort = v4.address().port;
-    if (opts.ipv6 !== false) {
-      try {
-        this.v6 = await this.bindOne('udp6', this.boundPort, opts);
-      } catch (err) {
-        const code = (err as NodeJS.ErrnoException).code;
-        // No IPv6 on this host: run IPv4 only. Anything else is fatal.
-        if (code !== 'EAFNOSUPPORT' && code !== 'EADDRNOTAVAIL') {
-          v4.close();
-          throw err;
-        }
+    // Also IPv6, skipped quietly when the host has none.
+    try {
+      this.v6 = await this.bindOne('udp6', this.boundPort, opts);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      // No IPv6 on this host: run IPv4 only. Anything else is fatal.
+      if (code !== 'EAFNOSUPPORT' && code !== 'EADDRNOTAVAIL') {
+        v4.close();
+        throw err;
       }
     }
   }

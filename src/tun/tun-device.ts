@@ -27,6 +27,7 @@
 import * as ip from './iproute.js';
 import { loadNativeTun, type NativeHandle, type NativeTun } from './native-binding.js';
 import { TunError } from './tun-error.js';
+import type { PacketDevice } from './packet-device.js';
 
 export interface TunOpenOptions {
   /** Interface name (at most 15 bytes; "tun%d" style templates allowed). Kernel-chosen when absent. */
@@ -71,7 +72,7 @@ function checkInt(what: string, v: number, min: number, max: number): number {
   return v;
 }
 
-export class TunDevice {
+export class TunDevice implements PacketDevice {
   readonly name: string;
   readonly batchSize: number;
   readonly slotSize: number;

@@ -1,6 +1,6 @@
 import { randomInt } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { IndexTable } from '../../src/peers/index-table.js';
+import { IndexTable } from '../../src/protocol/index-table.js';
 
 /** A random source that replays `values` and counts the draws. */
 function scripted(values: number[]) {
