@@ -13,7 +13,7 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Netns } from '../../src/testbed/netns.js';
 import { sleep, uniqueSuffix } from '../../src/testbed/netns.js';
-import { ADDR, ConfigDir, DaemonProcess, SiteToSite, fromRoot, startDaemon, type KeyPair } from '../../src/testbed/site-to-site.js';
+import { ADDR, type ConfigDir, DaemonProcess, type SiteToSite, fromRoot, startDaemon, type KeyPair } from '../../src/testbed/site-to-site.js';
 import { resolveDaemonPid } from './proc.js';
 
 export const TUNNEL_MTU = 1420;
@@ -56,6 +56,7 @@ export function hasCommand(cmd: string): boolean {
 
 function debVersion(pkg: string): string {
   try {
+    // biome-ignore lint/suspicious/noTemplateCurlyInString: dpkg-query expands ${Version} itself
     return execFileSync('dpkg-query', ['-W', '-f', '${Version}', pkg], { encoding: 'utf8' }).trim();
   } catch {
     return 'unknown';
