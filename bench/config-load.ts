@@ -48,9 +48,17 @@ chmodSync(privateKeyFile, 0o600);
 const iface = { privateKeyFile };
 
 const configs: { label: string; path: string; expect: number }[] = [
-  { label: 'one peer, 100,000 allowed IPs', path: write('aips.json', { interface: iface, peers: [{ publicKey: key(), allowedIPs: Array.from({ length: 100_000 }, (_, i) => `${ip4(i)}/32`) }] }), expect: 0 },
+  {
+    label: 'one peer, 100,000 allowed IPs',
+    path: write('aips.json', { interface: iface, peers: [{ publicKey: key(), allowedIPs: Array.from({ length: 100_000 }, (_, i) => `${ip4(i)}/32`) }] }),
+    expect: 0,
+  },
   { label: '10,000 peers', path: write('peers.json', { interface: iface, peers: Array.from({ length: 10_000 }, (_, i) => peer(i)) }), expect: 0 },
-  { label: '30,000 interface addresses', path: write('addrs.json', { interface: { ...iface, addresses: Array.from({ length: 30_000 }, (_, i) => `${ip4(i)}/8`) } }), expect: 0 },
+  {
+    label: '30,000 interface addresses',
+    path: write('addrs.json', { interface: { ...iface, addresses: Array.from({ length: 30_000 }, (_, i) => `${ip4(i)}/8`) } }),
+    expect: 0,
+  },
 ];
 {
   // As many realistic peers as fit under the limit: estimate, then shrink until the file fits.

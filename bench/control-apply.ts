@@ -119,7 +119,10 @@ async function peerCount(ifname: string): Promise<number> {
 
 async function main(): Promise<void> {
   const args = process.argv.slice(2);
-  const sizes = (strArg(args, '--sizes') ?? '1000,5000,10000,20000').split(',').map(Number).filter((n) => n > 0 && n <= 60_000);
+  const sizes = (strArg(args, '--sizes') ?? '1000,5000,10000,20000')
+    .split(',')
+    .map(Number)
+    .filter((n) => n > 0 && n <= 60_000);
   const allowed = numArg(args, '--allowed', 50_000, 0, 60_000);
   const cli = strArg(args, '--cli') ?? cliPath();
   // Flags for the daemon's node (`--node-args "--cpu-prof --cpu-prof-dir=/tmp/p"`), split on spaces.
@@ -170,7 +173,11 @@ async function main(): Promise<void> {
       }
     }
     const hex = (k: Uint8Array) => Buffer.from(k).toString('hex');
-    await exchange(ifB, `set=1\nprivate_key=${hex(privB)}\nlisten_port=51820\npublic_key=${hex(pubA)}\nendpoint=${A_UNDER}:51820\nallowed_ip=${A_TUN}/32\n\n`, 5000);
+    await exchange(
+      ifB,
+      `set=1\nprivate_key=${hex(privB)}\nlisten_port=51820\npublic_key=${hex(pubA)}\nendpoint=${A_UNDER}:51820\nallowed_ip=${A_TUN}/32\n\n`,
+      5000,
+    );
     await b.exec('ip', ['addr', 'add', `${B_TUN}/24`, 'dev', ifB]);
     await b.exec('ip', ['link', 'set', ifB, 'up']);
     await pingUntil(b, A_TUN, 15_000);

@@ -106,14 +106,17 @@ function avoidedRows(): Row[] {
     setCounter(i);
     sn.crypto_aead_chacha20poly1305_ietf_encrypt(box, plaintext, null, null, nonce, key);
   });
-  const wrapperForged = measure(() => {
-    try {
-      sn.crypto_aead_chacha20poly1305_ietf_decrypt(back, null, forged, null, nonce, key);
-    } catch {
-      return;
-    }
-    throw new Error('forgery opened');
-  }, Math.min(N, 20_000));
+  const wrapperForged = measure(
+    () => {
+      try {
+        sn.crypto_aead_chacha20poly1305_ietf_decrypt(back, null, forged, null, nonce, key);
+      } catch {
+        return;
+      }
+      throw new Error('forgery opened');
+    },
+    Math.min(N, 20_000),
+  );
   const allocSeal = measure((i) => {
     setCounter(i);
     sodium.crypto_aead_chacha20poly1305_ietf_encrypt(plaintext, null, null, nonce, key);

@@ -32,7 +32,13 @@ console.log(
     `${report.failures.length} failures`,
 );
 for (const f of report.failures) {
-  console.log(`\ncase ${f.index} (exit ${f.code}): ${f.what.join('; ')}\n  ${f.problems.join('\n  ')}\n${f.stderr.split('\n').slice(0, 8).map((l) => `    | ${l}`).join('\n')}`);
+  console.log(
+    `\ncase ${f.index} (exit ${f.code}): ${f.what.join('; ')}\n  ${f.problems.join('\n  ')}\n${f.stderr
+      .split('\n')
+      .slice(0, 8)
+      .map((l) => `    | ${l}`)
+      .join('\n')}`,
+  );
 }
 if (report.failures.length) console.log(`\nfiles kept in ${report.dir}`);
 process.exit(report.failures.length ? 1 : 0);

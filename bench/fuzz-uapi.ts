@@ -27,7 +27,8 @@ async function main(): Promise<number> {
   const byKind: Record<string, number> = {};
   const runner = await DifferentialRunner.create({ cli }, (d, i) => {
     byKind[d.kind] = (byKind[d.kind] ?? 0) + 1;
-    if (!quiet) console.log(`#${i} ${d.kind}: tunvpn errno=${d.tvErrno} wireguard-go errno=${d.wgErrno}\n  request: ${JSON.stringify(d.request)}\n  ${d.detail}`);
+    if (!quiet)
+      console.log(`#${i} ${d.kind}: tunvpn errno=${d.tvErrno} wireguard-go errno=${d.wgErrno}\n  request: ${JSON.stringify(d.request)}\n  ${d.detail}`);
   });
   let summary;
   try {

@@ -90,7 +90,8 @@ for (let n = 0; n < PACKETS; n++) {
     lengths[n] = 60;
     const kind = rand() & 1;
     let addr: number;
-    if (!hit) addr = 0xc0000000 | (rand() & 0x00ffffff); // 192/8: nobody's
+    if (!hit)
+      addr = 0xc0000000 | (rand() & 0x00ffffff); // 192/8: nobody's
     else if (kind === 0) addr = 0x0a000000 | ((i * 2654435761) & 0x00ffffff);
     else addr = 0x64400000 | (((i * 40503) & 0x3fff) << 8) | (rand() & 0xff);
     p[16] = addr >>> 24;
@@ -134,7 +135,7 @@ if (hits !== expectHits) throw new Error(`benchmark setup is wrong: ${hits} hits
 
 // Reference: a hash lookup on a number read from the same packet bytes.
 const ref = new Map<number, BenchPeer>();
-for (let i = 0; i < PEERS; i++) ref.set((0x0a000000 | ((i * 2654435761) & 0x00ffffff)) | 0, peerValues[i]);
+for (let i = 0; i < PEERS; i++) ref.set(0x0a000000 | ((i * 2654435761) & 0x00ffffff) | 0, peerValues[i]);
 
 const mask = PACKETS - 1;
 

@@ -46,7 +46,9 @@ async function main(): Promise<void> {
         const server = b.bed.lb.spawn(process.execPath, [TCP_FIXTURE, 'server', ADDR.lb.v4, String(p)]);
         await new Promise((r) => server.stdout?.once('data', r));
         try {
-          const { stdout } = await b.bed.la.exec(process.execPath, [TCP_FIXTURE, 'client', ADDR.lb.v4, String(p), String(TRANSFER_BYTES), '60'], { timeoutMs: 70_000 });
+          const { stdout } = await b.bed.la.exec(process.execPath, [TCP_FIXTURE, 'client', ADDR.lb.v4, String(p), String(TRANSFER_BYTES), '60'], {
+            timeoutMs: 70_000,
+          });
           const r = JSON.parse(stdout.trim()) as { local: string; remote: string; received: number };
           if (r.local === r.remote && r.received === TRANSFER_BYTES) {
             transfers.ok++;
@@ -70,7 +72,9 @@ async function main(): Promise<void> {
         for (const p of (await status(d)).peers) if (p.lastHandshakeWallMs > 0) handshakes.add(p.lastHandshakeWallMs);
       }
       const last = samples[samples.length - 1];
-      console.error(`t=${last.t}s rss a=${mb(last.a.rssBytes)} b=${mb(last.b.rssBytes)} MB fds a=${last.a.openFds} b=${last.b.openFds} transfers ok=${transfers.ok} failed=${transfers.failed} handshakes seen=${handshakes.size}`);
+      console.error(
+        `t=${last.t}s rss a=${mb(last.a.rssBytes)} b=${mb(last.b.rssBytes)} MB fds a=${last.a.openFds} b=${last.b.openFds} transfers ok=${transfers.ok} failed=${transfers.failed} handshakes seen=${handshakes.size}`,
+      );
       await sleep(Math.min(SAMPLE_MS, Math.max(0, end - Date.now())));
     }
     await transferLoop;

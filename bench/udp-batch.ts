@@ -141,7 +141,11 @@ async function drain(approach: Approach, count: number): Promise<Result> {
 async function live(approach: Approach, seconds: number): Promise<Result> {
   const rx = await openReceiver(approach);
   const self = fileURLToPath(import.meta.url);
-  const child = spawn(process.execPath, [self, '--blast', String(rx.port), String(seconds), approach === NATIVE_GSO || approach === NATIVE_GSO_NOGRO ? 'gso' : ''], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = spawn(
+    process.execPath,
+    [self, '--blast', String(rx.port), String(seconds), approach === NATIVE_GSO || approach === NATIVE_GSO_NOGRO ? 'gso' : ''],
+    { stdio: ['ignore', 'pipe', 'inherit'] },
+  );
   let out = '';
   child.stdout.on('data', (d: Buffer) => (out += d.toString()));
   // Count from the first datagram, over the sender's window.
@@ -156,7 +160,14 @@ async function live(approach: Approach, seconds: number): Promise<Result> {
   rx.close();
   const offered = Number(/offered (\d+)/.exec(out)?.[1] ?? 0);
   const via = coalesced ? `, ${coalesced} via GRO` : '';
-  return { scenario: 'live', approach, datagrams: got, seconds: dt, rate: got / dt, note: `sender offered ${Math.round(offered).toLocaleString('en-US')}/s${via}` };
+  return {
+    scenario: 'live',
+    approach,
+    datagrams: got,
+    seconds: dt,
+    rate: got / dt,
+    note: `sender offered ${Math.round(offered).toLocaleString('en-US')}/s${via}`,
+  };
 }
 
 /** The live sender: native sendBatch as fast as it goes, bounded in time and datagrams. */
@@ -235,7 +246,11 @@ async function inner(seconds: number, count: number): Promise<void> {
     const runs = new Map<Approach, Result>();
     for (let round = 0; round < 2; round++) {
       const approaches: readonly Approach[] =
-        scenario === 'drain' ? [NATIVE, NATIVE_NOGRO, DGRAM] : scenario === 'live' ? [NATIVE, NATIVE_NOGRO, NATIVE_GSO, NATIVE_GSO_NOGRO, DGRAM] : [NATIVE, NATIVE_GSO, DGRAM];
+        scenario === 'drain'
+          ? [NATIVE, NATIVE_NOGRO, DGRAM]
+          : scenario === 'live'
+            ? [NATIVE, NATIVE_NOGRO, NATIVE_GSO, NATIVE_GSO_NOGRO, DGRAM]
+            : [NATIVE, NATIVE_GSO, DGRAM];
       for (const approach of approaches) {
         const r = scenario === 'drain' ? await drain(approach, count) : scenario === 'live' ? await live(approach, seconds) : await send(approach, count);
         const prev = runs.get(approach);
@@ -279,7 +294,9 @@ async function outer(seconds: number, count: number): Promise<void> {
       const rows = results.filter((r) => r.scenario === scenario && r.approach !== DGRAM);
       for (const r of [d, ...rows]) {
         const us = (1e6 / r.rate).toFixed(2);
-        console.log(`  ${r.approach.padEnd(36)} ${fmt(r.rate)} dgram/s  ${us.padStart(6)} us/dgram  (${r.datagrams} in ${r.seconds.toFixed(3)} s${r.note ? `; ${r.note}` : ''})`);
+        console.log(
+          `  ${r.approach.padEnd(36)} ${fmt(r.rate)} dgram/s  ${us.padStart(6)} us/dgram  (${r.datagrams} in ${r.seconds.toFixed(3)} s${r.note ? `; ${r.note}` : ''})`,
+        );
       }
       for (const r of rows) console.log(`  ratio ${r.approach} / node:dgram: ${(r.rate / d.rate).toFixed(2)}x`);
     }

@@ -110,7 +110,13 @@ function usage(): string {
     return 'bench/vpn-compare.ts not found: its header comment lists the options\n';
   }
   const header = /\/\*\*([\s\S]*?)\*\//.exec(source)?.[1] ?? '';
-  return header.split('\n').map((l) => l.replace(/^ \* ?/, '')).join('\n').trim() + '\n';
+  return (
+    header
+      .split('\n')
+      .map((l) => l.replace(/^ \* ?/, ''))
+      .join('\n')
+      .trim() + '\n'
+  );
 }
 
 function parseOptions(argv: string[]): Options {
@@ -154,7 +160,10 @@ function parseOptions(argv: string[]): Options {
   };
   const profile = values.profile ?? false;
   const parts = new Set<Part>();
-  for (const p of (values.only ?? PARTS.join(',')).split(',').map((x) => x.trim()).filter(Boolean)) {
+  for (const p of (values.only ?? PARTS.join(','))
+    .split(',')
+    .map((x) => x.trim())
+    .filter(Boolean)) {
     if (!(PARTS as readonly string[]).includes(p)) throw new Error(`--only: unknown part "${p}" (known: ${PARTS.join(', ')})`);
     parts.add(p as Part);
   }
@@ -172,7 +181,14 @@ function parseOptions(argv: string[]): Options {
     maxPps: num(values['max-pps'], 300_000, 'max-pps'),
     udpSmall: num(values['udp-small'], 64, 'udp-small'),
     udpLarge: num(values['udp-large'], 1392, 'udp-large'),
-    vpns: profile ? ['tunvpn'] : values.vpns ? values.vpns.split(',').map((s) => s.trim()).filter(Boolean) : base.vpns,
+    vpns: profile
+      ? ['tunvpn']
+      : values.vpns
+        ? values.vpns
+            .split(',')
+            .map((s) => s.trim())
+            .filter(Boolean)
+        : base.vpns,
     peers: Math.round(num(values.peers, profile ? 0 : 10_000, 'peers')),
     hubPeers,
     hubProfile: values['hub-profile'] ?? false,
@@ -303,7 +319,8 @@ async function measureRound(live: Live, opts: Options): Promise<void> {
       return d ? statusMb(d.pid, 'VmHWM') : Number.NaN;
     };
     if (run.daemons.length > 0) r.peakRssMb = { A: hwm('A'), B: hwm('B') };
-    for (const d of run.daemons) if (!d.proc.running) throw new Error(`${live.vpn.name} daemon on host ${d.side} exited during the run:\n${d.proc.lines.slice(-10).join('\n')}`);
+    for (const d of run.daemons)
+      if (!d.proc.running) throw new Error(`${live.vpn.name} daemon on host ${d.side} exited during the run:\n${d.proc.lines.slice(-10).join('\n')}`);
     r.seconds = (Date.now() - t0) / 1000;
     live.rounds.push(r);
   } catch (err) {
@@ -426,9 +443,11 @@ async function main(): Promise<number> {
     if (!a) throw new Error(`unknown VPN "${name}" (known: wireguard-go, ${OTHER_VPNS.map((v) => v.name).join(', ')})`);
     adapters.push(a);
   }
-  log(`tunvpn bench (${opts.preset}${opts.profile ? ', profile' : ''}; ${[...opts.parts].join(', ')}): ${opts.rounds} round(s), TCP ${opts.tcpSeconds} s, UDP ${opts.udpSeconds} s ` +
-    `(${opts.udpSmall} and ${opts.udpLarge} B, offered <= ${opts.maxPps} pps), ${opts.pingCount} idle pings; ` +
-    `${opts.peers} peers, routed hub of ${opts.hubPeers}; ${cpus().length} CPUs, Linux ${release()}, node ${process.version}`);
+  log(
+    `tunvpn bench (${opts.preset}${opts.profile ? ', profile' : ''}; ${[...opts.parts].join(', ')}): ${opts.rounds} round(s), TCP ${opts.tcpSeconds} s, UDP ${opts.udpSeconds} s ` +
+      `(${opts.udpSmall} and ${opts.udpLarge} B, offered <= ${opts.maxPps} pps), ${opts.pingCount} idle pings; ` +
+      `${opts.peers} peers, routed hub of ${opts.hubPeers}; ${cpus().length} CPUs, Linux ${release()}, node ${process.version}`,
+  );
 
   const results: VpnResult[] = [];
   let profileDir: string | undefined;
@@ -491,7 +510,9 @@ async function main(): Promise<number> {
     };
     profiles = files.map((f) => ({ side: sideOf(f), summary: summariseProfile(join(profileDir as string, f), fromRoot()) }));
     profiles.sort((x, y) => x.side.localeCompare(y.side));
-    log(`\nprofile run: TCP 1 stream ${t.tcp1?.mbps.toFixed(0) ?? '-'} Mbit/s under --cpu-prof, CPU ${t.cpuSecondsPerGB?.toFixed(2) ?? '-'} s/GB; profiles in ${profileDir}`);
+    log(
+      `\nprofile run: TCP 1 stream ${t.tcp1?.mbps.toFixed(0) ?? '-'} Mbit/s under --cpu-prof, CPU ${t.cpuSecondsPerGB?.toFixed(2) ?? '-'} s/GB; profiles in ${profileDir}`,
+    );
     for (const p of profiles) log('\n' + formatProfile(`host ${p.side}`, p.summary));
   }
 
@@ -516,7 +537,9 @@ async function main(): Promise<number> {
     // One peer set for every VPN, so each loads exactly the same keys and prefixes.
     const plan = hubPlan(opts.hubPeers);
     const key = await wgKeys();
-    log(`\nrouted hub: ${opts.hubPeers} peers, each a /32 tunnel address and a routed /24; reload moves peer ${plan.changed} from ${plan.oldPrefix} to ${plan.newPrefix}`);
+    log(
+      `\nrouted hub: ${opts.hubPeers} peers, each a /32 tunnel address and a routed /24; reload moves peer ${plan.changed} from ${plan.oldPrefix} to ${plan.newPrefix}`,
+    );
     let hubProfileDir: string | undefined;
     if (opts.hubProfile) {
       hubProfileDir = fromRoot('bench', 'results', `hub-profile-${stamp}`);
@@ -576,7 +599,7 @@ async function main(): Promise<number> {
 
 main()
   .catch(async (err: unknown) => {
-    process.stderr.write(`bench failed: ${err instanceof Error ? err.stack ?? err.message : String(err)}\n`);
+    process.stderr.write(`bench failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
     return 1;
   })
   .then(async (code) => {

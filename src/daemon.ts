@@ -24,15 +24,7 @@ import { loadConfig, summarizeConfig, type PeerConfig, type TunvpnConfig, type C
 import { diffConfigSliced } from './config/diff.js';
 import { mergeUapiRequest, wipeConfigSecrets, wipeRequestSecrets } from './control/uapi-apply.js';
 import { UapiServer } from './control/uapi-server.js';
-import {
-  UAPI_EADDRINUSE,
-  UAPI_EINVAL,
-  UAPI_ENODEV,
-  UapiError,
-  type UapiDevice,
-  type UapiInterfaceState,
-  type UapiSetRequest,
-} from './control/uapi-types.js';
+import { UAPI_EADDRINUSE, UAPI_EINVAL, UAPI_ENODEV, UapiError, type UapiDevice, type UapiInterfaceState, type UapiSetRequest } from './control/uapi-types.js';
 import type { MetricsServer, MetricsSnapshot } from './control/metrics.js';
 import { loadCrypto } from './crypto/index.js';
 import type { CryptoBackend } from './crypto/types.js';
@@ -106,7 +98,15 @@ const monotonicMs = (): number => performance.now();
  * both; the native one is the default).
  */
 function transportOptions(port: number, mtu: number, fwmark: number, runtime: RuntimeOptions): TransportOptions {
-  return { port, maxDatagram: maxDatagramFor(mtu), recvBufferSize: SOCKET_BUFFER_BYTES, sendBufferSize: SOCKET_BUFFER_BYTES, dgram: runtime.udpDgram, gro: runtime.udpGro, fwmark };
+  return {
+    port,
+    maxDatagram: maxDatagramFor(mtu),
+    recvBufferSize: SOCKET_BUFFER_BYTES,
+    sendBufferSize: SOCKET_BUFFER_BYTES,
+    dgram: runtime.udpDgram,
+    gro: runtime.udpGro,
+    fwmark,
+  };
 }
 
 /** The largest transport datagram an MTU makes: header 16 + padding up to 15 + tag 16. */
@@ -270,7 +270,8 @@ export class Daemon implements UapiDevice {
     } catch (err) {
       if (daemon?.ticker) clearInterval(daemon.ticker);
       daemon?.pipeline.stop();
-      if (err instanceof HookError) log.error({ hook: `interface.hooks.${err.phase}[${err.index}]` }, 'start abandoned: no further hooks run, the interface is removed');
+      if (err instanceof HookError)
+        log.error({ hook: `interface.hooks.${err.phase}[${err.index}]` }, 'start abandoned: no further hooks run, the interface is removed');
       await daemon?.control?.close();
       await daemon?.metrics?.close();
       // Rules outlive the interface: delete the ones this start added.
@@ -618,7 +619,8 @@ export class Daemon implements UapiDevice {
     // (Collected as they were added: 20,000 table lookups here were about 5 ms in one go.)
     if (initiate.length > 0) setImmediate(() => void this.initiateInSlices(initiate));
     for (const w of next.warnings) this.log.warn({ warning: w }, 'config warning');
-    if (diff.interfaceChanged.includes('hooks')) this.log.info({ field: 'interface.hooks' }, 'interface.hooks changed: the new hooks run at the next stop and start; postUp is not run again');
+    if (diff.interfaceChanged.includes('hooks'))
+      this.log.info({ field: 'interface.hooks' }, 'interface.hooks changed: the new hooks run at the next stop and start; postUp is not run again');
     return {
       added: diff.added.length,
       removed: diff.removed.length,
@@ -669,7 +671,16 @@ export class Daemon implements UapiDevice {
   /** A snapshot for status output and tests. */
   status(): DaemonStatus {
     return daemonStatus(
-      { interface: this.tun.name, listenPort: this.transport.port, publicKey: this.device.publicKey, tunOffload: this.tun.offload, tunStats: this.tun.stats, routes: this.net.ownedRoutes, rules: this.net.ownedRules, fwmark: this.mark },
+      {
+        interface: this.tun.name,
+        listenPort: this.transport.port,
+        publicKey: this.device.publicKey,
+        tunOffload: this.tun.offload,
+        tunStats: this.tun.stats,
+        routes: this.net.ownedRoutes,
+        rules: this.net.ownedRules,
+        fwmark: this.mark,
+      },
       this.peers.values(),
       this.pipeline,
     );

@@ -160,7 +160,17 @@ export function runHook(argv: readonly string[], opts: RunHookOptions = {}): Pro
       child = spawn(file, args, { stdio: ['ignore', 'pipe', 'pipe'], detached: true, shell: false });
     } catch (e) {
       // Bad arguments throw at once (the config loader refuses them first).
-      resolve({ exitCode: null, signal: null, timedOut: false, spawnError: (e as Error).message, stdout: '', stderr: '', stdoutDropped: 0, stderrDropped: 0, ms: 0 });
+      resolve({
+        exitCode: null,
+        signal: null,
+        timedOut: false,
+        spawnError: (e as Error).message,
+        stdout: '',
+        stderr: '',
+        stdoutDropped: 0,
+        stderrDropped: 0,
+        ms: 0,
+      });
       return;
     }
     let timedOut = false;

@@ -20,7 +20,8 @@ export default function setup(): void {
     execFileSync('npx', ['tsc', '-p', 'tsconfig.json'], { cwd: root, stdio: 'pipe' });
   } catch (err) {
     const out = String((err as { stdout?: Buffer }).stdout ?? '');
-    if (process.env.CI === 'true' || process.env.CI === '1') throw new Error(`tsc -p tsconfig.json reported errors (CI=${process.env.CI}):\n${out.slice(0, 4000)}`);
+    if (process.env.CI === 'true' || process.env.CI === '1')
+      throw new Error(`tsc -p tsconfig.json reported errors (CI=${process.env.CI}):\n${out.slice(0, 4000)}`);
     console.warn(`tsc reported errors (JavaScript was emitted anyway):\n${out.slice(0, 4000)}`);
   }
 }

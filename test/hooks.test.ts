@@ -192,7 +192,9 @@ describe('runHookPhase', () => {
       () => undefined,
       (e: unknown) => e as Error,
     );
-    expect(err?.message).toMatch(/^postUp hook interface\.hooks\.postUp\[0\] \["\/bin\/sh","-c","exit 5\\n#+\.\.\. \(10007 characters\)"\] failed: exit status 5$/);
+    expect(err?.message).toMatch(
+      /^postUp hook interface\.hooks\.postUp\[0\] \["\/bin\/sh","-c","exit 5\\n#+\.\.\. \(10007 characters\)"\] failed: exit status 5$/,
+    );
     expect(err?.message.length).toBeLessThan(400);
     expect(err?.message).not.toContain('\n');
   });
@@ -216,7 +218,10 @@ describe('runHookPhase', () => {
     });
     expect(failures).toBe(2);
     expect(existsSync(marker)).toBe(true);
-    const warned = out.records().filter((r) => r.level === 40).map((r) => r.msg);
+    const warned = out
+      .records()
+      .filter((r) => r.level === 40)
+      .map((r) => r.msg);
     expect(warned[0]).toBe('postDown hook failed: exit status 1; teardown continues');
     expect(warned[1]).toMatch(/^postDown hook failed: could not be started: .*ENOENT; teardown continues$/);
   });
@@ -224,7 +229,13 @@ describe('runHookPhase', () => {
   it('never logs key-like text: not in argv, not in output, not in the error', async () => {
     const { log, out } = logger();
     const key = 'sN80f9/buqeW/fYjsPu7CaYNASNJC+Jb4Ef0pUnZn30=';
-    const err = await runHookPhase({ phase: 'postUp', hooks: [['/bin/sh', '-c', `echo ${key}; echo ${key} >&2; exit 1`]], ifname: 'tvx4', log, stopOnFailure: true }).then(
+    const err = await runHookPhase({
+      phase: 'postUp',
+      hooks: [['/bin/sh', '-c', `echo ${key}; echo ${key} >&2; exit 1`]],
+      ifname: 'tvx4',
+      log,
+      stopOnFailure: true,
+    }).then(
       () => undefined,
       (e: unknown) => e as Error,
     );

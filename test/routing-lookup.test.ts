@@ -51,7 +51,10 @@ describeIntegration('route conflict lookups on a real kernel', ['ip'], () => {
     ['10.81.3.0/24', 'route 10.81.3.0/24 exists via blackhole'],
   ];
 
-  for (const [how, extra] of [['one by one', [] as string[]], ['by listing the table', padding]] as const) {
+  for (const [how, extra] of [
+    ['one by one', [] as string[]],
+    ['by listing the table', padding],
+  ] as const) {
     it(`finds every conflict ${how}, adding nothing`, async () => {
       for (const [key, message] of conflicts) {
         const r = new OwnedRoutes(TUN, { netns: ns.name });

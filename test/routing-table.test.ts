@@ -22,7 +22,10 @@ const me = keyPair();
 const a = keyPair();
 
 async function parse(iface: Record<string, unknown>, peer: Record<string, unknown> = {}): Promise<TunvpnConfig> {
-  return parseConfig({ interface: { privateKey: me.priv, addresses: ['10.62.0.1/24'], ...iface }, peers: [{ publicKey: a.pub, allowedIPs: ['10.62.0.2/32'], ...peer }] }, { baseDir: '/' });
+  return parseConfig(
+    { interface: { privateKey: me.priv, addresses: ['10.62.0.1/24'], ...iface }, peers: [{ publicKey: a.pub, allowedIPs: ['10.62.0.2/32'], ...peer }] },
+    { baseDir: '/' },
+  );
 }
 
 async function issues(iface: Record<string, unknown>): Promise<string[]> {
@@ -77,7 +80,11 @@ describe('planRouting', () => {
       { family: 6, priority: 32764, kind: 'suppress', mark: 0, table: 254 },
     ]);
     const marked = planRouting(['::/0'], 'auto', 77);
-    expect(marked).toEqual({ routes: ['::/0 table 77'], rules: [expect.objectContaining({ family: 6, mark: 77, table: 77 }), expect.objectContaining({ family: 6, kind: 'suppress' })], mark: 77 });
+    expect(marked).toEqual({
+      routes: ['::/0 table 77'],
+      rules: [expect.objectContaining({ family: 6, mark: 77, table: 77 }), expect.objectContaining({ family: 6, kind: 'suppress' })],
+      mark: 77,
+    });
   });
 
   it('auto without a default route: main table, no rules, the configured mark (0 stays 0)', () => {
@@ -100,7 +107,12 @@ describe('planRouting', () => {
 });
 
 describe('endpointLoopWarnings (tunvpn check, issue 16 item 2)', () => {
-  const cfg = (table: TunvpnConfig['interface']['table'], fwmark: number, allowedIPs: string[], host = '198.51.100.7'): Pick<TunvpnConfig, 'interface' | 'peers'> =>
+  const cfg = (
+    table: TunvpnConfig['interface']['table'],
+    fwmark: number,
+    allowedIPs: string[],
+    host = '198.51.100.7',
+  ): Pick<TunvpnConfig, 'interface' | 'peers'> =>
     ({
       interface: { table, fwmark },
       peers: [{ allowedIPs: ['10.9.0.0/16'] }, { allowedIPs, endpoint: { host, port: 51820 } }],
@@ -112,7 +124,9 @@ describe('endpointLoopWarnings (tunvpn check, issue 16 item 2)', () => {
     ]);
     expect(endpointLoopWarnings(cfg('auto', 0, ['0.0.0.0/1', '128.0.0.0/1']))).toEqual([expect.stringMatching(/128\.0\.0\.0\/1 covers/)]);
     expect(endpointLoopWarnings(cfg(254, 0, ['0.0.0.0/0']))).toEqual([expect.stringMatching(/table 254 \(main\)/)]);
-    expect(endpointLoopWarnings(cfg('auto', 0, ['2001:db8::/32'], '2001:db8::1'))).toEqual([expect.stringMatching(/2001:db8::\/32 covers peers\[1\]\.endpoint 2001:db8::1/)]);
+    expect(endpointLoopWarnings(cfg('auto', 0, ['2001:db8::/32'], '2001:db8::1'))).toEqual([
+      expect.stringMatching(/2001:db8::\/32 covers peers\[1\]\.endpoint 2001:db8::1/),
+    ]);
   });
 
   it('is silent when a full tunnel keeps the datagrams out, with table off, for prefixes not covering it, and for host names', () => {
@@ -125,7 +139,10 @@ describe('endpointLoopWarnings (tunvpn check, issue 16 item 2)', () => {
   });
 
   it('is linear: 20,000 peers with endpoints and 20,000 prefixes in seconds, not minutes', () => {
-    const peers = Array.from({ length: 20_000 }, (_, i) => ({ allowedIPs: [`10.${i >> 8}.${i & 255}.0/24`], endpoint: { host: `192.0.${i >> 8 & 255}.${i & 255}`, port: 1 } }));
+    const peers = Array.from({ length: 20_000 }, (_, i) => ({
+      allowedIPs: [`10.${i >> 8}.${i & 255}.0/24`],
+      endpoint: { host: `192.0.${(i >> 8) & 255}.${i & 255}`, port: 1 },
+    }));
     const t0 = performance.now();
     expect(endpointLoopWarnings({ interface: { table: 'auto', fwmark: 0 }, peers } as unknown as Pick<TunvpnConfig, 'interface' | 'peers'>)).toEqual([]);
     // Two prefix lengths in use: two lookups per endpoint; every endpoint against every prefix is 400 million comparisons.
@@ -136,11 +153,19 @@ describe('endpointLoopWarnings (tunvpn check, issue 16 item 2)', () => {
     const dir = mkdtempSync(join(tmpdir(), 'tunvpn-loop-'));
     try {
       const path = join(dir, 'c.json');
-      writeFileSync(path, JSON.stringify({ interface: { privateKey: me.priv }, peers: [{ publicKey: a.pub, endpoint: '203.0.113.9:51820', allowedIPs: ['203.0.113.0/24'] }] }), { mode: 0o600 });
+      writeFileSync(
+        path,
+        JSON.stringify({ interface: { privateKey: me.priv }, peers: [{ publicKey: a.pub, endpoint: '203.0.113.9:51820', allowedIPs: ['203.0.113.0/24'] }] }),
+        { mode: 0o600 },
+      );
       const r = await tunvpn(['check', '--config', path]);
       expect(r.code).toBe(0);
       expect(r.stderr).toMatch(/^warning: peers\[0\]\.allowedIPs\[0\]: 203\.0\.113\.0\/24 covers peers\[0\]\.endpoint 203\.0\.113\.9/m);
-      writeFileSync(path, JSON.stringify({ interface: { privateKey: me.priv }, peers: [{ publicKey: a.pub, endpoint: '203.0.113.9:51820', allowedIPs: ['0.0.0.0/0'] }] }), { mode: 0o600 });
+      writeFileSync(
+        path,
+        JSON.stringify({ interface: { privateKey: me.priv }, peers: [{ publicKey: a.pub, endpoint: '203.0.113.9:51820', allowedIPs: ['0.0.0.0/0'] }] }),
+        { mode: 0o600 },
+      );
       expect((await tunvpn(['check', '--config', path])).stderr).not.toMatch(/covers/);
     } finally {
       rmSync(dir, { recursive: true, force: true });

@@ -20,7 +20,12 @@ describe('planRouteChanges (pure)', () => {
   ];
 
   it('adds what is missing, keeps what we own, takes routes on our device as satisfied, and names conflicts', async () => {
-    const plan = await planRouteChanges(['10.1.0.0/16', '10.2.0.0/16', 'fe80::/64', '10.9.0.0/16', '10.8.0.0/16', '10.7.0.0/16'], new Set(['10.2.0.0/16', '10.3.0.0/16']), kernel, 'tv0');
+    const plan = await planRouteChanges(
+      ['10.1.0.0/16', '10.2.0.0/16', 'fe80::/64', '10.9.0.0/16', '10.8.0.0/16', '10.7.0.0/16'],
+      new Set(['10.2.0.0/16', '10.3.0.0/16']),
+      kernel,
+      'tv0',
+    );
     expect(plan.add).toEqual(['10.1.0.0/16']);
     expect(plan.remove).toEqual(['10.3.0.0/16']);
     // fe80::/64 is on our device (the kernel's) and on eth0: ours wins, it is satisfied.
@@ -38,8 +43,25 @@ describe('planRouteChanges (pure)', () => {
 
   it('planRoutes: the IPv4 fast path agrees with parseCidr', async () => {
     const addrs = ['10.62.0.1/24', '192.168.0.0/16', '172.16.5.1/32', 'fd62::1/64'];
-    const inputs = ['10.62.0.0/24', '10.62.0.7/32', '10.62.1.0/24', '10.62.0.0/23', '10.0.0.0/8', '0.0.0.0/0', '192.168.7.0/24', '192.0.0.0/8', '172.16.5.1/32', '172.16.5.0/31',
-      '10.62.0.5/24', '255.255.255.255/32', '1.2.3.4/32', 'fd62::/64', 'fd62::5/128', 'fd63::/64', '::/0'];
+    const inputs = [
+      '10.62.0.0/24',
+      '10.62.0.7/32',
+      '10.62.1.0/24',
+      '10.62.0.0/23',
+      '10.0.0.0/8',
+      '0.0.0.0/0',
+      '192.168.7.0/24',
+      '192.0.0.0/8',
+      '172.16.5.1/32',
+      '172.16.5.0/31',
+      '10.62.0.5/24',
+      '255.255.255.255/32',
+      '1.2.3.4/32',
+      'fd62::/64',
+      'fd62::5/128',
+      'fd63::/64',
+      '::/0',
+    ];
     const slow = (a: readonly string[], list: readonly string[]): string[] => {
       const con = a.map((x) => parseCidr(x));
       const out: string[] = [];
@@ -101,7 +123,16 @@ describeIntegration('owned routes on a real TUN device', ['ip'], () => {
     const out: string[] = [];
     for (const family of ['-4', '-6']) {
       const { stdout } = await ns.exec('ip', ['-o', family, 'route', 'show', 'dev', dev]);
-      for (const line of stdout.split('\n')) if (line.trim()) out.push(line.trim().split(/\s+/).slice(0, 1).concat(line.includes('proto kernel') ? ['kernel'] : []).join(' '));
+      for (const line of stdout.split('\n'))
+        if (line.trim())
+          out.push(
+            line
+              .trim()
+              .split(/\s+/)
+              .slice(0, 1)
+              .concat(line.includes('proto kernel') ? ['kernel'] : [])
+              .join(' '),
+          );
     }
     return out.sort();
   }
@@ -128,7 +159,7 @@ describeIntegration('owned routes on a real TUN device', ['ip'], () => {
     await other?.destroy();
   });
 
-  it('adds in one batch, owns exactly what it added, never deletes the kernel\'s fe80::/64 or an operator\'s route', async () => {
+  it("adds in one batch, owns exactly what it added, never deletes the kernel's fe80::/64 or an operator's route", async () => {
     const r = new OwnedRoutes(TUN, { netns: ns.name });
     const before = await routesOn(TUN);
     expect(before).toContain('fe80::/64 kernel');
@@ -206,13 +237,17 @@ describeIntegration('owned routes on a real TUN device', ['ip'], () => {
     let pauses = 0;
     const slicer = { due: () => ++calls % 1000 === 0, pause: async () => void pauses++ };
     let writes = 0;
-    const result = await runIpBatch(lines, { netns: ns.name }, {
-      due: () => {
-        writes++;
-        return slicer.due();
+    const result = await runIpBatch(
+      lines,
+      { netns: ns.name },
+      {
+        due: () => {
+          writes++;
+          return slicer.due();
+        },
+        pause: slicer.pause,
       },
-      pause: slicer.pause,
-    });
+    );
     expect(result.failed.size).toBe(0);
     expect(result.aborted).toBeUndefined();
     const { stdout } = await ns.exec('ip', ['-4', 'route', 'show', 'dev', TUN]);
@@ -220,7 +255,11 @@ describeIntegration('owned routes on a real TUN device', ['ip'], () => {
     // 50,000 check calls plus one per 64 KB chunk (1.6 MB of text: at least 20 chunks).
     expect(writes).toBeGreaterThanOrEqual(50_000 + 20);
     expect(pauses).toBeGreaterThanOrEqual(50);
-    const del = await runIpBatch(lines.map((l) => l.replace('route add', 'route del')), { netns: ns.name }, slicer);
+    const del = await runIpBatch(
+      lines.map((l) => l.replace('route add', 'route del')),
+      { netns: ns.name },
+      slicer,
+    );
     expect(del.failed.size).toBe(0);
     expect((await ns.exec('ip', ['-4', 'route', 'show', 'dev', TUN])).stdout.split('\n').filter((l) => l.startsWith('10.110.'))).toEqual([]);
   });

@@ -16,14 +16,24 @@ describe('readRuntimeOptions', () => {
     const o = readRuntimeOptions({ TUNVPN_TUN_OFFLOAD: 'off', TUNVPN_UDP: 'dgram', TUNVPN_UDP_GRO: 'off', TUNVPN_WARMUP: 'off', TUNVPN_STATE_DIR: '/tmp/st' });
     expect(o).toEqual({ tunOffload: false, udpDgram: true, udpGro: false, warmup: false, stateDir: '/tmp/st', testTimers: undefined });
     // Only the documented values switch: anything else keeps the default.
-    expect(readRuntimeOptions({ TUNVPN_TUN_OFFLOAD: '0', TUNVPN_UDP: 'native', TUNVPN_UDP_GRO: '0', TUNVPN_WARMUP: 'no' })).toMatchObject({ tunOffload: true, udpDgram: false, udpGro: true, warmup: true });
+    expect(readRuntimeOptions({ TUNVPN_TUN_OFFLOAD: '0', TUNVPN_UDP: 'native', TUNVPN_UDP_GRO: '0', TUNVPN_WARMUP: 'no' })).toMatchObject({
+      tunOffload: true,
+      udpDgram: false,
+      udpGro: true,
+      warmup: true,
+    });
   });
 
   it('test timers only with NODE_ENV=test and a positive TUNVPN_TEST_REKEY_AFTER_TIME_MS', () => {
     expect(readRuntimeOptions({ TUNVPN_TEST_REKEY_AFTER_TIME_MS: '4000' }).testTimers).toBeUndefined();
     expect(readRuntimeOptions({ NODE_ENV: 'test', TUNVPN_TEST_REKEY_AFTER_TIME_MS: '-1' }).testTimers).toBeUndefined();
     expect(readRuntimeOptions({ NODE_ENV: 'test', TUNVPN_TEST_REKEY_AFTER_TIME_MS: 'x' }).testTimers).toBeUndefined();
-    expect(readRuntimeOptions({ NODE_ENV: 'test', TUNVPN_TEST_REKEY_AFTER_TIME_MS: '4000' }).testTimers).toEqual({ rekeyAfterTime: 4000, rejectAfterTime: 6000, rekeyAttemptTime: 3000, rekeyTimeout: 1000 });
+    expect(readRuntimeOptions({ NODE_ENV: 'test', TUNVPN_TEST_REKEY_AFTER_TIME_MS: '4000' }).testTimers).toEqual({
+      rekeyAfterTime: 4000,
+      rejectAfterTime: 6000,
+      rekeyAttemptTime: 3000,
+      rekeyTimeout: 1000,
+    });
     expect(readRuntimeOptions({ NODE_ENV: 'test', TUNVPN_TEST_REKEY_AFTER_TIME_MS: '60000' }).testTimers?.rekeyTimeout).toBe(5000);
   });
 

@@ -259,10 +259,61 @@ async function makeEnv(rng: Rng): Promise<{ env: Env; server: Server }> {
 // ---------------------------------------------------------------- values
 
 const GOOD_NAMES = ['tunvpn0', 'wg0', 'a', 'tun_1', 'x=y+z.0', 'abcdefghijklmno'];
-const BAD_NAMES = ['', '.', '..', 'fz#0', 'fz\u00e90', 'a,b', '-tun', 'a\u001bb', 'a\u0000b', 'a b', 'a/b', 'a:b', 'a@b', 'abcdefghijklmnop', '\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9', 'tun\t0', 'x\u202e0', '\u001b[2J'];
-const ENDPOINTS = ['203.0.113.7:51820', '[2001:db8::7]:51820', 'vpn.example.org:51820', '127.0.0.1:0', '1.2.3.4', '[fe80::1%eth0]:51820', 'fd00::1:51820', '[::1]:65536', ':51820', 'a..b:1', '256.1.1.1:1', `${'a'.repeat(64)}.org:1`];
+const BAD_NAMES = [
+  '',
+  '.',
+  '..',
+  'fz#0',
+  'fz\u00e90',
+  'a,b',
+  '-tun',
+  'a\u001bb',
+  'a\u0000b',
+  'a b',
+  'a/b',
+  'a:b',
+  'a@b',
+  'abcdefghijklmnop',
+  '\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9',
+  'tun\t0',
+  'x\u202e0',
+  '\u001b[2J',
+];
+const ENDPOINTS = [
+  '203.0.113.7:51820',
+  '[2001:db8::7]:51820',
+  'vpn.example.org:51820',
+  '127.0.0.1:0',
+  '1.2.3.4',
+  '[fe80::1%eth0]:51820',
+  'fd00::1:51820',
+  '[::1]:65536',
+  ':51820',
+  'a..b:1',
+  '256.1.1.1:1',
+  `${'a'.repeat(64)}.org:1`,
+];
 // biome-ignore lint/suspicious/noTemplateCurlyInString: '${HOME}' is one of the strings fed to the daemon as is, never expanded
-const WEIRD_STRINGS = ['', ' ', '\u0000', '\u001b]0;owned\u0007', '\u001b[31mred\u001b[0m', '\r\nInjected: line', '\u202eevil', '\ud800', '\u00e9', '__proto__', 'constructor', 'toString', 'hasOwnProperty', '../../etc/passwd', '%s%s%n', '${HOME}', '"quoted"', '\\'];
+const WEIRD_STRINGS = [
+  '',
+  ' ',
+  '\u0000',
+  '\u001b]0;owned\u0007',
+  '\u001b[31mred\u001b[0m',
+  '\r\nInjected: line',
+  '\u202eevil',
+  '\ud800',
+  '\u00e9',
+  '__proto__',
+  'constructor',
+  'toString',
+  'hasOwnProperty',
+  '../../etc/passwd',
+  '%s%s%n',
+  '${HOME}',
+  '"quoted"',
+  '\\',
+];
 const WEIRD_NUMBERS = ['1e400', '-0', '-1', '1.5', '99999999999999999999999', '1e-400', '0.0000001', '65535', '65536', '4294967296', '-9007199254740993'];
 
 function v4(rng: Rng): string {
@@ -333,7 +384,11 @@ function validConfig(rng: Rng, env: Env): JObj {
   if (rng.chance(0.5)) iface.push(['privateKeyFile', rng.chance(0.5) ? 'private.key' : files.privateKey]);
   else iface.push(['privateKey', keys.me.priv.b64]);
   if (rng.chance(0.7)) iface.push(['listenPort', rng.pick([0, 51820, 12345])]);
-  if (rng.chance(0.7)) iface.push(['addresses', Array.from({ length: rng.int(3) }, () => (rng.chance(0.7) ? `10.${rng.int(256)}.0.1/24` : `fd62::${rng.int(65536).toString(16)}/64`))]);
+  if (rng.chance(0.7))
+    iface.push([
+      'addresses',
+      Array.from({ length: rng.int(3) }, () => (rng.chance(0.7) ? `10.${rng.int(256)}.0.1/24` : `fd62::${rng.int(65536).toString(16)}/64`)),
+    ]);
   if (rng.chance(0.5)) iface.push(['mtu', rng.pick([1280, 1420, 1500])]);
   const peers: JVal[] = [];
   const n = rng.pick([0, 1, 1, 2, 3, 4]);
@@ -431,8 +486,10 @@ const MUTATIONS: Record<string, Mutation> = {
     if (target === 0 && iface) setField(iface, 'privateKeyFile', keyLike(rng, env.keys));
     else if (target === 1 && peer) setField(peer, 'presharedKeyFile', keyLike(rng, env.keys));
     else if (target === 2) setField(ensureObj(root, 'metrics'), 'listen', keyLike(rng, env.keys));
-    else if (target === 3 && peer) setField(peer, rng.pick(['endpoint', 'name', 'allowedIPs']), rng.chance(0.5) ? keyLike(rng, env.keys) : [keyLike(rng, env.keys)]);
-    else if (target === 4 && iface) setField(iface, rng.pick(['name', 'addresses', 'privateKey']), rng.chance(0.5) ? keyLike(rng, env.keys) : [keyLike(rng, env.keys)]);
+    else if (target === 3 && peer)
+      setField(peer, rng.pick(['endpoint', 'name', 'allowedIPs']), rng.chance(0.5) ? keyLike(rng, env.keys) : [keyLike(rng, env.keys)]);
+    else if (target === 4 && iface)
+      setField(iface, rng.pick(['name', 'addresses', 'privateKey']), rng.chance(0.5) ? keyLike(rng, env.keys) : [keyLike(rng, env.keys)]);
     else setField(ensureObj(root, 'log'), 'level', keyLike(rng, env.keys));
     return 'key-like text in a key-bearing or echoed field';
   },
@@ -494,7 +551,22 @@ const MUTATIONS: Record<string, Mutation> = {
   },
   keyFile(rng, root, env) {
     const f = env.files;
-    const path = rng.pick([f.fifo, f.directory, '/dev/zero', '/dev/null', f.loop, f.linkToFifo, f.socket, f.missing, f.openKey, f.hugeKey, f.emptyKey, f.privateKey, f.psk, keyLike(rng, env.keys)]);
+    const path = rng.pick([
+      f.fifo,
+      f.directory,
+      '/dev/zero',
+      '/dev/null',
+      f.loop,
+      f.linkToFifo,
+      f.socket,
+      f.missing,
+      f.openKey,
+      f.hugeKey,
+      f.emptyKey,
+      f.privateKey,
+      f.psk,
+      keyLike(rng, env.keys),
+    ]);
     const iface = findObj(root, 'interface');
     const peer = peersOf(root)[0];
     if (peer && rng.chance(0.4)) {
@@ -527,7 +599,14 @@ function damage(rng: Rng, text: Buffer): { data: Buffer; what: string } {
     case 1:
       return { data: Buffer.concat([text.subarray(0, at), text.subarray(at + 1)]), what: `byte ${at} deleted` };
     case 2:
-      return { data: Buffer.concat([text.subarray(0, at), Buffer.from(rng.pick(['{', '}', '[', ']', ',', ':', '"', '\\', '\n', '\u0000', '/*', '//', "'"])), text.subarray(at)]), what: `punctuation inserted at ${at}` };
+      return {
+        data: Buffer.concat([
+          text.subarray(0, at),
+          Buffer.from(rng.pick(['{', '}', '[', ']', ',', ':', '"', '\\', '\n', '\u0000', '/*', '//', "'"])),
+          text.subarray(at),
+        ]),
+        what: `punctuation inserted at ${at}`,
+      };
     case 3:
       return { data: Buffer.concat([text.subarray(0, at), rng.bytes(1 + rng.int(8)), text.subarray(at)]), what: `random bytes at ${at}` };
     case 4:
@@ -557,7 +636,20 @@ function makeCase(index: number, seed: number, env: Env): FuzzCase {
   const configPath = join(env.dir, `case-${index}.json`);
   // Special files as the config itself.
   if (rng.chance(0.12)) {
-    const path = rng.pick([f.fifo, f.directory, '/dev/zero', '/dev/null', '/dev/urandom', f.loop, f.linkToFifo, f.socket, f.hugeConfig, f.limitConfig, f.missing, '/proc/self/environ']);
+    const path = rng.pick([
+      f.fifo,
+      f.directory,
+      '/dev/zero',
+      '/dev/null',
+      '/dev/urandom',
+      f.loop,
+      f.linkToFifo,
+      f.socket,
+      f.hugeConfig,
+      f.limitConfig,
+      f.missing,
+      '/proc/self/environ',
+    ]);
     return { index, what: [`config is ${path}`], configPath: path, args: ['check', '--config', path] };
   }
   const root = validConfig(rng, env);

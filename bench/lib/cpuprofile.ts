@@ -117,7 +117,9 @@ export function formatProfile(title: string, s: ProfileSummary): string {
     '  self ms   self%  total%  function (location)',
   ];
   for (const e of s.bySelf) {
-    lines.push(`  ${e.selfMs.toFixed(0).padStart(7)}  ${e.selfPercent.toFixed(1).padStart(5)}%  ${e.totalPercent.toFixed(1).padStart(5)}%  ${e.name}${e.where ? ` (${e.where})` : ''}`);
+    lines.push(
+      `  ${e.selfMs.toFixed(0).padStart(7)}  ${e.selfPercent.toFixed(1).padStart(5)}%  ${e.totalPercent.toFixed(1).padStart(5)}%  ${e.name}${e.where ? ` (${e.where})` : ''}`,
+    );
   }
   return lines.join('\n');
 }

@@ -136,13 +136,7 @@ export async function ping(ns: Netns, dst: string, count: number, intervalS: num
 }
 
 /** One TCP run with a ping alongside it, started once the flow is under way. */
-export async function tcpWithPing(
-  ns: Netns,
-  dst: string,
-  port: number,
-  streams: number,
-  seconds: number,
-): Promise<{ tcp: TcpResult; ping: PingResult }> {
+export async function tcpWithPing(ns: Netns, dst: string, port: number, streams: number, seconds: number): Promise<{ tcp: TcpResult; ping: PingResult }> {
   const intervalS = 0.1;
   const pingSeconds = Math.max(0.5, seconds - 1);
   const tcpP = tcpThroughput(ns, dst, port, streams, seconds);

@@ -79,7 +79,10 @@ export async function wireguardGoPeerLoad(count: number, key: KeyPair, path = 'w
     const t0 = Date.now();
     proc = new DaemonProcess(ns.spawn(path, ['-f', ifname], { stdio: ['ignore', 'pipe', 'pipe'], env: WG_ENV }));
     for (;;) {
-      const ok = await ns.exec('wg', ['show', ifname, 'listen-port']).then(() => true, () => false);
+      const ok = await ns.exec('wg', ['show', ifname, 'listen-port']).then(
+        () => true,
+        () => false,
+      );
       if (ok) break;
       if (!proc.running || Date.now() - t0 > 10_000) throw new Error(`wireguard-go did not come up:\n${proc.lines.join('\n')}`);
       await sleep(20);

@@ -36,7 +36,9 @@ export function renderThroughputSvg(rows: readonly ChartRow[], reference: string
   const ref = rows.find((r) => r.name === reference);
   const x = (v: number): number => labelW + (plotW * Math.max(0, v || 0)) / max;
   const out: string[] = [];
-  out.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="-apple-system, Segoe UI, Helvetica, Arial, sans-serif" font-size="12">`);
+  out.push(
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="-apple-system, Segoe UI, Helvetica, Arial, sans-serif" font-size="12">`,
+  );
   out.push(`<rect width="${width}" height="${height}" fill="#ffffff"/>`);
   out.push(`<text x="12" y="20" font-size="15" font-weight="bold" fill="#1a202c">iperf3 TCP, LAN A to LAN B through each VPN (Mbit/s)</text>`);
   out.push(`<text x="12" y="38" fill="#4a5568">${esc(subtitle)}</text>`);
@@ -54,9 +56,14 @@ export function renderThroughputSvg(rows: readonly ChartRow[], reference: string
     const bold = r.name === 'tunvpn' ? ' font-weight="bold"' : '';
     out.push(`<text x="${labelW - 8}" y="${y + barH}" text-anchor="end" fill="#1a202c"${bold}>${esc(r.name)}</text>`);
     out.push(`<text x="${labelW - 8}" y="${y + 2 * barH + 2}" text-anchor="end" fill="#718096" font-size="10">${esc(r.version)}</text>`);
-    for (const [k, v, dy] of [['tcp1', r.tcp1Mbps, 0], ['tcp4', r.tcp4Mbps, barH + 2]] as const) {
+    for (const [k, v, dy] of [
+      ['tcp1', r.tcp1Mbps, 0],
+      ['tcp4', r.tcp4Mbps, barH + 2],
+    ] as const) {
       const w = Math.max(0, x(v) - labelW);
-      out.push(`<rect x="${labelW}" y="${y + dy}" width="${w.toFixed(1)}" height="${barH}" fill="${colors[k]}"><title>${esc(`${r.name}, ${k === 'tcp1' ? '1 stream' : '4 streams'}: ${v.toFixed(0)} Mbit/s`)}</title></rect>`);
+      out.push(
+        `<rect x="${labelW}" y="${y + dy}" width="${w.toFixed(1)}" height="${barH}" fill="${colors[k]}"><title>${esc(`${r.name}, ${k === 'tcp1' ? '1 stream' : '4 streams'}: ${v.toFixed(0)} Mbit/s`)}</title></rect>`,
+      );
       const refV = ref ? (k === 'tcp1' ? ref.tcp1Mbps : ref.tcp4Mbps) : Number.NaN;
       const ratio = refV > 0 && Number.isFinite(v) ? ` (${(v / refV).toFixed(2)}x)` : '';
       const text = Number.isFinite(v) ? `${v.toFixed(0)}${ratio}` : 'n/a';

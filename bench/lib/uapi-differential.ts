@@ -203,7 +203,17 @@ const GARBAGE = [
 ];
 
 const KEYS_DEVICE = ['private_key', 'listen_port', 'fwmark', 'replace_peers'];
-const KEYS_PEER = ['public_key', 'preshared_key', 'endpoint', 'persistent_keepalive_interval', 'replace_allowed_ips', 'allowed_ip', 'remove', 'update_only', 'protocol_version'];
+const KEYS_PEER = [
+  'public_key',
+  'preshared_key',
+  'endpoint',
+  'persistent_keepalive_interval',
+  'replace_allowed_ips',
+  'allowed_ip',
+  'remove',
+  'update_only',
+  'protocol_version',
+];
 const MUTATION_CHARS = 'az09AF:./%=[]+- _\r\x00\xff\x7f';
 
 function deviceLine(rng: Rng): string {
@@ -483,7 +493,9 @@ export class DifferentialBed {
       made.daemon = new DaemonProcess(child);
       await made.daemon.waitForLog(/^tunvpn up/, 30_000);
 
-      const wgChild = wg.spawn('wireguard-go', ['-f', wgIf], { env: { ...process.env, WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD: '1', LOG_LEVEL: 'error' } });
+      const wgChild = wg.spawn('wireguard-go', ['-f', wgIf], {
+        env: { ...process.env, WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD: '1', LOG_LEVEL: 'error' },
+      });
       made.wgChild = wgChild;
       wgChild.stdout?.resume();
       wgChild.stderr?.resume();
@@ -634,21 +646,26 @@ export const DIVERGENCES: NamedDivergence[] = [
     name: 'route of another device',
     why: 'an allowed IP whose prefix another device routes is EEXIST in tunvpn (it would have to take over that route); wireguard-go adds no routes',
     applies: (c) =>
-      c.tvErrno === EEXIST && !(c.parsed instanceof UapiError) && c.parsed.peers.some((s) => s.ops.some((op) => op.kind === 'allowed-ip' && FOREIGN_ROUTES.includes(op.cidr))),
+      c.tvErrno === EEXIST &&
+      !(c.parsed instanceof UapiError) &&
+      c.parsed.peers.some((s) => s.ops.some((op) => op.kind === 'allowed-ip' && FOREIGN_ROUTES.includes(op.cidr))),
   },
   {
     name: 'Go 1.19 netip',
     why: "Debian's wireguard-go is built with Go 1.19, whose netip.ParsePrefix accepts /08, /+8, /-0 and five-digit IPv6 groups; tunvpn follows current Go (and current wireguard-go): EINVAL",
-    applies: (c) =>
-      c.tvErrno === EINVAL &&
-      c.text.split('\n').some((l) => l.startsWith('allowed_ip=') && go119OnlyPrefix(l.slice('allowed_ip='.length))),
+    applies: (c) => c.tvErrno === EINVAL && c.text.split('\n').some((l) => l.startsWith('allowed_ip=') && go119OnlyPrefix(l.slice('allowed_ip='.length))),
   },
   {
     name: 'only the final port is bound',
     why: 'tunvpn applies a request as a whole and binds only the last listen_port in it; wireguard-go binds each in turn and fails on one in use (EADDRINUSE) even when a later line moves on',
     applies: (c) => {
       const ports = deviceOps(c).filter((op) => op.kind === 'listen-port');
-      return c.tvErrno === 0 && c.wgErrno === EADDRINUSE && ports.length > 1 && ports.slice(0, -1).some((op) => op.kind === 'listen-port' && op.port === PORTS.blocked);
+      return (
+        c.tvErrno === 0 &&
+        c.wgErrno === EADDRINUSE &&
+        ports.length > 1 &&
+        ports.slice(0, -1).some((op) => op.kind === 'listen-port' && op.port === PORTS.blocked)
+      );
     },
   },
   {
@@ -706,7 +723,10 @@ export async function step(bed: DifferentialBed, template: string, before?: { tv
   const nTv = normalise(tvAfter);
   const nWg = normalise(wgAfter);
   // As the server splits it: one \r before each \n dropped, the request ends at the first empty line.
-  const lines = tvText.split('\n').slice(0, -1).map((l) => (l.endsWith('\r') ? l.slice(0, -1) : l));
+  const lines = tvText
+    .split('\n')
+    .slice(0, -1)
+    .map((l) => (l.endsWith('\r') ? l.slice(0, -1) : l));
   const end = lines.indexOf('');
   const parsed = parseSet(end < 0 ? lines : lines.slice(0, end));
   const ctx: StepContext = { parsed, text: tvText, tvErrno, wgErrno, before: tvBefore, keys: bed.keys };

@@ -70,7 +70,10 @@ function spawnDaemon(ns: Netns, cmd: string, args: string[], env?: NodeJS.Proces
 async function waitForLink(ns: Netns, ifname: string, proc: DaemonProcess, timeoutMs = 10_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const ok = await ns.exec('ip', ['link', 'show', ifname]).then(() => true, () => false);
+    const ok = await ns.exec('ip', ['link', 'show', ifname]).then(
+      () => true,
+      () => false,
+    );
     if (ok) return;
     if (!proc.running) throw new Error(`${ifname}: daemon exited before creating it:\n${proc.lines.slice(-20).join('\n')}`);
     if (Date.now() > deadline) throw new Error(`${ifname} did not appear within ${timeoutMs} ms:\n${proc.lines.slice(-20).join('\n')}`);
@@ -153,7 +156,10 @@ export function wireguardGoVersion(path: string): string {
  */
 export function wireguardGoPaths(flag: string | undefined, env: NodeJS.ProcessEnv = process.env): string[] {
   const text = flag ?? env.TUNVPN_BENCH_WIREGUARD_GO ?? 'wireguard-go';
-  const paths = text.split(',').map((s) => s.trim()).filter(Boolean);
+  const paths = text
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
   return paths.length ? paths : ['wireguard-go'];
 }
 
@@ -170,8 +176,24 @@ export function wireguardGoAdapter(path: string): VpnAdapter {
       const keys = { A: await ctx.wgKeys(), B: await ctx.wgKeys() };
       const sfx = uniqueSuffix();
       const hosts = [
-        { side: 'A' as const, ns: bed.ta, ifname: `wga${sfx}`.slice(0, 15), local: ADDR.taTun.v4, peerTun: ADDR.tbTun.v4, farLan: ADDR.lanB.v4, remote: ADDR.tbUnder.v4 },
-        { side: 'B' as const, ns: bed.tb, ifname: `wgb${sfx}`.slice(0, 15), local: ADDR.tbTun.v4, peerTun: ADDR.taTun.v4, farLan: ADDR.lanA.v4, remote: ADDR.taUnder.v4 },
+        {
+          side: 'A' as const,
+          ns: bed.ta,
+          ifname: `wga${sfx}`.slice(0, 15),
+          local: ADDR.taTun.v4,
+          peerTun: ADDR.tbTun.v4,
+          farLan: ADDR.lanB.v4,
+          remote: ADDR.tbUnder.v4,
+        },
+        {
+          side: 'B' as const,
+          ns: bed.tb,
+          ifname: `wgb${sfx}`.slice(0, 15),
+          local: ADDR.tbTun.v4,
+          peerTun: ADDR.taTun.v4,
+          farLan: ADDR.lanA.v4,
+          remote: ADDR.taUnder.v4,
+        },
       ];
       const procs: DaemonProcess[] = [];
       for (const h of hosts) {
@@ -181,8 +203,20 @@ export function wireguardGoAdapter(path: string): VpnAdapter {
         await waitForLink(h.ns, h.ifname, proc);
         const keyFile = join(dir.path, `wg-${h.side}.key`);
         await writeFile(keyFile, keys[h.side].privateKey + '\n', { mode: 0o600 });
-        await h.ns.exec('wg', ['set', h.ifname, 'private-key', keyFile, 'listen-port', '51820', 'peer', other.publicKey,
-          'allowed-ips', `${h.peerTun}/32,${h.farLan}`, 'endpoint', `${h.remote}:51820`]);
+        await h.ns.exec('wg', [
+          'set',
+          h.ifname,
+          'private-key',
+          keyFile,
+          'listen-port',
+          '51820',
+          'peer',
+          other.publicKey,
+          'allowed-ips',
+          `${h.peerTun}/32,${h.farLan}`,
+          'endpoint',
+          `${h.remote}:51820`,
+        ]);
         await configureLink(h.ns, h.ifname, h.local, undefined, h.farLan);
       }
       return { daemons: sides(procs[0], procs[1], /wireguard/) };
@@ -207,27 +241,49 @@ const fastd: VpnAdapter = {
     const keys = { A: keygen(), B: keygen() };
     const sfx = uniqueSuffix();
     const hosts = [
-      { side: 'A' as const, ns: bed.ta, ifname: `fda${sfx}`.slice(0, 15), local: ADDR.taTun.v4, peerTun: ADDR.tbTun.v4, farLan: ADDR.lanB.v4, bind: ADDR.taUnder.v4, remote: ADDR.tbUnder.v4 },
-      { side: 'B' as const, ns: bed.tb, ifname: `fdb${sfx}`.slice(0, 15), local: ADDR.tbTun.v4, peerTun: ADDR.taTun.v4, farLan: ADDR.lanA.v4, bind: ADDR.tbUnder.v4, remote: ADDR.taUnder.v4 },
+      {
+        side: 'A' as const,
+        ns: bed.ta,
+        ifname: `fda${sfx}`.slice(0, 15),
+        local: ADDR.taTun.v4,
+        peerTun: ADDR.tbTun.v4,
+        farLan: ADDR.lanB.v4,
+        bind: ADDR.taUnder.v4,
+        remote: ADDR.tbUnder.v4,
+      },
+      {
+        side: 'B' as const,
+        ns: bed.tb,
+        ifname: `fdb${sfx}`.slice(0, 15),
+        local: ADDR.tbTun.v4,
+        peerTun: ADDR.taTun.v4,
+        farLan: ADDR.lanA.v4,
+        bind: ADDR.tbUnder.v4,
+        remote: ADDR.taUnder.v4,
+      },
     ];
     const procs: DaemonProcess[] = [];
     for (const h of hosts) {
       const other = h.side === 'A' ? keys.B : keys.A;
       const conf = join(dir.path, `fastd-${h.side}.conf`);
-      await writeFile(conf, [
-        'log level warn;',
-        'mode tun;',
-        `interface "${h.ifname}";`,
-        'method "salsa2012+umac";',
-        `bind ${h.bind}:10000;`,
-        `secret "${keys[h.side].secret}";`,
-        `mtu ${TUNNEL_MTU};`,
-        `peer "${h.side === 'A' ? 'b' : 'a'}" {`,
-        `  key "${other.pub}";`,
-        `  remote ${h.remote}:10000;`,
-        '}',
-        '',
-      ].join('\n'), { mode: 0o600 });
+      await writeFile(
+        conf,
+        [
+          'log level warn;',
+          'mode tun;',
+          `interface "${h.ifname}";`,
+          'method "salsa2012+umac";',
+          `bind ${h.bind}:10000;`,
+          `secret "${keys[h.side].secret}";`,
+          `mtu ${TUNNEL_MTU};`,
+          `peer "${h.side === 'A' ? 'b' : 'a'}" {`,
+          `  key "${other.pub}";`,
+          `  remote ${h.remote}:10000;`,
+          '}',
+          '',
+        ].join('\n'),
+        { mode: 0o600 },
+      );
       const proc = spawnDaemon(h.ns, 'fastd', ['-c', conf]);
       procs.push(proc);
       await waitForLink(h.ns, h.ifname, proc);
@@ -246,8 +302,28 @@ const tinc: VpnAdapter = {
     const { bed, dir } = ctx;
     const sfx = uniqueSuffix();
     const hosts = [
-      { side: 'A' as const, name: 'a', ns: bed.ta, ifname: `tca${sfx}`.slice(0, 15), local: ADDR.taTun.v4, peerTun: ADDR.tbTun.v4, farLan: ADDR.lanB.v4, under: ADDR.taUnder.v4, lan: ADDR.lanA.v4 },
-      { side: 'B' as const, name: 'b', ns: bed.tb, ifname: `tcb${sfx}`.slice(0, 15), local: ADDR.tbTun.v4, peerTun: ADDR.taTun.v4, farLan: ADDR.lanA.v4, under: ADDR.tbUnder.v4, lan: ADDR.lanB.v4 },
+      {
+        side: 'A' as const,
+        name: 'a',
+        ns: bed.ta,
+        ifname: `tca${sfx}`.slice(0, 15),
+        local: ADDR.taTun.v4,
+        peerTun: ADDR.tbTun.v4,
+        farLan: ADDR.lanB.v4,
+        under: ADDR.taUnder.v4,
+        lan: ADDR.lanA.v4,
+      },
+      {
+        side: 'B' as const,
+        name: 'b',
+        ns: bed.tb,
+        ifname: `tcb${sfx}`.slice(0, 15),
+        local: ADDR.tbTun.v4,
+        peerTun: ADDR.taTun.v4,
+        farLan: ADDR.lanA.v4,
+        under: ADDR.tbUnder.v4,
+        lan: ADDR.lanB.v4,
+      },
     ];
     const hostFile = (h: (typeof hosts)[number]): string =>
       [`Address = ${h.under}`, 'Port = 655', `Subnet = ${h.lan}`, `Subnet = ${h.local}/32`, 'Cipher = aes-256-cbc', 'Digest = sha256', ''].join('\n');
@@ -256,17 +332,20 @@ const tinc: VpnAdapter = {
       const cdir = join(dir.path, `tinc-${h.name}`);
       confDirs[h.name] = cdir;
       await mkdir(join(cdir, 'hosts'), { recursive: true, mode: 0o700 });
-      await writeFile(join(cdir, 'tinc.conf'), [
-        `Name = ${h.name}`,
-        'Mode = router',
-        'AddressFamily = ipv4',
-        `BindToAddress = ${h.under}`,
-        'Device = /dev/net/tun',
-        'DeviceType = tun',
-        `Interface = ${h.ifname}`,
-        ...(h.side === 'A' ? ['ConnectTo = b'] : []),
-        '',
-      ].join('\n'));
+      await writeFile(
+        join(cdir, 'tinc.conf'),
+        [
+          `Name = ${h.name}`,
+          'Mode = router',
+          'AddressFamily = ipv4',
+          `BindToAddress = ${h.under}`,
+          'Device = /dev/net/tun',
+          'DeviceType = tun',
+          `Interface = ${h.ifname}`,
+          ...(h.side === 'A' ? ['ConnectTo = b'] : []),
+          '',
+        ].join('\n'),
+      );
       await writeFile(join(cdir, 'hosts', h.name), hostFile(h));
       execFileSync('tincd', ['-c', cdir, '-K', '2048'], { stdio: ['ignore', 'ignore', 'ignore'] });
     }
@@ -299,24 +378,71 @@ const openvpn: VpnAdapter = {
     execFileSync('openvpn', ['--genkey', 'secret', keyFile], { stdio: 'ignore' });
     const sfx = uniqueSuffix();
     const hosts = [
-      { side: 'A' as const, dirn: '0', ns: bed.ta, ifname: `ova${sfx}`.slice(0, 15), local: ADDR.taTun.v4, peerTun: ADDR.tbTun.v4, farLan: ADDR.lanB.v4, bind: ADDR.taUnder.v4, remote: ADDR.tbUnder.v4 },
-      { side: 'B' as const, dirn: '1', ns: bed.tb, ifname: `ovb${sfx}`.slice(0, 15), local: ADDR.tbTun.v4, peerTun: ADDR.taTun.v4, farLan: ADDR.lanA.v4, bind: ADDR.tbUnder.v4, remote: ADDR.taUnder.v4 },
+      {
+        side: 'A' as const,
+        dirn: '0',
+        ns: bed.ta,
+        ifname: `ova${sfx}`.slice(0, 15),
+        local: ADDR.taTun.v4,
+        peerTun: ADDR.tbTun.v4,
+        farLan: ADDR.lanB.v4,
+        bind: ADDR.taUnder.v4,
+        remote: ADDR.tbUnder.v4,
+      },
+      {
+        side: 'B' as const,
+        dirn: '1',
+        ns: bed.tb,
+        ifname: `ovb${sfx}`.slice(0, 15),
+        local: ADDR.tbTun.v4,
+        peerTun: ADDR.taTun.v4,
+        farLan: ADDR.lanA.v4,
+        bind: ADDR.tbUnder.v4,
+        remote: ADDR.taUnder.v4,
+      },
     ];
     const procs: DaemonProcess[] = [];
     for (const h of hosts) {
       const proc = spawnDaemon(h.ns, 'openvpn', [
-        '--dev', h.ifname, '--dev-type', 'tun', '--disable-dco',
-        '--proto', 'udp', '--local', h.bind, '--lport', '1194', '--remote', h.remote, '--rport', '1194',
-        '--ifconfig', h.local, h.peerTun, '--secret', keyFile, h.dirn,
-        '--cipher', 'AES-256-CBC', '--auth', 'SHA256', '--tun-mtu', String(TUNNEL_MTU),
-        '--verb', '1',
+        '--dev',
+        h.ifname,
+        '--dev-type',
+        'tun',
+        '--disable-dco',
+        '--proto',
+        'udp',
+        '--local',
+        h.bind,
+        '--lport',
+        '1194',
+        '--remote',
+        h.remote,
+        '--rport',
+        '1194',
+        '--ifconfig',
+        h.local,
+        h.peerTun,
+        '--secret',
+        keyFile,
+        h.dirn,
+        '--cipher',
+        'AES-256-CBC',
+        '--auth',
+        'SHA256',
+        '--tun-mtu',
+        String(TUNNEL_MTU),
+        '--verb',
+        '1',
       ]);
       procs.push(proc);
       await waitForLink(h.ns, h.ifname, proc);
       // OpenVPN brings the link up itself; it only lacks the route.
       const deadline = Date.now() + 10_000;
       for (;;) {
-        const ok = await h.ns.exec('ip', ['route', 'add', h.farLan, 'dev', h.ifname]).then(() => true, () => false);
+        const ok = await h.ns.exec('ip', ['route', 'add', h.farLan, 'dev', h.ifname]).then(
+          () => true,
+          () => false,
+        );
         if (ok) break;
         if (Date.now() > deadline) throw new Error(`openvpn: cannot route ${h.farLan} via ${h.ifname}:\n${proc.lines.slice(-20).join('\n')}`);
         await sleep(100);
@@ -343,8 +469,26 @@ const quicktun: VpnAdapter = {
     const keys = { A: keygen(), B: keygen() };
     const sfx = uniqueSuffix();
     const hosts = [
-      { side: 'A' as const, ns: bed.ta, ifname: `qta${sfx}`.slice(0, 15), local: ADDR.taTun.v4, peerTun: ADDR.tbTun.v4, farLan: ADDR.lanB.v4, bind: ADDR.taUnder.v4, remote: ADDR.tbUnder.v4 },
-      { side: 'B' as const, ns: bed.tb, ifname: `qtb${sfx}`.slice(0, 15), local: ADDR.tbTun.v4, peerTun: ADDR.taTun.v4, farLan: ADDR.lanA.v4, bind: ADDR.tbUnder.v4, remote: ADDR.taUnder.v4 },
+      {
+        side: 'A' as const,
+        ns: bed.ta,
+        ifname: `qta${sfx}`.slice(0, 15),
+        local: ADDR.taTun.v4,
+        peerTun: ADDR.tbTun.v4,
+        farLan: ADDR.lanB.v4,
+        bind: ADDR.taUnder.v4,
+        remote: ADDR.tbUnder.v4,
+      },
+      {
+        side: 'B' as const,
+        ns: bed.tb,
+        ifname: `qtb${sfx}`.slice(0, 15),
+        local: ADDR.tbTun.v4,
+        peerTun: ADDR.taTun.v4,
+        farLan: ADDR.lanA.v4,
+        bind: ADDR.tbUnder.v4,
+        remote: ADDR.taUnder.v4,
+      },
     ];
     const procs: DaemonProcess[] = [];
     for (const h of hosts) {

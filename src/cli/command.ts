@@ -26,11 +26,7 @@ export class UsageError extends Error {
   }
 }
 
-const PARSE_ARGS_CODES = new Set([
-  'ERR_PARSE_ARGS_UNKNOWN_OPTION',
-  'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL',
-  'ERR_PARSE_ARGS_INVALID_OPTION_VALUE',
-]);
+const PARSE_ARGS_CODES = new Set(['ERR_PARSE_ARGS_UNKNOWN_OPTION', 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL', 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE']);
 
 /** node:util parseArgs errors become a short UsageError naming the offending argument. */
 export function toUsageError(err: unknown, command?: string): UsageError | undefined {

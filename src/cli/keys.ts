@@ -54,7 +54,7 @@ export const genpskCommand: CliCommand = {
   summary: 'print a new random preshared key (base64), like `wg genpsk`',
   async run(args, io) {
     if (helpOnly('genpsk', args)) {
-      io.stdout.write('Usage: tunvpn genpsk\n\nPrints 32 random bytes as base64 and a newline, for a peer\'s presharedKey,\nexactly like `wg genpsk`.\n');
+      io.stdout.write("Usage: tunvpn genpsk\n\nPrints 32 random bytes as base64 and a newline, for a peer's presharedKey,\nexactly like `wg genpsk`.\n");
       return EXIT_OK;
     }
     const crypto = await loadCrypto('auto');

@@ -18,7 +18,7 @@ import { showCommand } from './show.js';
 // `check` must work without them.
 const runCommand: CliCommand = {
   name: 'run',
-  summary: 'run the daemon in the foreground (systemd\'s ExecStart)',
+  summary: "run the daemon in the foreground (systemd's ExecStart)",
   async run(args, io) {
     const mod = await import('./run.js');
     return mod.runCommand(args, io);

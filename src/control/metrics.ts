@@ -146,7 +146,12 @@ export function createMetrics(provider: MetricsProvider): TunvpnMetrics {
     (t) => t.tsoPackets,
     (t) => t.groWrites,
   );
-  tunCounter('tunvpn_tun_super_packet_segments_total', 'Segments those super-packets held.', (t) => t.tsoSegments, (t) => t.groPackets);
+  tunCounter(
+    'tunvpn_tun_super_packet_segments_total',
+    'Segments those super-packets held.',
+    (t) => t.tsoSegments,
+    (t) => t.groPackets,
+  );
   collectDefaultMetrics({ register: registry });
 
   return {

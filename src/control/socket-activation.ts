@@ -99,7 +99,9 @@ export function inheritedControlSocket(ifname: string, opts: InheritOptions = {}
     isSocket = false;
   }
   if (!isSocket) {
-    throw new ControlSocketActivationError(`the inherited control socket ${path}${from} is no longer there (deleted, which asks a WireGuard daemon to stop): not starting`);
+    throw new ControlSocketActivationError(
+      `the inherited control socket ${path}${from} is no longer there (deleted, which asks a WireGuard daemon to stop): not starting`,
+    );
   }
   return { fd, path, unit };
 }
@@ -113,7 +115,8 @@ function boundPath(proc: string, fd: number, from: string): string {
     throw new ControlSocketActivationError(`systemd said it passed fd ${fd}${from}, but it is not open: ${(err as Error).message}`);
   }
   const ino = /^socket:\[(\d+)\]$/.exec(target)?.[1];
-  if (ino === undefined) throw new ControlSocketActivationError(`fd ${fd}${from} is not a socket (${target}): the socket unit must have ListenStream=/run/wireguard/IFNAME.sock`);
+  if (ino === undefined)
+    throw new ControlSocketActivationError(`fd ${fd}${from} is not a socket (${target}): the socket unit must have ListenStream=/run/wireguard/IFNAME.sock`);
   let table: string;
   try {
     table = readFileSync(join(proc, 'net', 'unix'), 'utf8');
@@ -132,7 +135,9 @@ function boundPath(proc: string, fd: number, from: string): string {
       throw new ControlSocketActivationError(`fd ${fd}${from} is not a listening stream socket: the socket unit must have ListenStream= (and Accept=no)`);
     }
     if (!path.startsWith('/')) {
-      throw new ControlSocketActivationError(`fd ${fd}${from} is not bound to a path (${path || 'unnamed'}): the socket unit must have ListenStream=/run/wireguard/IFNAME.sock`);
+      throw new ControlSocketActivationError(
+        `fd ${fd}${from} is not bound to a path (${path || 'unnamed'}): the socket unit must have ListenStream=/run/wireguard/IFNAME.sock`,
+      );
     }
     return path;
   }

@@ -22,7 +22,6 @@ import {
   type UapiSetRequest,
 } from './uapi-types.js';
 
-
 export function keyToHex(key: Uint8Array): string {
   return Buffer.from(key.buffer, key.byteOffset, key.byteLength).toString('hex');
 }
@@ -197,7 +196,8 @@ export function parseUapiEndpoint(value: string, zoneExists: (name: string) => b
   } catch (err) {
     throw invalid(`endpoint: ${err instanceof NetipSyntaxError ? err.message : 'not an IP address and port'}`);
   }
-  if (ap.addr.zone !== '' && !validZone(ap.addr.zone, zoneExists)) throw invalid('endpoint: the zone is neither an interface of this host nor an interface index');
+  if (ap.addr.zone !== '' && !validZone(ap.addr.zone, zoneExists))
+    throw invalid('endpoint: the zone is neither an interface of this host nor an interface index');
   return { host: formatAddr(ap.addr), port: ap.port };
 }
 

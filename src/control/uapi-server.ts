@@ -520,7 +520,9 @@ export class UapiServer {
       this.ino = statSync(this.path).ino;
     } catch (err) {
       await new Promise<void>((resolve) => this.server.close(() => resolve()));
-      throw err instanceof TunvpnError ? err : new UapiSocketError(`cannot use the inherited control socket ${this.path}: ${(err as Error).message}`, { cause: err });
+      throw err instanceof TunvpnError
+        ? err
+        : new UapiSocketError(`cannot use the inherited control socket ${this.path}: ${(err as Error).message}`, { cause: err });
     }
     this.server.on('error', (err) => opts.logger?.warn({ err: err.message }, 'control socket error'));
     if (opts.onSocketRemoved) this.watchRemoval(dir, `${ifname}.sock`, opts.onSocketRemoved);

@@ -61,10 +61,7 @@ export interface UapiPeerSection {
 /** The interface lines before the first `public_key=`, in request order. */
 export type UapiDeviceOp =
   /** null = clear (all-zero key); otherwise already clamped. */
-  | { kind: 'private-key'; key: Uint8Array | null }
-  | { kind: 'listen-port'; port: number }
-  | { kind: 'fwmark'; mark: number }
-  | { kind: 'replace-peers' };
+  { kind: 'private-key'; key: Uint8Array | null } | { kind: 'listen-port'; port: number } | { kind: 'fwmark'; mark: number } | { kind: 'replace-peers' };
 
 export interface UapiSetRequest {
   device: UapiDeviceOp[];

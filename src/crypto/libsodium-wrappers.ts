@@ -20,12 +20,30 @@ import { KEY_LEN, NONCE_LEN, TAG_LEN, XNONCE_LEN, checkAead, clampPrivateKey } f
 
 type Ptr = number;
 type AeadEncrypt = (
-  c: Ptr, clenP: Ptr, m: Ptr, mlenLo: number, mlenHi: number,
-  ad: Ptr, adlenLo: number, adlenHi: number, nsec: Ptr, npub: Ptr, k: Ptr,
+  c: Ptr,
+  clenP: Ptr,
+  m: Ptr,
+  mlenLo: number,
+  mlenHi: number,
+  ad: Ptr,
+  adlenLo: number,
+  adlenHi: number,
+  nsec: Ptr,
+  npub: Ptr,
+  k: Ptr,
 ) => number;
 type AeadDecrypt = (
-  m: Ptr, mlenP: Ptr, nsec: Ptr, c: Ptr, clenLo: number, clenHi: number,
-  ad: Ptr, adlenLo: number, adlenHi: number, npub: Ptr, k: Ptr,
+  m: Ptr,
+  mlenP: Ptr,
+  nsec: Ptr,
+  c: Ptr,
+  clenLo: number,
+  clenHi: number,
+  ad: Ptr,
+  adlenLo: number,
+  adlenHi: number,
+  npub: Ptr,
+  k: Ptr,
 ) => number;
 
 /** The slice of the emscripten module this backend uses. */
@@ -171,10 +189,7 @@ class LibsodiumWrappersBackend implements CryptoBackend {
     return rc === 0;
   }
 
-  private seal(
-    fn: AeadEncrypt, nonceLen: number,
-    out: Uint8Array, plaintext: Uint8Array, ad: Uint8Array | null, nonce: Uint8Array, key: Uint8Array,
-  ): number {
+  private seal(fn: AeadEncrypt, nonceLen: number, out: Uint8Array, plaintext: Uint8Array, ad: Uint8Array | null, nonce: Uint8Array, key: Uint8Array): number {
     const mlen = plaintext.length;
     const clen = mlen + TAG_LEN;
     checkAead(out.length, clen, nonce, nonceLen, key);
@@ -192,10 +207,7 @@ class LibsodiumWrappersBackend implements CryptoBackend {
     return clen;
   }
 
-  private open(
-    fn: AeadDecrypt, nonceLen: number,
-    out: Uint8Array, ciphertext: Uint8Array, ad: Uint8Array | null, nonce: Uint8Array, key: Uint8Array,
-  ): number {
+  private open(fn: AeadDecrypt, nonceLen: number, out: Uint8Array, ciphertext: Uint8Array, ad: Uint8Array | null, nonce: Uint8Array, key: Uint8Array): number {
     const clen = ciphertext.length;
     const mlen = clen - TAG_LEN;
     if (mlen < 0) return -1;

@@ -12,7 +12,19 @@ import { UAPI_EEXIST, UAPI_EINVAL } from '../control/uapi-types.js';
 import type { Yielder } from '../cooperative.js';
 import { TunvpnError } from '../errors.js';
 import type { Logger } from '../log.js';
-import { OwnedRoutes, OwnedRules, RouteApplyError, RouteConflictError, RuleApplyError, describeRule, planRoutes, planRouting, type PendingRoutes, type PendingRules, type RoutingPlan } from '../routing.js';
+import {
+  OwnedRoutes,
+  OwnedRules,
+  RouteApplyError,
+  RouteConflictError,
+  RuleApplyError,
+  describeRule,
+  planRoutes,
+  planRouting,
+  type PendingRoutes,
+  type PendingRules,
+  type RoutingPlan,
+} from '../routing.js';
 import * as ip from '../tun/iproute.js';
 import { ApplyError } from './apply-error.js';
 
@@ -71,7 +83,8 @@ export class NetworkSync {
     const routing = await planConfigRouting(config, y);
     // A run that crashed (kill -9) left its rules: the interface, and every
     // route through it, went with the process; rules do not.
-    for (const r of await this.rules.removeLeftovers(routing.rules)) this.log.warn({ rule: describeRule(r) }, 'removed a rule an earlier run of this interface left behind');
+    for (const r of await this.rules.removeLeftovers(routing.rules))
+      this.log.warn({ rule: describeRule(r) }, 'removed a rule an earlier run of this interface left behind');
     let pending: PendingRoutes;
     try {
       pending = await this.routes.prepare(routing.routes, y);
@@ -90,10 +103,17 @@ export class NetworkSync {
     }
     await this.routes.commit(pending, y);
     if (this.rules.recordProblem !== undefined) {
-      this.log.warn({ record: this.rules.record, err: this.rules.recordProblem }, 'cannot record the policy rules: after a crash only those the next start wants itself are found again');
+      this.log.warn(
+        { record: this.rules.record, err: this.rules.recordProblem },
+        'cannot record the policy rules: after a crash only those the next start wants itself are found again',
+      );
     }
     this.warnSrcValidMark();
-    if (routing.rules.length > 0) this.log.info({ table: routing.rules[0].table, fwmark: routing.mark, rules: routing.rules.map(describeRule) }, 'full tunnel: default routes in their own table');
+    if (routing.rules.length > 0)
+      this.log.info(
+        { table: routing.rules[0].table, fwmark: routing.mark, rules: routing.rules.map(describeRule) },
+        'full tunnel: default routes in their own table',
+      );
   }
 
   /**
@@ -118,7 +138,9 @@ export class NetworkSync {
         await ip.addAddress(name, a).catch((err: unknown) => {
           const exists = /File exists/i.test(String((err as { stderr?: unknown }).stderr ?? (err as Error).message));
           const i = nxt.addresses.indexOf(a);
-          throw new ApplyError(exists ? UAPI_EEXIST : UAPI_EINVAL, `cannot add address ${a}: ${(err as Error).message}`, `interface.addresses[${i}]`, { cause: err });
+          throw new ApplyError(exists ? UAPI_EEXIST : UAPI_EINVAL, `cannot add address ${a}: ${(err as Error).message}`, `interface.addresses[${i}]`, {
+            cause: err,
+          });
         });
         undo.push(() => ip.delAddress(name, a));
       }

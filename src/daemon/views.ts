@@ -109,7 +109,12 @@ export function metricsSnapshot(peers: readonly Peer[], pipeline: PipelineCounte
 }
 
 /** UAPI `get`: the running state, as `wg show` reports it. */
-export function uapiSnapshot(config: TunvpnConfig, listenPort: number, peers: readonly Peer[], allowedIPsOf: (publicKey: string) => string[]): UapiInterfaceState {
+export function uapiSnapshot(
+  config: TunvpnConfig,
+  listenPort: number,
+  peers: readonly Peer[],
+  allowedIPsOf: (publicKey: string) => string[],
+): UapiInterfaceState {
   return {
     privateKey: config.interface.privateKey,
     listenPort,

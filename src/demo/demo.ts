@@ -80,14 +80,28 @@ async function main(): Promise<number> {
       privateKey: a.privateKey,
       listenPort: 51820,
       addresses: [`${ADDR.taTun.v4}/24`, `${ADDR.taTun.v6}/64`],
-      peers: [{ name: 'site-b', publicKey: b.publicKey, endpoint: `${ADDR.tbUnder.v4}:51820`, allowedIPs: [`${ADDR.tbTun.v4}/32`, `${ADDR.tbTun.v6}/128`, ADDR.lanB.v4, ADDR.lanB.v6] }],
+      peers: [
+        {
+          name: 'site-b',
+          publicKey: b.publicKey,
+          endpoint: `${ADDR.tbUnder.v4}:51820`,
+          allowedIPs: [`${ADDR.tbTun.v4}/32`, `${ADDR.tbTun.v6}/128`, ADDR.lanB.v4, ADDR.lanB.v6],
+        },
+      ],
     });
     const cfgB = await dir.writeHost('host-b', {
       interfaceName: 'tunvpn-b',
       privateKey: b.privateKey,
       listenPort: 51820,
       addresses: [`${ADDR.tbTun.v4}/24`, `${ADDR.tbTun.v6}/64`],
-      peers: [{ name: 'site-a', publicKey: a.publicKey, endpoint: `${ADDR.taUnder.v4}:51820`, allowedIPs: [`${ADDR.taTun.v4}/32`, `${ADDR.taTun.v6}/128`, ADDR.lanA.v4, ADDR.lanA.v6] }],
+      peers: [
+        {
+          name: 'site-a',
+          publicKey: a.publicKey,
+          endpoint: `${ADDR.taUnder.v4}:51820`,
+          allowedIPs: [`${ADDR.taTun.v4}/32`, `${ADDR.taTun.v6}/128`, ADDR.lanA.v4, ADDR.lanA.v6],
+        },
+      ],
     });
     process.stdout.write(`configs in ${dir.path} (host A public key ${a.publicKey})\n`);
 

@@ -212,9 +212,7 @@ export function decodeMessage(d: Uint8Array): Message | MessageError {
     default: {
       const sizes: Record<number, string> = { 1: '148', 2: '92', 3: '64', 4: 'at least 32' };
       const want = sizes[d[0]];
-      return new MessageError(
-        want === undefined ? `unknown message type ${d[0]}` : `message type ${d[0]} must be ${want} bytes, got ${d.length}`,
-      );
+      return new MessageError(want === undefined ? `unknown message type ${d[0]}` : `message type ${d[0]} must be ${want} bytes, got ${d.length}`);
     }
   }
 }

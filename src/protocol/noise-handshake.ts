@@ -424,4 +424,3 @@ export function deriveTransportKeys(crypto: CryptoBackend, hs: Handshake): Trans
   hs.clear(crypto);
   return keys;
 }
-

@@ -155,7 +155,15 @@ export async function hardeningBed(prefix: string, opts: BedOptions = {}): Promi
       listenPort: 51820,
       addresses: [`${ADDR.taTun.v4}/24`, ...(v6 ? [`${ADDR.taTun.v6}/64`] : [])],
       ...(opts.mtu ? { mtu: opts.mtu } : {}),
-      peers: [{ name: 'b', publicKey: b.publicKey, endpoint: opts.endpointOfB ?? `${ADDR.tbUnder.v4}:51820`, allowedIPs: [`${ADDR.tbTun.v4}/32`, ADDR.lanB.v4, ...(v6 ? [`${ADDR.tbTun.v6}/128`, ADDR.lanB.v6] : [])], ...(psk ? { presharedKey: psk } : {}) }],
+      peers: [
+        {
+          name: 'b',
+          publicKey: b.publicKey,
+          endpoint: opts.endpointOfB ?? `${ADDR.tbUnder.v4}:51820`,
+          allowedIPs: [`${ADDR.tbTun.v4}/32`, ADDR.lanB.v4, ...(v6 ? [`${ADDR.tbTun.v6}/128`, ADDR.lanB.v6] : [])],
+          ...(psk ? { presharedKey: psk } : {}),
+        },
+      ],
     };
     const hostB: HostSpec = {
       interfaceName: `${prefix}b0`,
@@ -164,7 +172,15 @@ export async function hardeningBed(prefix: string, opts: BedOptions = {}): Promi
       addresses: [`${ADDR.tbTun.v4}/24`, ...(v6 ? [`${ADDR.tbTun.v6}/64`] : [])],
       ...(opts.mtu ? { mtu: opts.mtu } : {}),
       ...(opts.metricsB ? { metricsListen: opts.metricsB } : {}),
-      peers: [{ name: 'a', publicKey: a.publicKey, ...(opts.endpointOfA === null ? {} : { endpoint: opts.endpointOfA ?? `${ADDR.taUnder.v4}:51820` }), allowedIPs: [`${ADDR.taTun.v4}/32`, ADDR.lanA.v4, ...(v6 ? [`${ADDR.taTun.v6}/128`, ADDR.lanA.v6] : [])], ...(psk ? { presharedKey: psk } : {}) }],
+      peers: [
+        {
+          name: 'a',
+          publicKey: a.publicKey,
+          ...(opts.endpointOfA === null ? {} : { endpoint: opts.endpointOfA ?? `${ADDR.taUnder.v4}:51820` }),
+          allowedIPs: [`${ADDR.taTun.v4}/32`, ADDR.lanA.v4, ...(v6 ? [`${ADDR.taTun.v6}/128`, ADDR.lanA.v6] : [])],
+          ...(psk ? { presharedKey: psk } : {}),
+        },
+      ],
     };
     const cfgA = await dir.writeHost('a', hostA);
     const cfgB = await dir.writeHost('b', hostB);

@@ -196,7 +196,6 @@ export async function pingUntil(ns: Netns, address: string, timeoutMs = 10_000):
   }
 }
 
-
 /**
  * The kernel's fragmentation counters of a namespace (nstat names). A
  * datagram too large for the link is split by its sender (FragCreates counts

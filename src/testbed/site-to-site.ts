@@ -191,7 +191,10 @@ export class SiteToSite {
     try {
       // Namespaces and links are independent until routes go in: make them concurrently.
       const roles = opts.natInFrontOfB ? ['la', 'ta', 'tb', 'lb', 'nb'] : ['la', 'ta', 'tb', 'lb'];
-      const [la, ta, tb, lb, ...rest] = await settleAll(roles.map((role) => Netns.create(`${prefix}${role}`)), made);
+      const [la, ta, tb, lb, ...rest] = await settleAll(
+        roles.map((role) => Netns.create(`${prefix}${role}`)),
+        made,
+      );
       const nat: Netns | undefined = rest[0];
       const lanA = [`${ADDR.la.v4}/24`, `${ADDR.la.v6}/64`];
       const lanARouter = [`${ADDR.taLan.v4}/24`, `${ADDR.taLan.v6}/64`];

@@ -71,7 +71,10 @@ export interface TransportOptions {
  */
 export class FwmarkUnsupportedError extends TransportError {
   constructor() {
-    super('FWMARK_UNSUPPORTED', "a fwmark (interface.fwmark, or a full tunnel's own mark) needs the native UDP binding (build/Release/tunvpn_udp.node); node:dgram cannot set SO_MARK");
+    super(
+      'FWMARK_UNSUPPORTED',
+      "a fwmark (interface.fwmark, or a full tunnel's own mark) needs the native UDP binding (build/Release/tunvpn_udp.node); node:dgram cannot set SO_MARK",
+    );
   }
 }
 
@@ -108,7 +111,14 @@ class NativeTransport implements DatagramTransport {
 
   static open(opts: TransportOptions): NativeTransport {
     const slotSize = Math.max(2048, Math.ceil(opts.maxDatagram / 64) * 64);
-    const common = { recvBufferSize: opts.recvBufferSize, sendBufferSize: opts.sendBufferSize, gso: true, gro: opts.gro !== false, batchSize: RECV_BATCH_SIZE, slotSize };
+    const common = {
+      recvBufferSize: opts.recvBufferSize,
+      sendBufferSize: opts.sendBufferSize,
+      gso: true,
+      gro: opts.gro !== false,
+      batchSize: RECV_BATCH_SIZE,
+      slotSize,
+    };
     let v4: NativeUdpSocket;
     try {
       v4 = NativeUdpSocket.open({ family: 4, port: opts.port, ...common });

@@ -202,7 +202,8 @@ function loadNativeUdp(): NativeUdp {
     throw new NativeUdpError('UDP_ADDON_MISSING', `UDP addon not built: ${path} is missing (run \`npx node-gyp rebuild\`)`);
   }
   const native = createRequire(import.meta.url)(path) as NativeUdp;
-  if (native.ENDPOINT_SIZE !== ENDPOINT_SIZE) throw new NativeUdpError('UDP_ADDON_MISMATCH', `addon endpoint size ${native.ENDPOINT_SIZE}, expected ${ENDPOINT_SIZE}`);
+  if (native.ENDPOINT_SIZE !== ENDPOINT_SIZE)
+    throw new NativeUdpError('UDP_ADDON_MISMATCH', `addon endpoint size ${native.ENDPOINT_SIZE}, expected ${ENDPOINT_SIZE}`);
   cached = native;
   return native;
 }
@@ -246,7 +247,10 @@ export function encodeEndpoint(address: string, port: number): Uint8Array {
  * the packet path no longer calls: kept so a test can check that the
  * TypeScript codec gives the same bytes.
  */
-export function addonEndpointCodec(): { encode(address: string, port: number): Uint8Array; decode(encoded: Uint8Array, offset: number): [string, number, 4 | 6] } {
+export function addonEndpointCodec(): {
+  encode(address: string, port: number): Uint8Array;
+  decode(encoded: Uint8Array, offset: number): [string, number, 4 | 6];
+} {
   const native = loadNativeUdp();
   return { encode: (a, p) => native.encodeEndpoint(a, p), decode: (e, o) => native.decodeEndpoint(e, o) };
 }
@@ -394,7 +398,8 @@ export class NativeUdpSocket {
    * clears it). Needs CAP_NET_ADMIN; throws NativeUdpError (EPERM...).
    */
   setMark(mark: number): void {
-    if (!Number.isInteger(mark) || mark < 0 || mark > 0xffffffff) throw new NativeUdpError('UDP_ARGUMENT_INVALID', `fwmark must be an integer in 0..4294967295, got ${mark}`);
+    if (!Number.isInteger(mark) || mark < 0 || mark > 0xffffffff)
+      throw new NativeUdpError('UDP_ARGUMENT_INVALID', `fwmark must be an integer in 0..4294967295, got ${mark}`);
     if (this.closed) throw new NativeUdpError('UDP_CLOSED', 'the socket is closed');
     try {
       this.native.setMark(this.handle, mark);

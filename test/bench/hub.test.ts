@@ -30,8 +30,13 @@ describe('bench: routed hub plan and targets', () => {
 
   it('marks each target met or missed, with the ratio to the reference', () => {
     const ok: HubResult = {
-      vpn: 'tunvpn', peers: 10, status: 'ok', startMs: 1500, hwmMb: 150,
-      reload: { ms: 80, routeSwapMs: 79, hwmMb: 150 }, stop: { ms: 10, deletedBeforeLinkGone: 10, routesLeft: 0 },
+      vpn: 'tunvpn',
+      peers: 10,
+      status: 'ok',
+      startMs: 1500,
+      hwmMb: 150,
+      reload: { ms: 80, routeSwapMs: 79, hwmMb: 150 },
+      stop: { ms: 10, deletedBeforeLinkGone: 10, routesLeft: 0 },
     };
     const ref: HubResult = { ...ok, vpn: 'wg', startMs: 3000, hwmMb: 300 };
     const lines = hubTargetLines([ok, ref], 'wg');
@@ -39,7 +44,10 @@ describe('bench: routed hub plan and targets', () => {
     expect(lines[1]).toMatch(/^ {2}met .*< 300 MB: peak 150\.0 MB \(0\.50x wg\)$/);
     expect(lines[2]).toMatch(/^ {2}met .*reload/);
     expect(lines[3]).toMatch(/^ {2}met .*stop removes every route: 0 left/);
-    const bad = hubTargetLines([{ ...ok, startMs: 2000, hwmMb: 300, reload: { ms: 99, routeSwapMs: 100, hwmMb: 300 }, stop: { ms: 1, deletedBeforeLinkGone: 9, routesLeft: 1 } }], 'wg');
+    const bad = hubTargetLines(
+      [{ ...ok, startMs: 2000, hwmMb: 300, reload: { ms: 99, routeSwapMs: 100, hwmMb: 300 }, stop: { ms: 1, deletedBeforeLinkGone: 9, routesLeft: 1 } }],
+      'wg',
+    );
     expect(bad.map((l) => l.startsWith(' MISSED'))).toEqual([true, true, true, true]);
     const failed = hubTargetLines([{ vpn: 'tunvpn', peers: 10, status: 'failed', error: 'boom\nmore' }], 'wg');
     expect(failed[0]).toBe(' MISSED routed hub of 10 peers: failed: boom');

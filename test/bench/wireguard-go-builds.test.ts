@@ -9,7 +9,10 @@ import { describeIntegration } from '../helpers/netns.js';
 
 describe('bench: wireguard-go builds', () => {
   it('takes the flag first, then the environment, then wireguard-go on PATH', () => {
-    expect(wireguardGoPaths('/opt/a/wireguard-go, /opt/b/wireguard-go', { TUNVPN_BENCH_WIREGUARD_GO: '/x' })).toEqual(['/opt/a/wireguard-go', '/opt/b/wireguard-go']);
+    expect(wireguardGoPaths('/opt/a/wireguard-go, /opt/b/wireguard-go', { TUNVPN_BENCH_WIREGUARD_GO: '/x' })).toEqual([
+      '/opt/a/wireguard-go',
+      '/opt/b/wireguard-go',
+    ]);
     expect(wireguardGoPaths(undefined, { TUNVPN_BENCH_WIREGUARD_GO: '/x,/y' })).toEqual(['/x', '/y']);
     expect(wireguardGoPaths(undefined, {})).toEqual(['wireguard-go']);
     expect(wireguardGoPaths(' , ', {})).toEqual(['wireguard-go']);

@@ -148,7 +148,10 @@ describe('convertWgQuick', () => {
   it('notes repeated single-valued keys and host bits in allowed IPs', () => {
     const key = fixtureValue('wg0.conf', 'PrivateKey');
     const pub = fixtureValue('wg0.conf', 'PublicKey');
-    const { config, notes } = convertWgQuick(`[Interface]\nPrivateKey=${key}\nListenPort=1\nListenPort=2\n[Peer]\nPublicKey=${pub}\nAllowedIPs=10.1.2.3/24\n`, 'x');
+    const { config, notes } = convertWgQuick(
+      `[Interface]\nPrivateKey=${key}\nListenPort=1\nListenPort=2\n[Peer]\nPublicKey=${pub}\nAllowedIPs=10.1.2.3/24\n`,
+      'x',
+    );
     expect(config.interface.listenPort).toBe(2);
     expect(config.peers[0].allowedIPs).toEqual(['10.1.2.0/24']);
     expect(notes).toContain('line 4: ListenPort repeats line 3; the last value wins');
@@ -249,7 +252,10 @@ describe('tunvpn import', () => {
   });
 
   it('round-trips the laptop and CRLF fixtures too', async () => {
-    for (const [file, name] of [['laptop.conf', 'laptop'], ['crlf.conf', 'crlf']] as const) {
+    for (const [file, name] of [
+      ['laptop.conf', 'laptop'],
+      ['crlf.conf', 'crlf'],
+    ] as const) {
       const r = await tvImport([fixture(file)]);
       expect(r.code).toBe(0);
       const cfg = await parseConfig(JSON.parse(r.stdout) as unknown, { baseDir: tmp });

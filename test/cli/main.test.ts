@@ -96,7 +96,11 @@ describe('tunvpn dispatcher', () => {
 
   it('prints help for every command (--help, -h, help <cmd>) and exits 0', async () => {
     for (const c of COMMANDS.filter((x) => x.name !== 'run')) {
-      for (const args of [[c.name, '--help'], [c.name, '-h'], ['help', c.name]]) {
+      for (const args of [
+        [c.name, '--help'],
+        [c.name, '-h'],
+        ['help', c.name],
+      ]) {
         const r = await tunvpn(args);
         expect(r.code, args.join(' ')).toBe(0);
         expect(r.stdout).toMatch(new RegExp(`^Usage: tunvpn ${c.name}`));

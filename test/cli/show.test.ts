@@ -68,7 +68,14 @@ describe('show rendering helpers', () => {
   });
 
   it('sorts peers by latest handshake, never-handshaken last', () => {
-    const peer = (fill: number, t: number) => ({ publicKey: new Uint8Array(32).fill(fill), persistentKeepalive: 0, lastHandshakeWallMs: t, rxBytes: 0, txBytes: 0, allowedIPs: [] });
+    const peer = (fill: number, t: number) => ({
+      publicKey: new Uint8Array(32).fill(fill),
+      persistentKeepalive: 0,
+      lastHandshakeWallMs: t,
+      rxBytes: 0,
+      txBytes: 0,
+      allowedIPs: [],
+    });
     expect(sortPeers([peer(1, 0), peer(2, 10), peer(3, 30)]).map((p) => p.publicKey[0])).toEqual([3, 2, 1]);
   });
 });
@@ -122,7 +129,11 @@ describe('renderInterface / toShowJson', () => {
   });
 
   it('prints (none) for a peer without allowed IPs and skips empty fields', () => {
-    const bare: UapiInterfaceState = { listenPort: 0, fwmark: 0, peers: [{ publicKey: peerKey, persistentKeepalive: 0, lastHandshakeWallMs: 0, rxBytes: 0, txBytes: 0, allowedIPs: [] }] };
+    const bare: UapiInterfaceState = {
+      listenPort: 0,
+      fwmark: 0,
+      peers: [{ publicKey: peerKey, persistentKeepalive: 0, lastHandshakeWallMs: 0, rxBytes: 0, txBytes: 0, allowedIPs: [] }],
+    };
     expect(renderInterface('tv1', bare, { colour: false, nowMs: NOW })).toBe(`interface: tv1\n\npeer: ${b64(peerKey)}\n  allowed ips: (none)\n`);
   });
 

@@ -8,7 +8,16 @@ function peer(pub: string, extra: Partial<PeerConfig> = {}): PeerConfig {
 
 function config(peers: PeerConfig[], iface: Partial<TunvpnConfig['interface']> = {}): TunvpnConfig {
   return {
-    interface: { name: 'tunvpn0', privateKey: new Uint8Array(32).fill(9), listenPort: 51820, addresses: ['10.0.0.254/24'], mtu: 1420, fwmark: 0, table: 'auto', ...iface },
+    interface: {
+      name: 'tunvpn0',
+      privateKey: new Uint8Array(32).fill(9),
+      listenPort: 51820,
+      addresses: ['10.0.0.254/24'],
+      mtu: 1420,
+      fwmark: 0,
+      table: 'auto',
+      ...iface,
+    },
     peers,
     log: { level: 'info' },
     metrics: {},
@@ -56,18 +65,12 @@ describe('diffConfig', () => {
   });
 
   it('notices endpoint removal and preshared key removal', () => {
-    const diff = diffConfig(
-      config([peer(a, { endpoint: { host: 'h', port: 1 }, presharedKey: new Uint8Array(32) })]),
-      config([peer(a)]),
-    );
+    const diff = diffConfig(config([peer(a, { endpoint: { host: 'h', port: 1 }, presharedKey: new Uint8Array(32) })]), config([peer(a)]));
     expect(diff.changed[0].fields).toEqual(['presharedKey', 'endpoint']);
   });
 
   it('lists changed interface fields', () => {
-    const diff = diffConfig(
-      config([], {}),
-      config([], { name: 'tun1', privateKey: new Uint8Array(32).fill(8), listenPort: 1, addresses: [], mtu: 1280 }),
-    );
+    const diff = diffConfig(config([], {}), config([], { name: 'tun1', privateKey: new Uint8Array(32).fill(8), listenPort: 1, addresses: [], mtu: 1280 }));
     expect(diff.interfaceChanged).toEqual(['name', 'privateKey', 'listenPort', 'addresses', 'mtu']);
     expect(diffConfig(config([]), config([], { addresses: ['10.0.0.254/24'] })).interfaceChanged).toEqual([]);
   });

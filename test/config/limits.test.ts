@@ -146,7 +146,10 @@ describe('size limits', () => {
     sparse(join(dir, 'huge.key'), 1 << 30);
     const path = writeFile(dir, 'c.json', JSON.stringify({ interface: { privateKeyFile: 'huge.key' } }));
     const err = await loadError(path);
-    expect(err.issues[0]).toEqual({ path: 'interface.privateKeyFile', message: `key file ${dir}/huge.key is 1073741824 bytes, larger than the limit of 4 KiB (${MAX_KEY_FILE_BYTES} bytes)` });
+    expect(err.issues[0]).toEqual({
+      path: 'interface.privateKeyFile',
+      message: `key file ${dir}/huge.key is 1073741824 bytes, larger than the limit of 4 KiB (${MAX_KEY_FILE_BYTES} bytes)`,
+    });
   });
 
   it('refuses more than MAX_JSON_VALUES values with a line and column', async () => {
@@ -176,7 +179,13 @@ describe('size limits', () => {
 
   it('keeps the first MAX_REPORTED_ISSUES warnings and counts the rest', async () => {
     const list = Array.from({ length: 1000 }, (_, i) => `10.0.${i >> 8}.${i & 255}/32`);
-    const raw = { interface: { privateKey: me.priv }, peers: [{ publicKey: peer.pub, allowedIPs: list }, { publicKey: keyPair().pub, allowedIPs: list }] };
+    const raw = {
+      interface: { privateKey: me.priv },
+      peers: [
+        { publicKey: peer.pub, allowedIPs: list },
+        { publicKey: keyPair().pub, allowedIPs: list },
+      ],
+    };
     const cfg = await parseConfig(raw, { baseDir: dir });
     expect(cfg.warnings).toHaveLength(MAX_REPORTED_ISSUES + 1);
     expect(cfg.warnings.at(-1)).toBe(`... and ${1000 - MAX_REPORTED_ISSUES} more warnings not shown (the first ${MAX_REPORTED_ISSUES} are)`);

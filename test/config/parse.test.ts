@@ -102,7 +102,10 @@ describe('parseConfig: valid input', () => {
     writeFile(dir, 'peer.psk', `${psk}\n`);
     const cfg = await parse({
       interface: { privateKeyFile: 'private.key' },
-      peers: [{ publicKey: a.pub, presharedKeyFile: 'peer.psk', name: 'a' }, { publicKey: b.pub, presharedKey: psk }],
+      peers: [
+        { publicKey: a.pub, presharedKeyFile: 'peer.psk', name: 'a' },
+        { publicKey: b.pub, presharedKey: psk },
+      ],
     });
     expect(Buffer.from(cfg.interface.privateKey).toString('base64')).toBe(me.priv);
     expect(cfg.peers[0].presharedKey).toEqual(new Uint8Array(32).fill(7));
@@ -120,7 +123,9 @@ describe('parseConfig: valid input', () => {
     });
     expect(cfg.peers[1].allowedIPs).toEqual(['10.0.0.0/24', '10.0.1.0/24']);
     const conflict = cfg.warnings.find((w) => w.includes('conflict'));
-    expect(conflict).toMatch(/^peers\[1\]\.allowedIPs\[0\]: conflict: 10\.0\.0\.0\/24 is also an allowed IP of peers\[0\] \("first"\); the later peer, peers\[1\] \("second"\), gets it/);
+    expect(conflict).toMatch(
+      /^peers\[1\]\.allowedIPs\[0\]: conflict: 10\.0\.0\.0\/24 is also an allowed IP of peers\[0\] \("first"\); the later peer, peers\[1\] \("second"\), gets it/,
+    );
     expect(cfg.warnings.some((w) => w.startsWith('peers[1].allowedIPs[2]: 10.0.1.0/24 is listed twice'))).toBe(true);
   });
 
@@ -169,7 +174,12 @@ describe('parseConfig: every rejection names the path and the reason', () => {
     ['public key 31 bytes', (r) => (peer0(r).publicKey = Buffer.alloc(31, 1).toString('base64')), 'peers[0].publicKey', /exactly 32 bytes/],
     ['public key 33 bytes', (r) => (peer0(r).publicKey = Buffer.alloc(33, 1).toString('base64')), 'peers[0].publicKey', /exactly 32 bytes/],
     ['bad preshared key', (r) => (peer0(r).presharedKey = 'nope'), 'peers[0].presharedKey', /exactly 32 bytes/],
-    ['both psk and psk file', (r) => Object.assign(peer0(r), { presharedKey: psk, presharedKeyFile: 'x' }), 'peers[0]', /either presharedKey or presharedKeyFile, not both/],
+    [
+      'both psk and psk file',
+      (r) => Object.assign(peer0(r), { presharedKey: psk, presharedKeyFile: 'x' }),
+      'peers[0]',
+      /either presharedKey or presharedKeyFile, not both/,
+    ],
     ['bad allowed IP', (r) => (peer0(r).allowedIPs = ['10.0.0.0/8', 'banana']), 'peers[0].allowedIPs[1]', /not an IPv4 or IPv6 address/],
     ['bad allowed IP prefix', (r) => (peer0(r).allowedIPs = ['fd00::/129']), 'peers[0].allowedIPs[0]', /prefix length/],
     ['allowed IP with zone', (r) => (peer0(r).allowedIPs = ['fe80::1%eth0/128']), 'peers[0].allowedIPs[0]', /zone/],
@@ -189,8 +199,22 @@ describe('parseConfig: every rejection names the path and the reason', () => {
     ['metrics on a host name', (r) => (r.metrics = { listen: 'localhost:9586' }), 'metrics.listen', /must be an IP address, not a name/],
     ['metrics without a port', (r) => (r.metrics = { listen: '127.0.0.1' }), 'metrics.listen', /has no port/],
     ['unknown metrics key', (r) => (r.metrics = { port: 9586 }), 'metrics.port', /unknown/i],
-    ['duplicate public key', (r) => (r.peers = [{ publicKey: a.pub }, { publicKey: b.pub }, { publicKey: a.pub }]), 'peers[2].publicKey', /duplicate public key \(same as peers\[0\]\.publicKey\)/],
-    ['duplicate peer name', (r) => (r.peers = [{ publicKey: a.pub, name: 'x' }, { publicKey: b.pub, name: 'x' }]), 'peers[1].name', /duplicate name "x" \(also peers\[0\]\.name\)/],
+    [
+      'duplicate public key',
+      (r) => (r.peers = [{ publicKey: a.pub }, { publicKey: b.pub }, { publicKey: a.pub }]),
+      'peers[2].publicKey',
+      /duplicate public key \(same as peers\[0\]\.publicKey\)/,
+    ],
+    [
+      'duplicate peer name',
+      (r) =>
+        (r.peers = [
+          { publicKey: a.pub, name: 'x' },
+          { publicKey: b.pub, name: 'x' },
+        ]),
+      'peers[1].name',
+      /duplicate name "x" \(also peers\[0\]\.name\)/,
+    ],
     ['peer is ourselves', (r) => (r.peers = [{ publicKey: a.pub }, { publicKey: me.pub }]), 'peers[1].publicKey', /our own public key/],
   ];
 
@@ -239,7 +263,11 @@ describe('parseConfig: key files', () => {
   });
 
   it('reports a missing key file with its absolute path', async () => {
-    const err = await expectIssue({ interface: { privateKeyFile: 'nope/private.key' } }, 'interface.privateKeyFile', /cannot read key file .*nope\/private\.key: no such file/);
+    const err = await expectIssue(
+      { interface: { privateKeyFile: 'nope/private.key' } },
+      'interface.privateKeyFile',
+      /cannot read key file .*nope\/private\.key: no such file/,
+    );
     expect(err.message).toContain(`${dir}/nope/private.key`);
   });
 
@@ -305,7 +333,13 @@ describe('parseConfig: all errors at once, and no secret in any message', () => 
       { interface: { privateKey: longBad } },
       { interface: { privateKey: me.priv, privateKeyFile: 'k' } },
       { interface: { privateKey: me.priv }, peers: [{ publicKey: me.pub }] },
-      { interface: { privateKey: me.priv, name: me.priv, addresses: [me.priv] }, peers: [{ publicKey: a.pub, endpoint: `${psk}:1`, name: psk }, { publicKey: b.pub, name: psk }] },
+      {
+        interface: { privateKey: me.priv, name: me.priv, addresses: [me.priv] },
+        peers: [
+          { publicKey: a.pub, endpoint: `${psk}:1`, name: psk },
+          { publicKey: b.pub, name: psk },
+        ],
+      },
       { interface: { privateKey: me.priv }, log: { level: me.priv } },
       { interface: { privateKey: me.priv }, peers: [{ publicKey: a.pub, presharedKey: `${psk.slice(0, 43)}` }] },
       { interface: { privateKey: me.priv }, peers: [{ publicKey: a.pub, presharedKey: psk, presharedKeyFile: 'p' }] },

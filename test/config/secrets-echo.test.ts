@@ -60,7 +60,16 @@ describe('couldBeKeyMaterial', () => {
   });
 
   it('is false for the paths, names and addresses a config normally holds', () => {
-    for (const t of ['/etc/tunvpn/private.key', '/etc/tunvpn/peer-b.psk', 'site-b', 'vpn.example.org:51820', '10.62.0.0/24', 'fd00::1/128', 'tunvpn0', 'privateKeyFile']) {
+    for (const t of [
+      '/etc/tunvpn/private.key',
+      '/etc/tunvpn/peer-b.psk',
+      'site-b',
+      'vpn.example.org:51820',
+      '10.62.0.0/24',
+      'fd00::1/128',
+      'tunvpn0',
+      'privateKeyFile',
+    ]) {
       expect(couldBeKeyMaterial(t), t).toBe(false);
     }
   });
@@ -111,7 +120,12 @@ describe('no key material in any config error', () => {
   it('a key used as a property name, at any level: the path says where, not what', async () => {
     for (const f of forms(me.priv)) {
       const err = await errorOf({ [f]: 1, interface: { privateKey: me.priv, [f]: 2 }, peers: [{ publicKey: peer.pub, [`${f}x`]: 3 }], log: { [psk]: 'info' } });
-      expect(err.issues.map((i) => i.path)).toEqual(['interface.<hidden-key-like-name>', 'peers[0].<hidden-key-like-name>', 'log.<hidden-key-like-name>', '<hidden-key-like-name>']);
+      expect(err.issues.map((i) => i.path)).toEqual([
+        'interface.<hidden-key-like-name>',
+        'peers[0].<hidden-key-like-name>',
+        'log.<hidden-key-like-name>',
+        '<hidden-key-like-name>',
+      ]);
       for (const i of err.issues) expect(i.message).toMatch(/^unknown key \(its name is not shown: it looks like a key; known keys: /);
       expectNoKey(everything(err));
     }
@@ -140,7 +154,12 @@ describe('no key material in any config error', () => {
       { metrics: { listen: `x${k}.example:1` } },
       { peers: [{ publicKey: peer.pub, endpoint: `${k}:51820` }] },
       { peers: [{ publicKey: peer.pub, endpoint: `${hex}.example.org:1` }] },
-      { peers: [{ publicKey: peer.pub, name: k }, { publicKey: keyPair().pub, name: k }] },
+      {
+        peers: [
+          { publicKey: peer.pub, name: k },
+          { publicKey: keyPair().pub, name: k },
+        ],
+      },
       { peers: [{ publicKey: peer.pub, allowedIPs: [k, `${hex}/32`] }] },
       { peers: [{ publicKey: k }, { publicKey: k }] },
       { interface: { privateKey: me.priv, addresses: [`${k}/24`], name: k } },
@@ -155,7 +174,13 @@ describe('no key material in any config error', () => {
 
   it('warnings hide key-like peer names too', async () => {
     const cfg = await parseConfig(
-      { interface: { privateKey: me.priv }, peers: [{ publicKey: peer.pub, name: psk, allowedIPs: ['10.0.0.0/24'] }, { publicKey: keyPair().pub, allowedIPs: ['10.0.0.0/24'] }] },
+      {
+        interface: { privateKey: me.priv },
+        peers: [
+          { publicKey: peer.pub, name: psk, allowedIPs: ['10.0.0.0/24'] },
+          { publicKey: keyPair().pub, allowedIPs: ['10.0.0.0/24'] },
+        ],
+      },
       { baseDir: dir },
     );
     expect(cfg.warnings[0]).toMatch(/also an allowed IP of peers\[0\] \(\(value not shown: it looks like a key\)\)/);
@@ -185,7 +210,10 @@ describe('text from a config is shown on one line, without control characters', 
   it('a long bad value keeps its specific reason, quoted cut down', async () => {
     const bad = `10.0.0.1/${'9.'.repeat(35)}`;
     const err = await errorOf({ interface: { privateKey: me.priv, addresses: [bad] } });
-    expect(err.issues[0]).toEqual({ path: 'interface.addresses[0]', message: `"${bad.slice(0, 64)}..." (${bad.length} characters) has an invalid prefix length (0 to 32)` });
+    expect(err.issues[0]).toEqual({
+      path: 'interface.addresses[0]',
+      message: `"${bad.slice(0, 64)}..." (${bad.length} characters) has an invalid prefix length (0 to 32)`,
+    });
   });
 
   it('joinPath keeps paths one token and unambiguous', () => {

@@ -78,7 +78,12 @@ describe('mergeUapiRequest', () => {
     expect(recreated.size).toBe(0);
     expect(next.interface.listenPort).toBe(4000);
     expect(next.peers.map((p) => p.publicKey)).toEqual([b64(a), b64(c)]);
-    expect(next.peers[0]).toMatchObject({ name: 'a', endpoint: { host: '192.0.2.1', port: 9 }, persistentKeepalive: 25, allowedIPs: ['10.0.0.2/32', '10.1.0.0/16'] });
+    expect(next.peers[0]).toMatchObject({
+      name: 'a',
+      endpoint: { host: '192.0.2.1', port: 9 },
+      persistentKeepalive: 25,
+      allowedIPs: ['10.0.0.2/32', '10.1.0.0/16'],
+    });
     expect(next.peers[1].presharedKey).toHaveLength(32);
     expect(next.peers[1].endpoint).toBeUndefined();
   });
@@ -125,7 +130,14 @@ describe('mergeUapiRequest', () => {
     expect(cur.interface.fwmark).toBe(0);
     const { config: cleared } = await mergeUapiRequest(set, req([{ kind: 'fwmark', mark: 0 }]), ctx);
     expect(cleared.interface.fwmark).toBe(0);
-    const { config: last } = await mergeUapiRequest(cur, req([{ kind: 'fwmark', mark: 9 }, { kind: 'fwmark', mark: 0xffffffff }]), ctx);
+    const { config: last } = await mergeUapiRequest(
+      cur,
+      req([
+        { kind: 'fwmark', mark: 9 },
+        { kind: 'fwmark', mark: 0xffffffff },
+      ]),
+      ctx,
+    );
     expect(last.interface.fwmark).toBe(0xffffffff);
   });
 
@@ -138,7 +150,7 @@ describe('mergeUapiRequest', () => {
     expect(next.peers[0].allowedIPs).toEqual(['10.0.0.2/32']);
   });
 
-  it('issue 17 item 3 / issue 13 item 4: a private key whose public key is a peer\'s is refused (EINVAL), nothing changes', async () => {
+  it("issue 17 item 3 / issue 13 item 4: a private key whose public key is a peer's is refused (EINVAL), nothing changes", async () => {
     const kb = crypto.generatePrivateKey();
     const pb = crypto.publicKey(kb);
     const cur = config([peer(pb, ['10.0.0.3/32'])]);
@@ -155,7 +167,9 @@ describe('mergeUapiRequest', () => {
 
   it('issue 17 item 4: a peer removed and re-added, or replace_peers then the same key, is a new peer', async () => {
     const psk = key();
-    const cur = config([peer(a, ['10.0.0.2/32'], { name: 'site-a', endpoint: { host: '192.0.2.9', port: 51820 }, persistentKeepalive: 25, presharedKey: psk })]);
+    const cur = config([
+      peer(a, ['10.0.0.2/32'], { name: 'site-a', endpoint: { host: '192.0.2.9', port: 51820 }, persistentKeepalive: 25, presharedKey: psk }),
+    ]);
     for (const r of [req([], section(a, { kind: 'remove' }), section(a)), req([{ kind: 'replace-peers' }], section(a))]) {
       const { config: next, recreated } = await mergeUapiRequest(cur, r, ctx);
       expect([...recreated]).toEqual([b64(a)]);
@@ -192,7 +206,11 @@ describe('mergeUapiRequest', () => {
     expect(byKey(updateOnly.config, b)?.allowedIPs).toEqual(['10.0.0.3/32']);
 
     // The later of two sections for one key wins; the earlier one's prefixes stay.
-    const twice = await mergeUapiRequest(cur(), req([], section(a, allow('10.0.0.3/32')), section(b, allow('10.0.0.3/32')), section(a, allow('10.2.0.0/16'))), ctx);
+    const twice = await mergeUapiRequest(
+      cur(),
+      req([], section(a, allow('10.0.0.3/32')), section(b, allow('10.0.0.3/32')), section(a, allow('10.2.0.0/16'))),
+      ctx,
+    );
     expect(byKey(twice.config, a)?.allowedIPs).toEqual(['10.2.0.0/16']);
     expect(byKey(twice.config, b)?.allowedIPs).toEqual(['10.4.0.0/16', '10.0.0.3/32']);
   });
@@ -200,14 +218,25 @@ describe('mergeUapiRequest', () => {
   it('issue 17 item 7: after private_key=K, public_key=<the old own key> creates that peer', async () => {
     const cur = config([peer(a, [])]);
     const oldPublic = crypto.publicKey(cur.interface.privateKey);
-    const { config: next } = await mergeUapiRequest(cur, req([{ kind: 'private-key', key: crypto.generatePrivateKey() }], section(oldPublic, allow('10.3.0.0/16'))), ctx);
+    const { config: next } = await mergeUapiRequest(
+      cur,
+      req([{ kind: 'private-key', key: crypto.generatePrivateKey() }], section(oldPublic, allow('10.3.0.0/16'))),
+      ctx,
+    );
     expect(byKey(next, oldPublic)?.allowedIPs).toEqual(['10.3.0.0/16']);
   });
 
   it('keeps listen_port as given (the daemon decides whether that means a rebind)', async () => {
     const cur = config([]);
     cur.interface.listenPort = 0;
-    const { config: next } = await mergeUapiRequest(cur, req([{ kind: 'listen-port', port: 0 }, { kind: 'listen-port', port: 40000 }]), ctx);
+    const { config: next } = await mergeUapiRequest(
+      cur,
+      req([
+        { kind: 'listen-port', port: 0 },
+        { kind: 'listen-port', port: 40000 },
+      ]),
+      ctx,
+    );
     expect(next.interface.listenPort).toBe(40000);
   });
 

@@ -40,7 +40,11 @@ const CASES: Case[] = [
   },
   {
     name: "issue 17 item 1: allowed IPs inside the interface's own prefixes get no route; the connected route stays",
-    requests: ['public_key={PUB1}\nallowed_ip=10.77.0.0/24\nallowed_ip=10.77.0.9/32\nallowed_ip=fd77::/64\n', 'public_key={PUB1}\nreplace_allowed_ips=true\nallowed_ip=10.77.0.0/16\n', 'replace_peers=true\n'],
+    requests: [
+      'public_key={PUB1}\nallowed_ip=10.77.0.0/24\nallowed_ip=10.77.0.9/32\nallowed_ip=fd77::/64\n',
+      'public_key={PUB1}\nreplace_allowed_ips=true\nallowed_ip=10.77.0.0/16\n',
+      'replace_peers=true\n',
+    ],
   },
   {
     name: "issue 17 item 1: an allowed IP equal to another device's route is refused, nothing changes, later sets work",
@@ -59,7 +63,12 @@ const CASES: Case[] = [
   },
   {
     name: "issue 17 item 3: private_key set to a peer's private key is refused (no zombie peer), then set back",
-    requests: ['public_key={PUB1}\nallowed_ip=10.1.0.0/16\nendpoint=127.0.0.1:51820\n', 'private_key={PRIV1}\n', 'private_key={PRIV0}\n', 'public_key={PUB1}\nallowed_ip=10.2.0.0/16\n'],
+    requests: [
+      'public_key={PUB1}\nallowed_ip=10.1.0.0/16\nendpoint=127.0.0.1:51820\n',
+      'private_key={PRIV1}\n',
+      'private_key={PRIV0}\n',
+      'public_key={PUB1}\nallowed_ip=10.2.0.0/16\n',
+    ],
     named: [undefined, 'private key of a peer', undefined, undefined],
   },
   {
@@ -95,7 +104,10 @@ const CASES: Case[] = [
   },
   {
     name: 'issue 17 item 9: numbers with any number of leading zeros',
-    requests: ['listen_port=000000000000000000000000020001\npublic_key={PUB1}\npersistent_keepalive_interval=0000000000000000000025\nendpoint=127.0.0.1:000000000000000000000000007\n', 'fwmark=000000000000000000000000\n'],
+    requests: [
+      'listen_port=000000000000000000000000020001\npublic_key={PUB1}\npersistent_keepalive_interval=0000000000000000000025\nendpoint=127.0.0.1:000000000000000000000000007\n',
+      'fwmark=000000000000000000000000\n',
+    ],
   },
   {
     name: 'issue 17 item 9: endpoint port 0',
@@ -103,7 +115,9 @@ const CASES: Case[] = [
   },
   {
     name: 'issue 17 item 9: endpoints reported in canonical form',
-    requests: ['public_key={PUB1}\nendpoint=[FD00::A]:9\npublic_key={PUB2}\nendpoint=[0:0::1]:5\npublic_key={PUB3}\nendpoint=[::FFFF:7F00:1]:10\npublic_key={PUB4}\nendpoint=[::ffff:127.0.0.1]:11\n'],
+    requests: [
+      'public_key={PUB1}\nendpoint=[FD00::A]:9\npublic_key={PUB2}\nendpoint=[0:0::1]:5\npublic_key={PUB3}\nendpoint=[::FFFF:7F00:1]:10\npublic_key={PUB4}\nendpoint=[::ffff:127.0.0.1]:11\n',
+    ],
   },
   {
     name: 'issue 17 item 9: allowed_ip=10.0.0.0/08 refused (current Go; Debian wireguard-go is built with Go 1.19)',
@@ -143,7 +157,10 @@ const CASES: Case[] = [
   },
   {
     name: 'found by the fuzzer: a request that fails on its last line after adding a route changes nothing',
-    requests: ['public_key={PUB3}\nallowed_ip=10.1.2.0/24\nendpoint=[fe80::2%nosuch0]:7\n', 'public_key={PUB3}\nallowed_ip=10.1.2.0/24\nallowed_ip=010.1.2.0/24\n'],
+    requests: [
+      'public_key={PUB3}\nallowed_ip=10.1.2.0/24\nendpoint=[fe80::2%nosuch0]:7\n',
+      'public_key={PUB3}\nallowed_ip=10.1.2.0/24\nallowed_ip=010.1.2.0/24\n',
+    ],
   },
 ];
 
@@ -166,18 +183,22 @@ describeIntegration('control socket against wireguard-go, request by request (di
     expect(new Set(names).size).toBe(names.length);
   });
 
-  it.each(CASES.map((c) => [c.name, c] as const))('%s', async (_name, c) => {
-    await runner.reset();
-    const found: Divergence[] = [];
-    const named: (string | undefined)[] = [];
-    for (const template of c.requests) {
-      const r = await runner.request(template);
-      found.push(...(r?.divergences ?? []));
-      named.push(r?.named);
-    }
-    expect(found).toEqual([]);
-    expect(named).toEqual(c.named ?? c.requests.map(() => undefined));
-  }, 60_000);
+  it.each(CASES.map((c) => [c.name, c] as const))(
+    '%s',
+    async (_name, c) => {
+      await runner.reset();
+      const found: Divergence[] = [];
+      const named: (string | undefined)[] = [];
+      for (const template of c.requests) {
+        const r = await runner.request(template);
+        found.push(...(r?.divergences ?? []));
+        named.push(r?.named);
+      }
+      expect(found).toEqual([]);
+      expect(named).toEqual(c.named ?? c.requests.map(() => undefined));
+    },
+    60_000,
+  );
 
   it(`a seeded run of ${requests} generated and mutated requests (seed ${seed}) diverges only where named`, async () => {
     await runner.reset();

@@ -38,7 +38,15 @@ describe('serializeGet', () => {
           txBytes: 2000,
           allowedIPs: ['10.0.0.0/24', 'fd00::/64'],
         },
-        { publicKey: key(4), persistentKeepalive: 0, lastHandshakeWallMs: 0, rxBytes: 0, txBytes: 0, allowedIPs: [], endpoint: { address: 'fd00::1', port: 7, family: 6 } },
+        {
+          publicKey: key(4),
+          persistentKeepalive: 0,
+          lastHandshakeWallMs: 0,
+          rxBytes: 0,
+          txBytes: 0,
+          allowedIPs: [],
+          endpoint: { address: 'fd00::1', port: 7, family: 6 },
+        },
       ],
     });
     expect(text).toBe(
@@ -167,7 +175,19 @@ describe('Go netip text rules', () => {
   it('reads prefixes as current netip.ParsePrefix: no sign, no leading zero, no zone', () => {
     expect(parsePrefix('10.0.0.0/0').bits).toBe(0);
     expect(parsePrefix('::/128').bits).toBe(128);
-    for (const bad of ['10.0.0.0/08', '10.0.0.0/+8', '10.0.0.0/-0', '10.0.0.0/33', '::/129', '10.0.0.0/', '10.0.0.0', '10.0.0.0/8/8', 'fe80::%1/64', '10.0.0.0/ 8', '::/0128']) {
+    for (const bad of [
+      '10.0.0.0/08',
+      '10.0.0.0/+8',
+      '10.0.0.0/-0',
+      '10.0.0.0/33',
+      '::/129',
+      '10.0.0.0/',
+      '10.0.0.0',
+      '10.0.0.0/8/8',
+      'fe80::%1/64',
+      '10.0.0.0/ 8',
+      '::/0128',
+    ]) {
       expect(() => parsePrefix(bad), bad).toThrow(NetipSyntaxError);
     }
   });
@@ -247,7 +267,16 @@ describe('parseSet', () => {
   });
 
   it('keeps an allowed_ip before replace_allowed_ips, remove or update_only in its place (issue 17 item 5)', () => {
-    const r = ok([`public_key=${hex(2)}`, 'allowed_ip=10.0.0.0/8', 'replace_allowed_ips=true', 'allowed_ip=10.1.0.0/16', `public_key=${hex(3)}`, 'allowed_ip=10.2.0.0/16', 'remove=true', 'allowed_ip=10.3.0.0/16']);
+    const r = ok([
+      `public_key=${hex(2)}`,
+      'allowed_ip=10.0.0.0/8',
+      'replace_allowed_ips=true',
+      'allowed_ip=10.1.0.0/16',
+      `public_key=${hex(3)}`,
+      'allowed_ip=10.2.0.0/16',
+      'remove=true',
+      'allowed_ip=10.3.0.0/16',
+    ]);
     expect(r.peers[0].ops.map((o) => o.kind)).toEqual(['allowed-ip', 'replace-allowed-ips', 'allowed-ip']);
     expect(r.peers[1].ops).toEqual([{ kind: 'allowed-ip', cidr: '10.2.0.0/16' }, { kind: 'remove' }, { kind: 'allowed-ip', cidr: '10.3.0.0/16' }]);
   });
@@ -261,7 +290,16 @@ describe('parseSet', () => {
     expect(ok([`listen_port=${'0'.repeat(30)}51820`]).device).toEqual([{ kind: 'listen-port', port: 51820 }]);
     expect(ok([`fwmark=${'0'.repeat(25)}7`]).device).toEqual([{ kind: 'fwmark', mark: 7 }]);
     expect(peerOps([`persistent_keepalive_interval=${'0'.repeat(21)}25`])).toEqual([{ kind: 'persistent-keepalive', seconds: 25 }]);
-    expect(peerOps(['endpoint=192.0.2.1:0', 'endpoint=[FD00::A]:09', 'endpoint=[0:0::1]:5', 'endpoint=[fe80::1%eth0]:51820', 'endpoint=[fe80::1%2]:1', 'endpoint=[::FFFF:192.0.2.1]:3'])).toEqual(
+    expect(
+      peerOps([
+        'endpoint=192.0.2.1:0',
+        'endpoint=[FD00::A]:09',
+        'endpoint=[0:0::1]:5',
+        'endpoint=[fe80::1%eth0]:51820',
+        'endpoint=[fe80::1%2]:1',
+        'endpoint=[::FFFF:192.0.2.1]:3',
+      ]),
+    ).toEqual(
       [
         { host: '192.0.2.1', port: 0 },
         { host: 'fd00::a', port: 9 },
@@ -343,7 +381,12 @@ describe('parseSet', () => {
     expect(r).toBeInstanceOf(UapiError);
     expect((r as UapiError).message).not.toContain('\x1b');
     const secret = 'ab'.repeat(32);
-    for (const lines of [[`${secret}=1`], [`public_key=${hex(1)}`, `${secret}=1`], [`private_key=${secret.slice(2)}`], [`public_key=${hex(1)}`, `endpoint=${secret}`]]) {
+    for (const lines of [
+      [`${secret}=1`],
+      [`public_key=${hex(1)}`, `${secret}=1`],
+      [`private_key=${secret.slice(2)}`],
+      [`public_key=${hex(1)}`, `endpoint=${secret}`],
+    ]) {
       const e = parseSet(lines) as UapiError;
       expect(e).toBeInstanceOf(UapiError);
       expect(e.message).not.toContain(secret.slice(0, 16));

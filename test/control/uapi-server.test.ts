@@ -28,7 +28,12 @@ async function start(device = new MemoryDevice(), opts: Parameters<typeof UapiSe
 }
 
 /** Connects, sends `data`, and collects everything until the server closes or `until` matches. */
-function exchange(path: string, data: string | Buffer, until?: (text: string) => boolean, keepOpen = false): Promise<{ text: string; closed: boolean; socket: Socket }> {
+function exchange(
+  path: string,
+  data: string | Buffer,
+  until?: (text: string) => boolean,
+  keepOpen = false,
+): Promise<{ text: string; closed: boolean; socket: Socket }> {
   return new Promise((resolve, reject) => {
     const sock = connect(path);
     let text = '';
@@ -173,7 +178,7 @@ describe('UapiServer protocol', () => {
     expect((await exchange(server.path, 'set=1\nlisten_port=1\n\n', replies(1))).text).toBe('errno=-55\n\n');
   });
 
-  it('drops one \\r before each \\n of a set body, as Go\'s line scanner does (CRLF requests work; \\r\\n ends one)', async () => {
+  it("drops one \\r before each \\n of a set body, as Go's line scanner does (CRLF requests work; \\r\\n ends one)", async () => {
     const { server, device } = await start();
     const r = await exchange(server.path, 'set=1\r\n', undefined);
     expect(r.text).toBe('errno=-71\n\n');
@@ -377,7 +382,10 @@ describe('UapiServer protocol', () => {
     const { server, device } = await start();
     const psk = keyToHex(new Uint8Array(32).fill(5));
     const priv = '48'.repeat(32);
-    expect((await exchange(server.path, `set=1\nprivate_key=${priv}\npublic_key=${keyToHex(new Uint8Array(32).fill(4))}\npreshared_key=${psk}\n\n`, replies(1))).text).toBe('errno=0\n\n');
+    expect(
+      (await exchange(server.path, `set=1\nprivate_key=${priv}\npublic_key=${keyToHex(new Uint8Array(32).fill(4))}\npreshared_key=${psk}\n\n`, replies(1)))
+        .text,
+    ).toBe('errno=0\n\n');
     const req = device.applied[0];
     const [p, k] = [req.device[0], req.peers[0].ops[0]];
     expect(p.kind === 'private-key' && p.key !== null && p.key.every((b) => b === 0)).toBe(true);

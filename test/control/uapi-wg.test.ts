@@ -66,7 +66,15 @@ describeIntegration('control socket driven by the real wg tool', ['wg'], () => {
           txBytes: 4_781_506,
           allowedIPs: ['10.62.0.2/32', '10.61.2.0/24'],
         },
-        { publicKey: peerB, persistentKeepalive: 0, lastHandshakeWallMs: 0, rxBytes: 0, txBytes: 0, allowedIPs: ['fd62::/64'], endpoint: { address: 'fd00::9', port: 1234, family: 6 } },
+        {
+          publicKey: peerB,
+          persistentKeepalive: 0,
+          lastHandshakeWallMs: 0,
+          rxBytes: 0,
+          txBytes: 0,
+          allowedIPs: ['fd62::/64'],
+          endpoint: { address: 'fd00::9', port: 1234, family: 6 },
+        },
       ],
     });
     return { priv, pub: crypto.publicKey(priv), peerA, peerB, psk, device, now };
@@ -133,7 +141,7 @@ describeIntegration('control socket driven by the real wg tool', ['wg'], () => {
     }
   });
 
-  it('wg set IFACE peer K allowed-ips replaces that peer\'s allowed IPs', async () => {
+  it("wg set IFACE peer K allowed-ips replaces that peer's allowed IPs", async () => {
     const f = fixture();
     const name = await serve(f.device);
     await wg('set', name, 'peer', b64(f.peerA), 'allowed-ips', '10.9.0.0/24,10.9.1.1/32,fd09::/48');
@@ -164,7 +172,22 @@ describeIntegration('control socket driven by the real wg tool', ['wg'], () => {
     const pskFile = join(tmp, 'psk.key');
     writeFileSync(pskFile, `${b64(new Uint8Array(32).fill(3))}\n`, { mode: 0o600 });
     const newPeer = crypto.publicKey(crypto.generatePrivateKey());
-    await wg('set', name, 'private-key', keyFile, 'peer', b64(newPeer), 'preshared-key', pskFile, 'endpoint', '[fd00::5]:5555', 'persistent-keepalive', '15', 'allowed-ips', '10.5.0.0/16');
+    await wg(
+      'set',
+      name,
+      'private-key',
+      keyFile,
+      'peer',
+      b64(newPeer),
+      'preshared-key',
+      pskFile,
+      'endpoint',
+      '[fd00::5]:5555',
+      'persistent-keepalive',
+      '15',
+      'allowed-ips',
+      '10.5.0.0/16',
+    );
     expect(b64(f.device.state.privateKey ?? new Uint8Array())).toBe(b64(newPriv));
     const added = f.device.state.peers.find((p) => b64(p.publicKey) === b64(newPeer));
     expect(added).toMatchObject({ endpoint: { address: 'fd00::5', port: 5555, family: 6 }, persistentKeepalive: 15, allowedIPs: ['10.5.0.0/16'] });

@@ -2,9 +2,7 @@ import { randomBytes as nodeRandomBytes } from 'node:crypto';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { loadCrypto } from '../../src/crypto/index.js';
 import type { CryptoBackend, CryptoBackendName } from '../../src/crypto/types.js';
-import {
-  AEAD_VECTOR, LOW_ORDER_POINTS, X25519_DH, X25519_ITERATED, X25519_VECTORS, XAEAD_VECTOR, hex, toHex,
-} from './vectors.js';
+import { AEAD_VECTOR, LOW_ORDER_POINTS, X25519_DH, X25519_ITERATED, X25519_VECTORS, XAEAD_VECTOR, hex, toHex } from './vectors.js';
 
 const NAMES: CryptoBackendName[] = ['sodium-native', 'libsodium-wrappers'];
 
@@ -228,7 +226,7 @@ describe('both backends agree', () => {
 
   it('on random AEAD and XAEAD inputs, and each opens the other', () => {
     for (let i = 0; i < 200; i++) {
-      const len = i % 7 === 0 ? 0 : (nodeRandomBytes(2).readUInt16LE(0) % 1600);
+      const len = i % 7 === 0 ? 0 : nodeRandomBytes(2).readUInt16LE(0) % 1600;
       const pt = nodeRandomBytes(len);
       const ad = i % 3 === 0 ? null : nodeRandomBytes(i % 50);
       const key = nodeRandomBytes(32);

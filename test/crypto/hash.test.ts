@@ -1,8 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { blake2s as nobleBlake2s } from '@noble/hashes/blake2.js';
-import {
-  HASH_LEN, MAC_LEN, blake2s, blake2sInto, blake2sKeyed, hmacBlake2s, kdf1, kdf2, kdf3, mac,
-} from '../../src/crypto/hash.js';
+import { HASH_LEN, MAC_LEN, blake2s, blake2sInto, blake2sKeyed, hmacBlake2s, kdf1, kdf2, kdf3, mac } from '../../src/crypto/hash.js';
 import { hex, toHex } from './vectors.js';
 
 const ascii = (s: string): Uint8Array => new TextEncoder().encode(s);

@@ -33,12 +33,15 @@ describe('loadCrypto', () => {
       expect((await loadCrypto('auto')).name).toBe('libsodium-wrappers');
     });
 
-    it("naming it fails with CRYPTO_BACKEND_UNAVAILABLE, keeping the cause", async () => {
+    it('naming it fails with CRYPTO_BACKEND_UNAVAILABLE, keeping the cause', async () => {
       breakSodiumNative();
       const { loadCrypto } = await import('../../src/crypto/index.js');
       // After resetModules the index holds a fresh copy of the errors module.
       const { TunvpnError } = await import('../../src/errors.js');
-      const err: unknown = await loadCrypto('sodium-native').then(() => null, (e: unknown) => e);
+      const err: unknown = await loadCrypto('sodium-native').then(
+        () => null,
+        (e: unknown) => e,
+      );
       expect(err).toBeInstanceOf(TunvpnError);
       expect((err as InstanceType<typeof TunvpnError>).code).toBe('CRYPTO_BACKEND_UNAVAILABLE');
       expect((err as InstanceType<typeof TunvpnError>).message).toContain('sodium-native');

@@ -24,7 +24,10 @@ const IF = 'apla0';
 async function wg(bed: SiteToSite, args: string[]): Promise<{ code: number; out: string }> {
   return bed.ta.exec('wg', args).then(
     (r) => ({ code: 0, out: r.stdout + r.stderr }),
-    (err: { code?: number; stdout?: string; stderr?: string; message?: string }) => ({ code: typeof err.code === 'number' ? err.code : 1, out: `${err.stdout ?? ''}${err.stderr ?? ''}${err.message ?? ''}` }),
+    (err: { code?: number; stdout?: string; stderr?: string; message?: string }) => ({
+      code: typeof err.code === 'number' ? err.code : 1,
+      out: `${err.stdout ?? ''}${err.stderr ?? ''}${err.message ?? ''}`,
+    }),
   );
 }
 
@@ -105,7 +108,10 @@ describeIntegration('apply: all or nothing, owned routes, wireguard-go semantics
     const c = makeKeyPair();
     const spec: HostSpec = {
       ...hostA,
-      peers: [{ ...hostA.peers[0], allowedIPs: [...hostA.peers[0].allowedIPs, '10.77.0.0/16'] }, { name: 'c', publicKey: c.publicKey, allowedIPs: ['10.62.0.3/32'] }],
+      peers: [
+        { ...hostA.peers[0], allowedIPs: [...hostA.peers[0].allowedIPs, '10.77.0.0/16'] },
+        { name: 'c', publicKey: c.publicKey, allowedIPs: ['10.62.0.3/32'] },
+      ],
     };
     const rejected = await reloadWith(spec);
     expect(rejected.msg).toBe(`reload rejected: route 10.77.0.0/16 exists via dev ${bed.underA}`);
@@ -137,7 +143,7 @@ describeIntegration('apply: all or nothing, owned routes, wireguard-go semantics
     expect(await pingUntil(bed.la, ADDR.lb.v4, 5_000)).toMatch(/1 received/);
   });
 
-  it('a bad key: our private key set to a peer\'s (issue 13 item 4) is EINVAL and nothing changes; a damaged key file rejects the reload', async () => {
+  it("a bad key: our private key set to a peer's (issue 13 item 4) is EINVAL and nothing changes; a damaged key file rejects the reload", async () => {
     const before = await state();
     const keyFile = join(dir.path, 'b-private.key');
     await writeFile(keyFile, b.privateKey + '\n', { mode: 0o600 });
@@ -207,7 +213,14 @@ describeIntegration('apply: all or nothing, owned routes, wireguard-go semantics
     expect(conf).toContain(`ListenPort = ${port}`);
     const file = join(dir.path, 'showconf.conf');
     // Without the endpoint: setconf re-creates the peer, which then has none (no old endpoint kept).
-    await writeFile(file, conf.split('\n').filter((l) => !l.startsWith('Endpoint')).join('\n'), { mode: 0o600 });
+    await writeFile(
+      file,
+      conf
+        .split('\n')
+        .filter((l) => !l.startsWith('Endpoint'))
+        .join('\n'),
+      { mode: 0o600 },
+    );
     const r = await wg(bed, ['setconf', IF, file]);
     expect(r).toEqual({ code: 0, out: '' });
     expect((await bed.ta.exec('wg', ['show', IF, 'listen-port'])).stdout.trim()).toBe(port);
@@ -225,9 +238,15 @@ describeIntegration('apply: all or nothing, owned routes, wireguard-go semantics
 
   it('a reload logs its counts; a peer removed and re-added by one set loses its endpoint', async () => {
     const c = makeKeyPair();
-    const rec = await reloadWith({ ...hostA, peers: [...hostA.peers, { name: 'c', publicKey: c.publicKey, endpoint: '10.60.0.9:51820', allowedIPs: ['10.62.0.3/32'] }] });
+    const rec = await reloadWith({
+      ...hostA,
+      peers: [...hostA.peers, { name: 'c', publicKey: c.publicKey, endpoint: '10.60.0.9:51820', allowedIPs: ['10.62.0.3/32'] }],
+    });
     expect(rec).toMatchObject({ msg: 'configuration reloaded', added: 1, removed: 0, changed: 0, unchanged: 1 });
-    const reply = await uapiRequest(IF, `set=1\npublic_key=${Buffer.from(c.publicKey, 'base64').toString('hex')}\nremove=true\npublic_key=${Buffer.from(c.publicKey, 'base64').toString('hex')}\nallowed_ip=10.62.0.3/32\n\n`);
+    const reply = await uapiRequest(
+      IF,
+      `set=1\npublic_key=${Buffer.from(c.publicKey, 'base64').toString('hex')}\nremove=true\npublic_key=${Buffer.from(c.publicKey, 'base64').toString('hex')}\nallowed_ip=10.62.0.3/32\n\n`,
+    );
     expect(reply).toBe('errno=0\n\n');
     const endpoints = (await bed.ta.exec('wg', ['show', IF, 'endpoints'])).stdout;
     expect(endpoints).toContain(`${c.publicKey}\t(none)`);
@@ -239,7 +258,10 @@ describeIntegration('apply: all or nothing, owned routes, wireguard-go semantics
     const crypto = await loadCrypto('auto');
     const lines = ['set=1'];
     for (let i = 0; i < 20_000; i++) {
-      lines.push(`public_key=${Buffer.from(crypto.publicKey(randomBytes(32))).toString('hex')}`, `allowed_ip=10.${100 + (i >> 16)}.${(i >> 8) & 255}.${i & 255}/32`);
+      lines.push(
+        `public_key=${Buffer.from(crypto.publicKey(randomBytes(32))).toString('hex')}`,
+        `allowed_ip=10.${100 + (i >> 16)}.${(i >> 8) & 255}.${i & 255}/32`,
+      );
     }
     const body = lines.join('\n') + '\n\n';
     // 100 pings a second for as long as the set runs (bounded: 1,500 pings).
@@ -264,7 +286,10 @@ describeIntegration('apply: all or nothing, owned routes, wireguard-go semantics
     // are for a CI machine under the whole suite; bench:control has the real figures.
     expect({ applyMs: Math.round(applyMs), worstRttMs: worst, ok: applyMs < 15_000 && worst < 1_000 }).toMatchObject({ ok: true });
     // The change gave the event loop many turns (the commit alone is hundreds of slices).
-    const rec = da.records().filter((r) => r.msg === 'configuration changed through the control socket').pop();
+    const rec = da
+      .records()
+      .filter((r) => r.msg === 'configuration changed through the control socket')
+      .pop();
     expect(rec).toMatchObject({ added: 20_000 });
     expect(Number(rec?.pauses)).toBeGreaterThan(50);
     const routes = (await bed.ta.exec('ip', ['-4', 'route', 'show', 'dev', IF])).stdout;

@@ -10,7 +10,8 @@ import { ADDR, cliPath, ConfigDir, SiteToSite, startDaemon, type DaemonProcess }
 import { makeKeyPair, tcpTransfer, uapiRequest, type KeyPairText } from '../helpers/daemon.js';
 
 async function scrape(bed: SiteToSite): Promise<string> {
-  const script = "require('http').get('http://127.0.0.1:9586/metrics', r => { let b=''; r.on('data', d => b += d); r.on('end', () => process.stdout.write(b)); })";
+  const script =
+    "require('http').get('http://127.0.0.1:9586/metrics', r => { let b=''; r.on('data', d => b += d); r.on('end', () => process.stdout.write(b)); })";
   return (await bed.ta.exec(process.execPath, ['-e', script])).stdout;
 }
 
@@ -38,7 +39,15 @@ describeIntegration('control socket with the real wg tool, and metrics', ['wg', 
       listenPort: 51820,
       addresses: [`${ADDR.taTun.v4}/24`],
       metricsListen: '127.0.0.1:9586',
-      peers: [{ name: 'site-b', publicKey: b.publicKey, endpoint: `${ADDR.tbUnder.v4}:51820`, allowedIPs: [`${ADDR.tbTun.v4}/32`, ADDR.lanB.v4], persistentKeepalive: 25 }],
+      peers: [
+        {
+          name: 'site-b',
+          publicKey: b.publicKey,
+          endpoint: `${ADDR.tbUnder.v4}:51820`,
+          allowedIPs: [`${ADDR.tbTun.v4}/32`, ADDR.lanB.v4],
+          persistentKeepalive: 25,
+        },
+      ],
     });
     const cfgB = await dir.writeHost('b', {
       interfaceName: 'ctlb0',
@@ -58,8 +67,11 @@ describeIntegration('control socket with the real wg tool, and metrics', ['wg', 
     await dir?.destroy();
   });
 
-  it('wg show, wg show dump and wg showconf report the daemon\'s state', async () => {
-    const dump = (await bed.ta.exec('wg', ['show', IF, 'dump'])).stdout.trim().split('\n').map((l) => l.split('\t'));
+  it("wg show, wg show dump and wg showconf report the daemon's state", async () => {
+    const dump = (await bed.ta.exec('wg', ['show', IF, 'dump'])).stdout
+      .trim()
+      .split('\n')
+      .map((l) => l.split('\t'));
     expect(dump[0][0]).toBe(a.privateKey);
     expect(dump[0][1]).toBe(a.publicKey);
     expect(dump[0][2]).toBe('51820');
@@ -133,12 +145,14 @@ describeIntegration('control socket with the real wg tool, and metrics', ['wg', 
     expect(r.remote).toBe(r.local);
     const tcp = await scrape(bed);
     expect(metric(tcp, 'tunvpn_tun_super_packets_total', 'direction="read"')).toBeGreaterThan(0);
-    expect(metric(tcp, 'tunvpn_tun_super_packet_segments_total', 'direction="read"')).toBeGreaterThan(metric(tcp, 'tunvpn_tun_super_packets_total', 'direction="read"'));
+    expect(metric(tcp, 'tunvpn_tun_super_packet_segments_total', 'direction="read"')).toBeGreaterThan(
+      metric(tcp, 'tunvpn_tun_super_packets_total', 'direction="read"'),
+    );
     expect(after).toContain('process_resident_memory_bytes');
     expect(after).not.toContain(a.privateKey);
   });
 
-  it('wg set peer remove stops traffic; a reload restores the config file\'s peer', async () => {
+  it("wg set peer remove stops traffic; a reload restores the config file's peer", async () => {
     await bed.ta.exec('wg', ['set', IF, 'peer', b.publicKey, 'remove']);
     expect((await bed.ta.exec('wg', ['show', IF, 'peers'])).stdout.trim()).toBe('');
     const routes = (await bed.ta.exec('ip', ['-o', 'route', 'show', 'dev', IF])).stdout;

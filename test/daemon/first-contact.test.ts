@@ -114,12 +114,29 @@ describeIntegration('first contact through the daemon', ['ping', 'wireguard-go',
     wgSocket = `/var/run/wireguard/${wgIf}.sock`;
     wgProcess = bed.tb.spawn('wireguard-go', ['-f', wgIf], { env: WG_ENV, stdio: 'ignore' });
     for (let i = 0; i < 100; i++) {
-      if (await bed.tb.exec('ip', ['link', 'show', wgIf]).then(() => true, () => false)) break;
+      if (
+        await bed.tb.exec('ip', ['link', 'show', wgIf]).then(
+          () => true,
+          () => false,
+        )
+      )
+        break;
       await sleep(20);
     }
     await writeFile(join(dir.path, 'wgb.key'), b.privateKey + '\n', { mode: 0o600 });
     // No endpoint for A: wireguard-go learns it from A's initiation.
-    await bed.tb.exec('wg', ['set', wgIf, 'private-key', join(dir.path, 'wgb.key'), 'listen-port', '51820', 'peer', a.publicKey, 'allowed-ips', `${ADDR.taTun.v4}/32,${ADDR.lanA.v4}`]);
+    await bed.tb.exec('wg', [
+      'set',
+      wgIf,
+      'private-key',
+      join(dir.path, 'wgb.key'),
+      'listen-port',
+      '51820',
+      'peer',
+      a.publicKey,
+      'allowed-ips',
+      `${ADDR.taTun.v4}/32,${ADDR.lanA.v4}`,
+    ]);
     await bed.tb.exec('ip', ['addr', 'add', `${ADDR.tbTun.v4}/24`, 'dev', wgIf]);
     await bed.tb.exec('ip', ['link', 'set', wgIf, 'up']);
     await bed.tb.exec('ip', ['route', 'add', ADDR.lanA.v4, 'dev', wgIf]);

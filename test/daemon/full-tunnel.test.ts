@@ -212,7 +212,9 @@ describeIntegration('full tunnel (issue 16 item 1)', ['ping', 'nft', 'wg', 'wire
     try {
       const d1 = await startDaemon(client, clientCfg);
       running.push(d1);
-      expect(d1.records().some((r) => r.msg === 'cannot record the policy rules: after a crash only those the next start wants itself are found again')).toBe(true);
+      expect(d1.records().some((r) => r.msg === 'cannot record the policy rules: after a crash only those the next start wants itself are found again')).toBe(
+        true,
+      );
       d1.signal('SIGKILL');
       await d1.wait();
       await sleep(200);
@@ -286,7 +288,18 @@ describeIntegration('full tunnel (issue 16 item 1)', ['ping', 'nft', 'wg', 'wire
       await sleep(50);
     }
     await writeFile(join(dir.path, 'wgs.key'), s.privateKey + '\n', { mode: 0o600 });
-    await server.exec('wg', ['set', wgIf, 'private-key', join(dir.path, 'wgs.key'), 'listen-port', '51820', 'peer', c.publicKey, 'allowed-ips', `${A.tunC.v4}/32,${A.tunC.v6}/128`]);
+    await server.exec('wg', [
+      'set',
+      wgIf,
+      'private-key',
+      join(dir.path, 'wgs.key'),
+      'listen-port',
+      '51820',
+      'peer',
+      c.publicKey,
+      'allowed-ips',
+      `${A.tunC.v4}/32,${A.tunC.v6}/128`,
+    ]);
     await server.exec('ip', ['addr', 'add', `${A.tunS.v4}/24`, 'dev', wgIf]);
     await server.exec('ip', ['-6', 'addr', 'add', `${A.tunS.v6}/64`, 'dev', wgIf, 'nodad']);
     await server.exec('ip', ['link', 'set', wgIf, 'up']);

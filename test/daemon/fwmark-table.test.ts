@@ -105,7 +105,8 @@ describeIntegration('interface.fwmark and interface.table (issue 16)', ['ping', 
   });
 
   it('table N puts every route into table N; a reload moves them (to off: none; back to auto: main)', async () => {
-    const routesIn = async (table: string): Promise<string> => (await a.exec('ip', ['-4', 'route', 'show', 'table', table, 'dev', ifA]).catch(() => ({ stdout: '' }))).stdout;
+    const routesIn = async (table: string): Promise<string> =>
+      (await a.exec('ip', ['-4', 'route', 'show', 'table', table, 'dev', ifA]).catch(() => ({ stdout: '' }))).stdout;
     expect(await routesIn('main')).toContain('10.86.0.0/24');
     let from = da.records().length;
     await patchConfig(cfgA, { table: 1234 });
@@ -160,9 +161,17 @@ describeIntegration('fwmark on the node:dgram fallback (issue 16)', ['wg'], () =
     it('refuses to start with a fwmark, saying why; wg set fwmark on a running one is EINVAL and changes nothing', async () => {
       const k = makeKeyPair();
       const p = makeKeyPair();
-      const cfg = await dir.writeHost('d', { interfaceName: ifname, privateKey: k.privateKey, listenPort: 51830, addresses: ['10.87.0.1/24'], peers: [{ name: 'p', publicKey: p.publicKey, allowedIPs: ['10.87.0.2/32'] }] });
+      const cfg = await dir.writeHost('d', {
+        interfaceName: ifname,
+        privateKey: k.privateKey,
+        listenPort: 51830,
+        addresses: ['10.87.0.1/24'],
+        peers: [{ name: 'p', publicKey: p.publicKey, allowedIPs: ['10.87.0.2/32'] }],
+      });
       await patchConfig(cfg, { fwmark: 7 });
-      const r = await run('ip', ['netns', 'exec', ns.name, 'env', 'TUNVPN_UDP=dgram', process.execPath, cliPath(), 'run', '--config', cfg], { timeoutMs: 20_000 }).then(
+      const r = await run('ip', ['netns', 'exec', ns.name, 'env', 'TUNVPN_UDP=dgram', process.execPath, cliPath(), 'run', '--config', cfg], {
+        timeoutMs: 20_000,
+      }).then(
         () => ({ code: 0, stderr: '', stdout: '' }),
         (err: { code?: number; stderr?: string; stdout?: string }) => ({ code: err.code ?? -1, stderr: err.stderr ?? '', stdout: err.stdout ?? '' }),
       );

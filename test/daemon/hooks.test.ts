@@ -137,7 +137,11 @@ describeIntegration('daemon hooks: preUp, postUp, preDown, postDown', ['nft', 's
     const out = (f: string) => join(dir.path, `${iface}-${f}`);
     const table = `tvhook_${iface}`;
     const cfg = await writeConfig('badup', iface, 51912, {
-      postUp: [['nft', 'add', 'table', 'ip', 'tvhook_%i'], ['/bin/sh', '-c', 'exit 4', '%i'], ['/usr/bin/touch', out('third')]],
+      postUp: [
+        ['nft', 'add', 'table', 'ip', 'tvhook_%i'],
+        ['/bin/sh', '-c', 'exit 4', '%i'],
+        ['/usr/bin/touch', out('third')],
+      ],
       preDown: [['/usr/bin/touch', out('predown')]],
       postDown: [['/usr/bin/touch', out('postdown')]],
     });
@@ -164,7 +168,11 @@ describeIntegration('daemon hooks: preUp, postUp, preDown, postDown', ['nft', 's
     const r = await runExpectingFailure(ns, [process.execPath, cliPath(), 'run', '-c', cfg]);
     expect(r.code).toBe(1);
     expect(r.stderr.trim().split('\n')).toHaveLength(1);
-    expect(r.stderr).toMatch(new RegExp(`^tunvpn: cannot start: preUp hook interface\\.hooks\\.preUp\\[0\\] \\["/nonexistent/prepare-${iface}"\\] failed: could not be started: .*ENOENT`));
+    expect(r.stderr).toMatch(
+      new RegExp(
+        `^tunvpn: cannot start: preUp hook interface\\.hooks\\.preUp\\[0\\] \\["/nonexistent/prepare-${iface}"\\] failed: could not be started: .*ENOENT`,
+      ),
+    );
     expect(r.stdout).not.toContain('UDP transport open');
     expect(r.stdout).not.toContain('postUp hook');
     expect((await ns.exec('ip', ['-o', 'link'])).stdout).not.toContain(iface);
@@ -184,7 +192,9 @@ describeIntegration('daemon hooks: preUp, postUp, preDown, postDown', ['nft', 's
     await chmod(dir.path, 0o711);
     await chown(cfg, 65534, 65534);
     await chown(keyFile, 65534, 65534);
-    const child = ns.spawn('sh', ['-c', AS_NOBODY_SCRIPT, 'sh', ...NOBODY_NET_ADMIN, process.execPath, cliPath(), 'run', '--config', cfg], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = ns.spawn('sh', ['-c', AS_NOBODY_SCRIPT, 'sh', ...NOBODY_NET_ADMIN, process.execPath, cliPath(), 'run', '--config', cfg], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     const d = new DaemonProcess(child);
     running.push(d);
     try {

@@ -82,7 +82,7 @@ describeIntegration('daemon lifecycle: reload, restart, roaming, source check', 
     await dir?.destroy();
   });
 
-  it('reload: adds a third peer, keeps the unchanged peer\'s session and its TCP transfer', async () => {
+  it("reload: adds a third peer, keeps the unchanged peer's session and its TCP transfer", async () => {
     const before = (await status(db)).peers.find((p) => p.name === 'a');
     expect(before?.lastHandshakeWallMs).toBeGreaterThan(0);
     // C cannot reach B yet: B does not know C's key.
@@ -119,7 +119,7 @@ describeIntegration('daemon lifecycle: reload, restart, roaming, source check', 
     expect(await pingUntil(tc, ADDR.tbTun.v4, 5_000)).toMatch(/1 received/);
   });
 
-  it('drops and counts a packet whose inner source is outside the peer\'s allowed IPs', async () => {
+  it("drops and counts a packet whose inner source is outside the peer's allowed IPs", async () => {
     const s0 = await status(db);
     const before = s0.drops['source-not-allowed'] ?? 0;
     // Host A sends from an address B does not allow for A; A routes it into the tunnel.
@@ -141,7 +141,7 @@ describeIntegration('daemon lifecycle: reload, restart, roaming, source check', 
     expect(Date.now() - t0).toBeLessThan(5_000 + 3_000);
   });
 
-  it('roaming: host B\'s underlay address changes and traffic continues', async () => {
+  it("roaming: host B's underlay address changes and traffic continues", async () => {
     await bed.tb.exec('ip', ['addr', 'del', `${ADDR.tbUnder.v4}/24`, 'dev', bed.underB]);
     await bed.tb.exec('ip', ['addr', 'add', '10.60.0.3/24', 'dev', bed.underB]);
     // B speaks first from its new address; A learns it from the authenticated packet.

@@ -104,7 +104,13 @@ describeIntegration('daemon: superseded secrets zeroed after reload, set, refusa
       pskDReported: true,
       unchangedPeersPointAtNewConfig: true,
     });
-    expect(r.afterSet).toMatchObject({ requestKeysZero: true, oldPrivateKeyZero: true, oldPskAZero: true, removedPeerStaticStaticZero: true, newKeysInUse: true });
+    expect(r.afterSet).toMatchObject({
+      requestKeysZero: true,
+      oldPrivateKeyZero: true,
+      oldPskAZero: true,
+      removedPeerStaticStaticZero: true,
+      newKeysInUse: true,
+    });
     expect((r.afterSet as { peers: string[] }).peers).toHaveLength(2);
     expect(r.refused).toBe(-22);
     expect(r.afterRefused).toEqual({ requestKeyZero: true, configUnchanged: true, protocolUnchanged: true });

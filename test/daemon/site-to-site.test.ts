@@ -24,14 +24,28 @@ describeIntegration('site to site through two tunvpn daemons', ['ping'], () => {
       privateKey: a.privateKey,
       listenPort: 51820,
       addresses: [`${ADDR.taTun.v4}/24`, `${ADDR.taTun.v6}/64`],
-      peers: [{ name: 'b', publicKey: b.publicKey, endpoint: `${ADDR.tbUnder.v4}:51820`, allowedIPs: [`${ADDR.tbTun.v4}/32`, `${ADDR.tbTun.v6}/128`, ADDR.lanB.v4, ADDR.lanB.v6] }],
+      peers: [
+        {
+          name: 'b',
+          publicKey: b.publicKey,
+          endpoint: `${ADDR.tbUnder.v4}:51820`,
+          allowedIPs: [`${ADDR.tbTun.v4}/32`, `${ADDR.tbTun.v6}/128`, ADDR.lanB.v4, ADDR.lanB.v6],
+        },
+      ],
     });
     const cfgB = await dir.writeHost('b', {
       interfaceName: 'tvb0',
       privateKey: b.privateKey,
       listenPort: 51820,
       addresses: [`${ADDR.tbTun.v4}/24`, `${ADDR.tbTun.v6}/64`],
-      peers: [{ name: 'a', publicKey: a.publicKey, endpoint: `${ADDR.taUnder.v4}:51820`, allowedIPs: [`${ADDR.taTun.v4}/32`, `${ADDR.taTun.v6}/128`, ADDR.lanA.v4, ADDR.lanA.v6] }],
+      peers: [
+        {
+          name: 'a',
+          publicKey: a.publicKey,
+          endpoint: `${ADDR.taUnder.v4}:51820`,
+          allowedIPs: [`${ADDR.taTun.v4}/32`, `${ADDR.taTun.v6}/128`, ADDR.lanA.v4, ADDR.lanA.v6],
+        },
+      ],
     });
     // Host A uses the native batched UDP path and TUN offloads, host B the
     // node:dgram fallback without offloads: both paths are exercised, and

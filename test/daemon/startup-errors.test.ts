@@ -96,7 +96,20 @@ describeIntegration('daemon start-up errors', ['setpriv', 'unshare'], () => {
     await chown(config, 65534, 65534);
     await chown(join(dir.path, `${tag}.key`), 65534, 65534);
     try {
-      return await runExpectingFailure(ns, ['unshare', '-m', 'sh', '-c', withTunNode(tunMode), 'setpriv', ...NOBODY_NO_CAPS, process.execPath, cliPath(), 'run', '-c', config]);
+      return await runExpectingFailure(ns, [
+        'unshare',
+        '-m',
+        'sh',
+        '-c',
+        withTunNode(tunMode),
+        'setpriv',
+        ...NOBODY_NO_CAPS,
+        process.execPath,
+        cliPath(),
+        'run',
+        '-c',
+        config,
+      ]);
     } finally {
       await chown(dir.path, 0, 0);
     }
@@ -130,7 +143,9 @@ describeIntegration('daemon start-up errors', ['setpriv', 'unshare'], () => {
   it('a bad config: its errors, exit 78, no key printed', async () => {
     const { privateKey } = makeKeyPair();
     const bad = join(dir.path, 'bad.json');
-    await writeFile(bad, JSON.stringify({ interface: { privateKey, listenPort: 70000 }, peers: [{ publicKey: 'nope', allowedIPs: ['10.0.0.0/40'] }] }), { mode: 0o600 });
+    await writeFile(bad, JSON.stringify({ interface: { privateKey, listenPort: 70000 }, peers: [{ publicKey: 'nope', allowedIPs: ['10.0.0.0/40'] }] }), {
+      mode: 0o600,
+    });
     const r = await runExpectingFailure(ns, [process.execPath, cliPath(), 'run', '-c', bad]);
     expect(r.code).toBe(78);
     expect(r.stderr).toContain('interface.listenPort');

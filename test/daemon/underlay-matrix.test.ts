@@ -134,7 +134,9 @@ interface PingResult {
 async function dfPing(from: Netns, dst: string, size: number, count: number): Promise<PingResult> {
   const what = `${from.name} -> ${dst} -s ${size}`;
   try {
-    const { stdout } = await from.exec('ping', ['-n', '-q', '-M', 'do', '-s', String(size), '-c', String(count), '-i', '0.2', '-W', '2', dst], { timeoutMs: 15_000 });
+    const { stdout } = await from.exec('ping', ['-n', '-q', '-M', 'do', '-s', String(size), '-c', String(count), '-i', '0.2', '-W', '2', dst], {
+      timeoutMs: 15_000,
+    });
     return { what, ok: new RegExp(`\\b${count} received`).test(stdout), output: stdout };
   } catch (err) {
     const e = err as { stdout?: string; stderr?: string };
@@ -188,7 +190,9 @@ function nonZero(c: FragmentCounters): string {
 describeIntegration('underlay matrix: tunvpn to tunvpn and to wireguard-go', ['ping', 'nstat', 'nft', 'wireguard-go', 'wg'], () => {
   afterAll(() => {
     if (reports.length === 0) return;
-    const rows = [...reports].sort((x, y) => x.order - y.order).map((r) => `| ${r.underlay} | ${r.kind} | ${r.pings} | ${r.tcp} | ${r.fragments} | ${r.setup} | ${r.cell} |`);
+    const rows = [...reports]
+      .sort((x, y) => x.order - y.order)
+      .map((r) => `| ${r.underlay} | ${r.kind} | ${r.pings} | ${r.tcp} | ${r.fragments} | ${r.setup} | ${r.cell} |`);
     const head = '| underlay | peer | DF pings | TCP Mbit/s (A->B v4, B->A v4, A->B v6, B->A v6) | fragments | bed set-up s | cell s |';
     console.log([head, '|---|---|---|---|---|---|---|', ...rows].join('\n'));
   });
@@ -254,13 +258,15 @@ describeIntegration('underlay matrix: tunvpn to tunvpn and to wireguard-go', ['p
           listenPort: 51820,
           mtu: u.tunnelMtu,
           addresses: [`${ADDR.tbTun.v4}/24`, `${ADDR.tbTun.v6}/64`],
-          peers: [{
-            name: 'a',
-            publicKey: a.publicKey,
-            endpoint: bed.endpoint('a', 51820),
-            allowedIPs: [`${ADDR.taTun.v4}/32`, `${ADDR.taTun.v6}/128`, ADDR.lanA.v4, ADDR.lanA.v6],
-            persistentKeepalive: keepalive,
-          }],
+          peers: [
+            {
+              name: 'a',
+              publicKey: a.publicKey,
+              endpoint: bed.endpoint('a', 51820),
+              allowedIPs: [`${ADDR.taTun.v4}/32`, `${ADDR.taTun.v6}/128`, ADDR.lanA.v4, ADDR.lanA.v6],
+              persistentKeepalive: keepalive,
+            },
+          ],
         });
         // The side that initiates starts last, so its start-up handshake finds the other listening.
         if (u.nat) started('A', await startDaemon(bed.ta, cfgA));
@@ -273,13 +279,15 @@ describeIntegration('underlay matrix: tunvpn to tunvpn and to wireguard-go', ['p
             listenPort: 51821,
             mtu: u.tunnelMtu,
             addresses: ['10.62.1.2/24', 'fd62:1::2/64'],
-            peers: [{
-              publicKey: a.publicKey,
-              endpoint: variant.initiator === 'wireguard-go' ? bed.endpoint('a', 51820) : undefined,
-              allowedIPs: ['10.62.1.1/32', 'fd62:1::1/128', ADDR_LAN2.lanA.v4, ADDR_LAN2.lanA.v6],
-              presharedKey,
-              persistentKeepalive: keepalive,
-            }],
+            peers: [
+              {
+                publicKey: a.publicKey,
+                endpoint: variant.initiator === 'wireguard-go' ? bed.endpoint('a', 51820) : undefined,
+                allowedIPs: ['10.62.1.1/32', 'fd62:1::1/128', ADDR_LAN2.lanA.v4, ADDR_LAN2.lanA.v6],
+                presharedKey,
+                persistentKeepalive: keepalive,
+              },
+            ],
             routes: [ADDR_LAN2.lanA.v4, ADDR_LAN2.lanA.v6],
           }).then((go) => {
             wg = go;
@@ -305,7 +313,10 @@ describeIntegration('underlay matrix: tunvpn to tunvpn and to wireguard-go', ['p
       // cell would quietly test a roomy 1500-byte dual-stack link instead.
       it.sequential(`the underlay is IP${u.family} only, ${u.linkMtu} bytes on every link`, async ({ expect }) => {
         if (!bed) throw new Error('no bed');
-        const ends: [Netns, string][] = [[bed.ta, bed.underA], [bed.tb, bed.underB]];
+        const ends: [Netns, string][] = [
+          [bed.ta, bed.underA],
+          [bed.tb, bed.underB],
+        ];
         if (bed.nat) {
           const { stdout } = await bed.nat.exec('ip', ['-o', 'link', 'show', 'type', 'veth']);
           for (const line of stdout.trim().split('\n')) expect(line).toMatch(new RegExp(`\\bmtu ${u.linkMtu}\\b`));
@@ -400,7 +411,12 @@ describeIntegration('underlay matrix: tunvpn to tunvpn and to wireguard-go', ['p
           if (u.nat) {
             // Host A learned B's side at the NAT's public address: the tunnel really crossed it.
             const { stdout } = await bed.ta.exec('wg', ['show', aInterface, 'endpoints']);
-            const seen = new Map(stdout.trim().split('\n').map((l) => l.trim().split(/\s+/) as [string, string]));
+            const seen = new Map(
+              stdout
+                .trim()
+                .split('\n')
+                .map((l) => l.trim().split(/\s+/) as [string, string]),
+            );
             expect(seen.get(bKeys[kind]) ?? '').toMatch(new RegExp(`^${ADDR.tbUnder.v4.replace(/\./g, '\\.')}:\\d+$`));
           }
 

@@ -107,7 +107,10 @@ describeIntegration('hardening: underlay loss, reordering and failing sends', ['
       const p = await pingCount(h.bed.la, ADDR.lb.v4, 150, 0.02);
       expect(p.received).toBe(0);
       await sleep(500);
-      const warns = h.da.records().slice(from).filter((r) => r.msg === 'UDP sends failing');
+      const warns = h.da
+        .records()
+        .slice(from)
+        .filter((r) => r.msg === 'UDP sends failing');
       console.log(JSON.stringify({ sendFailureLogLines: warns.length, first: warns[0] }));
       // The first failure is reported at once; the rest wait for the next interval (10 s).
       expect(warns.length).toBe(1);

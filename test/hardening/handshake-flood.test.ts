@@ -20,7 +20,6 @@ import { ADDR, startDaemon } from '../../src/testbed/site-to-site.js';
 import { describeIntegration, pingUntil, sleep } from '../helpers/netns.js';
 import { attack, ATTACK, dropDelta, FLOOD_RATE, FLOOD_SECONDS, FLOOD_SOURCES, hardeningBed, pidOf, procFigures, status, type HardeningBed } from './helpers.js';
 
-
 describeIntegration('hardening: handshake flood', ['ping'], () => {
   let h: HardeningBed;
 
@@ -73,7 +72,10 @@ describeIntegration('hardening: handshake flood', ['ping'], () => {
     const cookies = after.cookieRepliesSent - before.cookieRepliesSent;
     expect(cookies).toBeGreaterThanOrEqual(r.cookieReplies);
     expect(cookies).toBeLessThanOrEqual(r.sent + 10);
-    const { stdout: scrape } = await h.bed.tb.exec(process.execPath, ['-e', "fetch('http://127.0.0.1:9586/metrics').then((r) => r.text()).then((t) => process.stdout.write(t))"]);
+    const { stdout: scrape } = await h.bed.tb.exec(process.execPath, [
+      '-e',
+      "fetch('http://127.0.0.1:9586/metrics').then((r) => r.text()).then((t) => process.stdout.write(t))",
+    ]);
     const line = scrape.split('\n').find((l) => l.startsWith('tunvpn_cookie_replies_sent_total '));
     expect(Number(line?.split(' ')[1])).toBeGreaterThanOrEqual(after.cookieRepliesSent);
     expect(delta['unknown-peer'] ?? 0).toBeLessThan(r.sent / 4);

@@ -43,7 +43,16 @@ describeIntegration('hardening: a peer down for a minute, then back', ['ping'], 
       const resumeMs = Date.now() - t0;
       const after = await pingCount(h.bed.la, ADDR.lb.v4, 20, 0.05);
       const figs1 = await procFigures(pidA);
-      console.log(JSON.stringify({ downSeconds: DOWN_SECONDS, pingsDuring: during.sent, linesDuring, resumeMs, fds: [figs0.openFds, figs1.openFds], rss: [figs0.rssBytes, figs1.rssBytes] }));
+      console.log(
+        JSON.stringify({
+          downSeconds: DOWN_SECONDS,
+          pingsDuring: during.sent,
+          linesDuring,
+          resumeMs,
+          fds: [figs0.openFds, figs1.openFds],
+          rss: [figs0.rssBytes, figs1.rssBytes],
+        }),
+      );
 
       expect(pidOf(h.da)).toBe(pidA);
       expect(h.da.running).toBe(true);

@@ -11,7 +11,19 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { ADDR } from '../../src/testbed/site-to-site.js';
 import { tcpTransfer } from '../helpers/daemon.js';
 import { describeIntegration } from '../helpers/netns.js';
-import { attack, ATTACK, dropDelta, hardeningBed, pidOf, pingCount, procFigures, settledStatus, status, udpRcvbufErrors, type HardeningBed } from './helpers.js';
+import {
+  attack,
+  ATTACK,
+  dropDelta,
+  hardeningBed,
+  pidOf,
+  pingCount,
+  procFigures,
+  settledStatus,
+  status,
+  udpRcvbufErrors,
+  type HardeningBed,
+} from './helpers.js';
 
 /** kind, datagrams sent, the drop reason they must land in, send batch (per ms). */
 const KINDS: [string, number, string, number][] = [

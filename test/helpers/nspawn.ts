@@ -65,8 +65,7 @@ export function debianMirror(suite: string): string {
     }
     if (file.endsWith('.sources')) {
       for (const stanza of text.split(/\n\s*\n/)) {
-        const field = (name: string): string[] =>
-          (new RegExp(`^${name}:\\s*(.*)$`, 'mi').exec(stanza)?.[1] ?? '').trim().split(/\s+/).filter(Boolean);
+        const field = (name: string): string[] => (new RegExp(`^${name}:\\s*(.*)$`, 'mi').exec(stanza)?.[1] ?? '').trim().split(/\s+/).filter(Boolean);
         if (!field('Types').includes('deb') || !field('Suites').includes(suite) || !field('Components').includes('main')) continue;
         const uri = field('URIs')[0];
         if (uri) return uri;

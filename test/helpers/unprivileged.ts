@@ -4,7 +4,14 @@
  */
 
 /** setpriv arguments: nobody, no groups, CAP_NET_ADMIN only. */
-export const NOBODY_NET_ADMIN = ['--reuid=65534', '--regid=65534', '--clear-groups', '--inh-caps=-all,+net_admin', '--ambient-caps=-all,+net_admin', '--bounding-set=-all,+net_admin'];
+export const NOBODY_NET_ADMIN = [
+  '--reuid=65534',
+  '--regid=65534',
+  '--clear-groups',
+  '--inh-caps=-all,+net_admin',
+  '--ambient-caps=-all,+net_admin',
+  '--bounding-set=-all,+net_admin',
+];
 
 /**
  * A `sh -c` script, for the mount namespace `ip netns exec` makes, that gives

@@ -91,8 +91,7 @@ function makeGen(random: () => number, family: 4 | 6, lengths?: readonly number[
   };
   const prefix = (): Cidr => {
     const r = random();
-    const bits =
-      lengths !== undefined ? lengths[(random() * lengths.length) | 0] : r < 0.05 ? 0 : r < 0.25 ? max : (random() * (max + 1)) | 0;
+    const bits = lengths !== undefined ? lengths[(random() * lengths.length) | 0] : r < 0.05 ? 0 : r < 0.25 ? max : (random() * (max + 1)) | 0;
     return { family, bytes: clearHostBits(address(), bits), bits };
   };
   return { address, prefix };
@@ -204,56 +203,56 @@ describe('AllowedIps', () => {
     mixed: { 4: [0, 1, 7, 8, 9, 23, 24, 31, 32], 6: [0, 1, 32, 33, 63, 64, 65, 127, 128] },
   };
   for (const [pool, byFamily] of Object.entries(pools))
-  for (const family of [4, 6] as const) {
-    it(`matches a brute-force matcher on random IPv${family} prefixes (${pool}), moves and removals`, () => {
-      const random = rng(family * 7919 + 17 + pool.length);
-      const values = ['a', 'b', 'c', 'd', 'e', 'f', 'g'];
-      for (let round = 0; round < 12; round++) {
-        const gen = makeGen(random, family, byFamily[family]);
-        const t = new AllowedIps<string>();
-        const model = new BruteForce<string>();
-        const inserted: Cidr[] = [];
-        const check = (): void => {
-          for (let n = 0; n < 300; n++) {
-            const addr = random() < 0.5 && inserted.length > 0 ? randomInside(random, inserted[(random() * inserted.length) | 0]) : gen.address();
-            const offset = family === 4 ? 16 : 24;
-            expect(t.lookup(bytesAt(addr, offset), offset, family)).toBe(model.lookup(addr));
+    for (const family of [4, 6] as const) {
+      it(`matches a brute-force matcher on random IPv${family} prefixes (${pool}), moves and removals`, () => {
+        const random = rng(family * 7919 + 17 + pool.length);
+        const values = ['a', 'b', 'c', 'd', 'e', 'f', 'g'];
+        for (let round = 0; round < 12; round++) {
+          const gen = makeGen(random, family, byFamily[family]);
+          const t = new AllowedIps<string>();
+          const model = new BruteForce<string>();
+          const inserted: Cidr[] = [];
+          const check = (): void => {
+            for (let n = 0; n < 300; n++) {
+              const addr = random() < 0.5 && inserted.length > 0 ? randomInside(random, inserted[(random() * inserted.length) | 0]) : gen.address();
+              const offset = family === 4 ? 16 : 24;
+              expect(t.lookup(bytesAt(addr, offset), offset, family)).toBe(model.lookup(addr));
+            }
+            expect(t.size).toBe(model.owners.size);
+            // Path compression: no chains of valueless single-child nodes.
+            expect(t.nodeCount).toBeLessThanOrEqual(Math.max(0, 2 * t.size - 1));
+          };
+          for (let op = 0; op < 400; op++) {
+            const r = random();
+            const value = values[(random() * values.length) | 0];
+            if (r < 0.6 || inserted.length === 0) {
+              // Often re-insert a known prefix to exercise moves between owners.
+              const cidr = random() < 0.25 && inserted.length > 0 ? inserted[(random() * inserted.length) | 0] : gen.prefix();
+              inserted.push(cidr);
+              t.insert(cidr, value);
+              model.insert(cidr, value);
+            } else if (r < 0.95) {
+              const cidr = inserted[(random() * inserted.length) | 0];
+              // Try both the right and (likely) wrong owner.
+              expect(t.remove(cidr, value)).toBe(model.remove(cidr, value));
+            } else {
+              expect(t.removeValue(value)).toBe(model.removeValue(value));
+            }
+            if (op % 50 === 49) check();
           }
-          expect(t.size).toBe(model.owners.size);
-          // Path compression: no chains of valueless single-child nodes.
-          expect(t.nodeCount).toBeLessThanOrEqual(Math.max(0, 2 * t.size - 1));
-        };
-        for (let op = 0; op < 400; op++) {
-          const r = random();
-          const value = values[(random() * values.length) | 0];
-          if (r < 0.6 || inserted.length === 0) {
-            // Often re-insert a known prefix to exercise moves between owners.
-            const cidr = random() < 0.25 && inserted.length > 0 ? inserted[(random() * inserted.length) | 0] : gen.prefix();
-            inserted.push(cidr);
-            t.insert(cidr, value);
-            model.insert(cidr, value);
-          } else if (r < 0.95) {
-            const cidr = inserted[(random() * inserted.length) | 0];
-            // Try both the right and (likely) wrong owner.
-            expect(t.remove(cidr, value)).toBe(model.remove(cidr, value));
-          } else {
-            expect(t.removeValue(value)).toBe(model.removeValue(value));
-          }
-          if (op % 50 === 49) check();
+          check();
+          for (const v of values) expect(t.prefixesOf(v).map(formatCidr).sort()).toEqual(model.prefixesOf(v).sort());
+          const entries = [...t.entries()].map(([c, v]) => `${formatCidr(c)}=${v}`).sort();
+          expect(entries).toEqual([...model.owners.values()].map((e) => `${formatCidr(e.cidr)}=${e.value}`).sort());
+          // Emptying the table leaves nothing behind.
+          for (const v of values) t.removeValue(v);
+          expect(t.size).toBe(0);
+          expect(t.nodeCount).toBe(0);
+          expect([...t.entries()]).toEqual([]);
+          expect(t.lookup(gen.address(), 0, family)).toBeUndefined();
         }
-        check();
-        for (const v of values) expect(t.prefixesOf(v).map(formatCidr).sort()).toEqual(model.prefixesOf(v).sort());
-        const entries = [...t.entries()].map(([c, v]) => `${formatCidr(c)}=${v}`).sort();
-        expect(entries).toEqual([...model.owners.values()].map((e) => `${formatCidr(e.cidr)}=${e.value}`).sort());
-        // Emptying the table leaves nothing behind.
-        for (const v of values) t.removeValue(v);
-        expect(t.size).toBe(0);
-        expect(t.nodeCount).toBe(0);
-        expect([...t.entries()]).toEqual([]);
-        expect(t.lookup(gen.address(), 0, family)).toBeUndefined();
-      }
-    });
-  }
+      });
+    }
 
   it('accepts parsed Cidr objects as well as text', () => {
     const t = new AllowedIps<object>();
@@ -297,4 +296,3 @@ describe('AllowedIps.removeSomeOf (a peer with 50,000 prefixes leaves in slices)
     expect(t.nodeCount).toBe(1);
   });
 });
-

@@ -9,8 +9,19 @@ import type { DecapResult, DropReason } from '../../src/protocol/device.js';
 import { SRC_A, SRC_B, expectKind, handshake, makePair, packet } from './helpers.js';
 
 const REASONS: ReadonlySet<DropReason> = new Set<DropReason>([
-  'malformed', 'unknown-index', 'unknown-peer', 'replay', 'bad-auth', 'bad-mac', 'bad-cookie',
-  'stale-timestamp', 'handshake-flood', 'rate-limited', 'expired', 'invalid-key', 'unexpected-message',
+  'malformed',
+  'unknown-index',
+  'unknown-peer',
+  'replay',
+  'bad-auth',
+  'bad-mac',
+  'bad-cookie',
+  'stale-timestamp',
+  'handshake-flood',
+  'rate-limited',
+  'expired',
+  'invalid-key',
+  'unexpected-message',
 ]);
 
 function prng(seed: number): () => number {
@@ -50,8 +61,7 @@ describe('decapsulate fuzzing', () => {
     const initFromB = p.peerA.initiateHandshake() as Uint8Array;
     const resp = expectKind(p.a.decapsulate(initFromB, SRC_B, out), 'handshake').reply as Uint8Array;
     p.b.setUnderLoad(true);
-    const cookieReply = expectKind(p.b.decapsulate(p.peerB.initiateHandshake() ?? initiation, SRC_A, out), 'handshake')
-      .reply as Uint8Array;
+    const cookieReply = expectKind(p.b.decapsulate(p.peerB.initiateHandshake() ?? initiation, SRC_A, out), 'handshake').reply as Uint8Array;
     p.b.setUnderLoad(false);
     const templates = [initiation, resp, cookieReply, ...transport];
 

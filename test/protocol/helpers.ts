@@ -100,8 +100,7 @@ export function expectKind<K extends DecapResult['kind']>(r: DecapResult, kind: 
  * Returns the datagrams the initiator flushed.
  */
 export function handshake(p: Pair, initiator: 'a' | 'b' = 'a'): Uint8Array[] {
-  const [ini, res, iniPeer, srcIni, srcRes] =
-    initiator === 'a' ? [p.a, p.b, p.peerB, SRC_A, SRC_B] : [p.b, p.a, p.peerA, SRC_B, SRC_A];
+  const [ini, res, iniPeer, srcIni, srcRes] = initiator === 'a' ? [p.a, p.b, p.peerB, SRC_A, SRC_B] : [p.b, p.a, p.peerA, SRC_B, SRC_A];
   const init = iniPeer.initiateHandshake();
   if (init === undefined) throw new Error('no initiation');
   const out = new Uint8Array(2048);

@@ -50,15 +50,22 @@ describeIntegration('protocol interop with wireguard-go', ['wireguard-go', 'wg']
         [
           'tsc',
           '--ignoreConfig',
-          '--outDir', buildDir,
-          '--rootDir', ROOT,
-          '--module', 'nodenext',
-          '--moduleResolution', 'nodenext',
-          '--target', 'es2022',
-          '--lib', 'es2022',
+          '--outDir',
+          buildDir,
+          '--rootDir',
+          ROOT,
+          '--module',
+          'nodenext',
+          '--moduleResolution',
+          'nodenext',
+          '--target',
+          'es2022',
+          '--lib',
+          'es2022',
           '--strict',
           '--skipLibCheck',
-          '--types', 'node',
+          '--types',
+          'node',
           join(ROOT, 'test/protocol/fixtures/wg-harness.ts'),
         ],
         { cwd: ROOT, stdio: 'pipe' },
@@ -131,11 +138,9 @@ describeIntegration('protocol interop with wireguard-go', ['wireguard-go', 'wg']
     await nsA.exec('wg', args);
 
     const script = join(buildDir, 'test/protocol/fixtures/wg-harness.js');
-    const child = nsB.spawn(
-      process.execPath,
-      [script, priv, await wgPublicKey(), psk, UNDERLAY_B, String(harnessPort), UNDERLAY_A, String(WG_PORT), TUN_B],
-      { env: { ...process.env, HARNESS_CRYPTO: backend } },
-    );
+    const child = nsB.spawn(process.execPath, [script, priv, await wgPublicKey(), psk, UNDERLAY_B, String(harnessPort), UNDERLAY_A, String(WG_PORT), TUN_B], {
+      env: { ...process.env, HARNESS_CRYPTO: backend },
+    });
     const events: Array<Record<string, unknown>> = [];
     const waiters = new Set<() => void>();
     let stderr = '';

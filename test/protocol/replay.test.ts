@@ -3,7 +3,7 @@ import { REPLAY_WINDOW, ReplayWindow } from '../../src/protocol/replay.js';
 import { SRC_A, SRC_B, expectKind, handshake, makePair, packet } from './helpers.js';
 
 describe('ReplayWindow', () => {
-  it('covers at least wireguard-go\'s 8128 counters', () => {
+  it("covers at least wireguard-go's 8128 counters", () => {
     expect(REPLAY_WINDOW).toBeGreaterThanOrEqual(8128);
   });
 
@@ -76,7 +76,8 @@ describe('ReplayWindow', () => {
     for (let i = 0; i < 100_000; i++) {
       // Mostly forward, sometimes far back (up to 1.5 windows), sometimes a duplicate.
       const r = rnd(100);
-      const c = r < 5 && seen.size > 0 ? Math.max(0, greatest - rnd(64)) : Math.max(0, greatest + rnd(600) - (r < 30 ? rnd(REPLAY_WINDOW + REPLAY_WINDOW / 2) : 200));
+      const c =
+        r < 5 && seen.size > 0 ? Math.max(0, greatest - rnd(64)) : Math.max(0, greatest + rnd(600) - (r < 30 ? rnd(REPLAY_WINDOW + REPLAY_WINDOW / 2) : 200));
       const expected = !seen.has(c) && greatest - c < REPLAY_WINDOW;
       if (w.check(c) !== expected || w.accept(c) !== expected) {
         expect.fail(`step ${i}: counter ${c}, greatest ${greatest}: expected ${expected ? 'accepted' : 'refused'}`);

@@ -332,12 +332,30 @@ describeIntegration('systemd: tunvpn as a service with systemd as PID 1 (systemd
     const t0 = Date.now();
     const steps = [...sectionCommands(readme, 'Install'), ...sectionCommands(readme, 'Keys and config'), ...sectionCommands(readme, 'Run it as a service')];
     // The steps this test relies on are in the README at all.
-    for (const re of [/^npm install -g /, /^useradd /, /tunvpn genkey/, /tunvpn pubkey/, /^cp .*tunvpn\.service/, /^cp .*tunvpn\.socket .*tunvpn@\.socket/, /^systemctl enable --now tunvpn\b/]) {
-      expect(steps.some((s) => re.test(s)), `README step ${re}`).toBe(true);
+    for (const re of [
+      /^npm install -g /,
+      /^useradd /,
+      /tunvpn genkey/,
+      /tunvpn pubkey/,
+      /^cp .*tunvpn\.service/,
+      /^cp .*tunvpn\.socket .*tunvpn@\.socket/,
+      /^systemctl enable --now tunvpn\b/,
+    ]) {
+      expect(
+        steps.some((s) => re.test(s)),
+        `README step ${re}`,
+      ).toBe(true);
     }
     // The container has no registry access: npm resolves from the host's
     // cache (filled by `npm ci`), node-gyp builds against the host's headers.
-    const npmEnv = { npm_config_offline: 'true', npm_config_nodedir: '/usr', npm_config_logs_dir: '/tmp/npm-logs', npm_config_update_notifier: 'false', npm_config_fund: 'false', npm_config_audit: 'false' };
+    const npmEnv = {
+      npm_config_offline: 'true',
+      npm_config_nodedir: '/usr',
+      npm_config_logs_dir: '/tmp/npm-logs',
+      npm_config_update_notifier: 'false',
+      npm_config_fund: 'false',
+      npm_config_audit: 'false',
+    };
     const transcript: string[] = [];
     for (const step of steps) {
       if (/^npm (ci|pack)\b/.test(step)) {
@@ -387,7 +405,11 @@ describeIntegration('systemd: tunvpn as a service with systemd as PID 1 (systemd
     // What the README's steps left behind.
     const key = (await container().exec(['stat', '-c', '%U:%G %a', '/etc/tunvpn/private.key'])).stdout.trim();
     expect(key).toBe('tunvpn:tunvpn 600');
-    expect(await container().exec(['systemctl', 'is-enabled', 'tunvpn']).then((r) => r.stdout.trim())).toBe('enabled');
+    expect(
+      await container()
+        .exec(['systemctl', 'is-enabled', 'tunvpn'])
+        .then((r) => r.stdout.trim()),
+    ).toBe('enabled');
     await explained('tunvpn', () => waitActive('tunvpn', 'tunvpn0'));
     expect(await container().property('tunvpn', 'User')).toBe('tunvpn');
     // Least privilege as the units promise: the daemon holds CAP_NET_ADMIN (bit 12) and nothing else.
@@ -475,7 +497,7 @@ describeIntegration('systemd: tunvpn as a service with systemd as PID 1 (systemd
     await killAndRecover('tunvpn', 'tunvpn0');
   }, 60_000);
 
-  it('`journalctl -u tunvpn` shows the daemon\'s JSON log lines and no key', async () => {
+  it("`journalctl -u tunvpn` shows the daemon's JSON log lines and no key", async () => {
     requireInstalled();
     const journalLine = sectionCommands(readme, 'Run it as a service').find((s) => /^journalctl -u tunvpn\b/.test(s));
     expect(journalLine, 'README: journalctl -u tunvpn').toBeDefined();

@@ -21,7 +21,7 @@ describe('inheritedControlSocket: what the environment says', () => {
     expect(inheritedControlSocket('tv0', { env: {}, pid: 4242 })).toBeUndefined();
   });
 
-  it("LISTEN_PID of another process: not ours, undefined, and the variables are dropped so no child takes them", () => {
+  it('LISTEN_PID of another process: not ours, undefined, and the variables are dropped so no child takes them', () => {
     const env: NodeJS.ProcessEnv = { LISTEN_PID: '1', LISTEN_FDS: '1', LISTEN_FDNAMES: 'x.socket', KEEP: 'yes' };
     expect(inheritedControlSocket('tv0', { env, pid: 4242 })).toBeUndefined();
     expect(env).toEqual({ KEEP: 'yes' });
@@ -88,9 +88,13 @@ describeIntegration('control socket inherited from systemd (socket activation)',
   function activate(paths: string[], configPath: string): DaemonProcess {
     if (!ns) throw new Error('no namespace');
     for (const p of paths) files.push(p);
-    const child = ns.spawn('systemd-socket-activate', [...paths.map((p) => `--listen=${p}`), `--fdname=${FDNAME}`, process.execPath, cliPath(), 'run', '--config', configPath], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    const child = ns.spawn(
+      'systemd-socket-activate',
+      [...paths.map((p) => `--listen=${p}`), `--fdname=${FDNAME}`, process.execPath, cliPath(), 'run', '--config', configPath],
+      {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
     const proc = new DaemonProcess(child);
     procs.push(proc);
     return proc;
@@ -198,7 +202,7 @@ describeIntegration('control socket inherited from systemd (socket activation)',
     expect(await linkExists(ifname)).toBe(false);
   }, 60_000);
 
-  it("LISTEN_PID of another process: not ours, the daemon makes its own socket (0600) as when run by hand", async () => {
+  it('LISTEN_PID of another process: not ours, the daemon makes its own socket (0600) as when run by hand', async () => {
     if (!ns) throw new Error('no namespace');
     const ifname = `tsa${uniqueSuffix()}`;
     const path = `${WG_DIR}/${ifname}.sock`;

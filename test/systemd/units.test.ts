@@ -71,9 +71,9 @@ describe.skipIf(!hasAnalyze)('systemd units', () => {
   for (const unit of ['tunvpn.service', 'tunvpn@.service']) {
     it(`${unit} has an exposure level of OK or better`, async () => {
       const path = await verifiable(unit);
-      const { stdout } = await execFileP('systemd-analyze', ['security', '--offline=yes', '--no-pager', path]).catch(
-        (err: { stdout: string }) => ({ stdout: err.stdout }),
-      );
+      const { stdout } = await execFileP('systemd-analyze', ['security', '--offline=yes', '--no-pager', path]).catch((err: { stdout: string }) => ({
+        stdout: err.stdout,
+      }));
       const m = /Overall exposure level for .*: (\d+\.\d+) (\w+)/.exec(stdout);
       expect(m, stdout.slice(-500)).not.toBeNull();
       const score = Number(m?.[1]);

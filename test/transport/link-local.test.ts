@@ -42,7 +42,10 @@ describe('link-local endpoints: parsing', () => {
     expect(parseEndpoint('[FE80::aa:1%7]:1')).toEqual({ host: 'FE80::aa:1%7', port: 1 });
     expect(await resolveEndpoint('fe80::1%eth0', 51820)).toEqual({ address: 'fe80::1%eth0', port: 51820, family: 6 });
     const key = 'yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=';
-    const conv = convertWgQuick(`[Interface]\nPrivateKey = ${key}\nListenPort = 1\n[Peer]\nPublicKey = ${key}\nEndpoint = [fe80::2%eth1]:51820\nAllowedIPs = 10.0.0.2/32\n`, 'wg0');
+    const conv = convertWgQuick(
+      `[Interface]\nPrivateKey = ${key}\nListenPort = 1\n[Peer]\nPublicKey = ${key}\nEndpoint = [fe80::2%eth1]:51820\nAllowedIPs = 10.0.0.2/32\n`,
+      'wg0',
+    );
     expect(conv.config.peers[0].endpoint).toBe('[fe80::2%eth1]:51820');
   });
 
@@ -91,7 +94,10 @@ describeIntegration('link-local endpoints: a tunnel over a link-local-only under
     ifA = `ll_${suffix}.a`;
     ifB = `llb${suffix}`;
     await run('ip', ['link', 'add', ifA, 'netns', ta.name, 'type', 'veth', 'peer', 'name', ifB, 'netns', tb.name]);
-    for (const [ns, ifname, addr] of [[ta, ifA, 'fe80::a/64'], [tb, ifB, 'fe80::b/64']] as const) {
+    for (const [ns, ifname, addr] of [
+      [ta, ifA, 'fe80::a/64'],
+      [tb, ifB, 'fe80::b/64'],
+    ] as const) {
       await ns.exec('ip', ['-6', 'addr', 'add', addr, 'dev', ifname, 'nodad']);
       await ns.exec('ip', ['link', 'set', ifname, 'up']);
     }
@@ -157,7 +163,11 @@ describeIntegration('link-local endpoints: a tunnel over a link-local-only under
         // A reload lowers the MTU to 1276 (not a multiple of 16) over a
         // 1276 + 80 underlay: the running session pads by the new MTU, so a
         // full-size packet still fits (by the old one it would take 4 bytes more).
-        for (const [ns, ifname] of [[ta, ifA], [tb, ifB]] as const) await ns.exec('ip', ['link', 'set', ifname, 'mtu', String(1276 + 80)]);
+        for (const [ns, ifname] of [
+          [ta, ifA],
+          [tb, ifB],
+        ] as const)
+          await ns.exec('ip', ['link', 'set', ifname, 'mtu', String(1276 + 80)]);
         for (const [i, d] of daemons.entries()) {
           const path = i === 0 ? cfgA : cfgB;
           await writeFile(path, (await readFile(path, 'utf8')).replace('"mtu": 1420', '"mtu": 1276'));
@@ -169,7 +179,11 @@ describeIntegration('link-local endpoints: a tunnel over a link-local-only under
         await ta.exec('ping', ['-n', '-c', '2', '-M', 'do', '-s', String(1276 - 28), '-W', '2', '10.62.9.2']);
         await tb.exec('ping', ['-n', '-c', '2', '-M', 'do', '-s', String(1276 - 28), '-W', '2', '10.62.9.1']);
         expect(await Promise.all([reassemblies(ta), reassemblies(tb)])).toEqual(before2);
-        for (const [ns, ifname] of [[ta, ifA], [tb, ifB]] as const) await ns.exec('ip', ['link', 'set', ifname, 'mtu', '1500']);
+        for (const [ns, ifname] of [
+          [ta, ifA],
+          [tb, ifB],
+        ] as const)
+          await ns.exec('ip', ['link', 'set', ifname, 'mtu', '1500']);
       } finally {
         await Promise.all(daemons.map((d) => d.stop()));
       }

@@ -1,14 +1,6 @@
 import dgram, { type Socket } from 'node:dgram';
 import { afterEach, describe, expect, it } from 'vitest';
-import {
-  decodeEndpoint,
-  decodeSource,
-  encodeEndpoint,
-  ENDPOINT_SIZE,
-  NativeUdpError,
-  NativeUdpSocket,
-  sourceEquals,
-} from '../../src/transport/native-udp.js';
+import { decodeEndpoint, decodeSource, encodeEndpoint, ENDPOINT_SIZE, NativeUdpError, NativeUdpSocket, sourceEquals } from '../../src/transport/native-udp.js';
 
 const open: { close(): void }[] = [];
 afterEach(() => {

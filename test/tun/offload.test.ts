@@ -137,10 +137,7 @@ function expectMerged(entry: Entry, segs: Buffer[], what = 'merged'): void {
 
 /** Checks the output against groups of input indexes, in write order. */
 function expectPlan(out: Entry[], pkts: Buffer[], groups: number[][]): void {
-  expect(
-    out.length,
-    `entries (expected ${JSON.stringify(groups)}; got sizes ${JSON.stringify(out.map((e) => e[1].length))})`,
-  ).toBe(groups.length);
+  expect(out.length, `entries (expected ${JSON.stringify(groups)}; got sizes ${JSON.stringify(out.map((e) => e[1].length))})`).toBe(groups.length);
   groups.forEach((g, k) => {
     if (g.length === 1) expectSingle(out[k], pkts[g[0]], `entry ${k} (packet ${g[0]})`);
     else
@@ -190,10 +187,7 @@ describe('offloadRead, gso_type NONE', () => {
   });
 
   it('completes a UDP checksum (IPv4 and IPv6)', () => {
-    for (const good of [
-      buildUdp4('10.1.0.1', 5000, '10.1.0.2', 51820, pattern(333, 1)),
-      buildUdp6('fd00::1', 5000, 'fd00::2', 51820, pattern(148, 2)),
-    ]) {
+    for (const good of [buildUdp4('10.1.0.1', 5000, '10.1.0.2', 51820, pattern(333, 1)), buildUdp6('fd00::1', 5000, 'fd00::2', 51820, pattern(148, 2))]) {
       const iph = good[0] >> 4 === 6 ? 40 : 20;
       expect(l4ChecksumOk(good, 17)).toBe(true);
       const partial = Buffer.from(good);
@@ -206,10 +200,7 @@ describe('offloadRead, gso_type NONE', () => {
 
   /** A packet whose transport checksum comes out 0: two payload bytes are chosen for it. */
   function zeroSumPacket(proto: 6 | 17): { partial: Buffer; csumAt: number } {
-    const p =
-      proto === 17
-        ? buildUdp4('10.1.0.1', 5000, '10.1.0.2', 6000, Buffer.alloc(20))
-        : buildTcp({ payload: Buffer.alloc(20) });
+    const p = proto === 17 ? buildUdp4('10.1.0.1', 5000, '10.1.0.2', 6000, Buffer.alloc(20)) : buildTcp({ payload: Buffer.alloc(20) });
     const csumAt = proto === 17 ? 26 : 36;
     const dataAt = p.length - 2;
     p.writeUInt16BE(0, csumAt);
@@ -237,8 +228,7 @@ describe('offloadRead, gso_type NONE', () => {
 
   it('drops a packet whose checksum start or field lies outside it', () => {
     const p = buildTcp({ payload: pattern(10) }); // 50 bytes
-    const at = (csumStart: number, csumOffset: number): Buffer[] | null =>
-      read(vnetHeader({ flags: F_NEEDS_CSUM, csumStart, csumOffset }), p);
+    const at = (csumStart: number, csumOffset: number): Buffer[] | null => read(vnetHeader({ flags: F_NEEDS_CSUM, csumStart, csumOffset }), p);
     expect(at(50, 0)).toBeNull(); // start at the end
     expect(at(60000, 16)).toBeNull();
     expect(at(20, 29)).toBeNull(); // field would be bytes 49..50
@@ -327,11 +317,7 @@ describe('offloadRead, TSO super-packets', () => {
       });
       const out = kept(read(tsoHeader(sup, 100), sup));
       expect(out).not.toBeNull();
-      expect(out.map((s) => parseTcp(s).flags)).toEqual([
-        TCP_ACK | TCP_CWR | TCP_ECE,
-        TCP_ACK | TCP_ECE,
-        TCP_ACK | TCP_PSH | TCP_FIN | TCP_ECE,
-      ]);
+      expect(out.map((s) => parseTcp(s).flags)).toEqual([TCP_ACK | TCP_CWR | TCP_ECE, TCP_ACK | TCP_ECE, TCP_ACK | TCP_PSH | TCP_FIN | TCP_ECE]);
       for (const s of out) expect(l4ChecksumOk(s)).toBe(true);
     }
   });
@@ -350,11 +336,7 @@ describe('offloadRead, TSO super-packets', () => {
     const short = superPacket({ payload: pattern(250) });
     const a = kept(read(tsoHeader(short, 100), short));
     expect(a.map((s) => parseTcp(s).payload.length)).toEqual([100, 100, 50]);
-    expect(a.map((s) => parseTcp(s).payload)).toEqual([
-      pattern(250).subarray(0, 100),
-      pattern(250).subarray(100, 200),
-      pattern(250).subarray(200),
-    ]);
+    expect(a.map((s) => parseTcp(s).payload)).toEqual([pattern(250).subarray(0, 100), pattern(250).subarray(100, 200), pattern(250).subarray(200)]);
     const exact = superPacket({ payload: pattern(300), flags: TCP_ACK | TCP_PSH });
     const b = kept(read(tsoHeader(exact, 100), exact));
     expect(b.map((s) => parseTcp(s).payload.length)).toEqual([100, 100, 100]);
@@ -436,14 +418,49 @@ describe('offloadRead, TSO super-packets', () => {
       f(b);
       return b;
     };
-    expect(read(h4, mangle(v4, (b) => (b[0] = 0x44)))).toBeNull(); // IHL 4
-    expect(read(h4, mangle(v4, (b) => (b[0] = 0x65)))).toBeNull(); // version 6 under TCPV4
-    expect(read(h4, mangle(v4, (b) => (b[32] = 0x40)))).toBeNull(); // data offset 4
-    expect(read(h4, mangle(v4, (b) => (b[32] = 0xf0)))).not.toBeNull(); // data offset 15 (60 bytes): still inside
+    expect(
+      read(
+        h4,
+        mangle(v4, (b) => (b[0] = 0x44)),
+      ),
+    ).toBeNull(); // IHL 4
+    expect(
+      read(
+        h4,
+        mangle(v4, (b) => (b[0] = 0x65)),
+      ),
+    ).toBeNull(); // version 6 under TCPV4
+    expect(
+      read(
+        h4,
+        mangle(v4, (b) => (b[32] = 0x40)),
+      ),
+    ).toBeNull(); // data offset 4
+    expect(
+      read(
+        h4,
+        mangle(v4, (b) => (b[32] = 0xf0)),
+      ),
+    ).not.toBeNull(); // data offset 15 (60 bytes): still inside
     const shortPayload = superPacket({ payload: pattern(20) }); // 60 bytes
-    expect(read(tsoHeader(shortPayload, 100), mangle(shortPayload, (b) => (b[32] = 0xf0)))).toBeNull(); // header past the end
-    expect(read(h6, mangle(v6, (b) => (b[6] = 17)))).toBeNull(); // next header UDP
-    expect(read(h6, mangle(v6, (b) => (b[0] = 0x45)))).toBeNull(); // version 4 under TCPV6
+    expect(
+      read(
+        tsoHeader(shortPayload, 100),
+        mangle(shortPayload, (b) => (b[32] = 0xf0)),
+      ),
+    ).toBeNull(); // header past the end
+    expect(
+      read(
+        h6,
+        mangle(v6, (b) => (b[6] = 17)),
+      ),
+    ).toBeNull(); // next header UDP
+    expect(
+      read(
+        h6,
+        mangle(v6, (b) => (b[0] = 0x45)),
+      ),
+    ).toBeNull(); // version 4 under TCPV6
   });
 });
 
@@ -470,11 +487,7 @@ describe('offloadCoalesce', () => {
       const hdrLen = name === 'IPv4' ? 52 : 72;
       const iph = name === 'IPv4' ? 20 : 40;
       // The exact header bytes, little-endian.
-      expectBytes(
-        out[0][0],
-        Buffer.from([1, name === 'IPv4' ? 1 : 4, hdrLen, 0, 1448 & 0xff, 1448 >> 8, iph, 0, 16, 0]),
-        'virtio header bytes',
-      );
+      expectBytes(out[0][0], Buffer.from([1, name === 'IPv4' ? 1 : 4, hdrLen, 0, 1448 & 0xff, 1448 >> 8, iph, 0, 16, 0]), 'virtio header bytes');
       const p = parseTcp(out[0][1]);
       expect(out[0][1].length).toBe(hdrLen + 7 * 1448 + 900);
       expect(p.ipLength).toBe(name === 'IPv4' ? out[0][1].length : out[0][1].length - 40);
@@ -731,8 +744,7 @@ describe('offloadCoalesce', () => {
   });
 
   it('16 flows open at once all merge; a 17th in round robin forces every flow out before its next segment', () => {
-    const make = (n: number): Buffer[][] =>
-      range(0, n).map((f) => buildSegments({ srcPort: 20000 + f, sizes: [100, 100], streamSeed: f }));
+    const make = (n: number): Buffer[][] => range(0, n).map((f) => buildSegments({ srcPort: 20000 + f, sizes: [100, 100], streamSeed: f }));
     // round robin: segment 0 of every flow, then segment 1 of every flow
     const sixteen = make(16);
     const p16 = [...sixteen.map((s) => s[0]), ...sixteen.map((s) => s[1])];
