@@ -55,7 +55,7 @@ export function checkSection(schema: SectionSchema, value: unknown, path: string
   } else if (value !== undefined) {
     issues.push({ path, message: `must be an object, got ${describeType(value)}` });
   }
-  const known = Object.keys(schema);
+  const known = schemaKeys(schema);
   for (const key of Object.keys(obj)) {
     if (!Object.hasOwn(schema, key)) {
       const hidden = couldBeKeyMaterial(key) ? 'its name is not shown: it looks like a key; ' : '';
@@ -65,22 +65,38 @@ export function checkSection(schema: SectionSchema, value: unknown, path: string
   const out: Plain = {};
   for (const key of known) {
     const node = schema[key];
-    // A schema key is a plain identifier: no need to check or quote it.
-    const p = path ? `${path}.${key}` : key;
     const v = Object.hasOwn(obj, key) ? obj[key] : undefined;
-    out[key] = isField(node) ? checkField(node, v, p, issues) : checkSection(node, v, p, issues);
+    // A field's path is made only when it has an issue: 10,000 peers made 70,000 path strings for none.
+    out[key] = isField(node) ? checkField(node, v, path, key, issues) : checkSection(node, v, fieldPath(path, key), issues);
   }
   return out;
+}
+
+/** A schema key is a plain identifier: no need to check or quote it. */
+function fieldPath(path: string, key: string): string {
+  return path ? `${path}.${key}` : key;
+}
+
+/** Each section's keys, listed once (not once per peer). */
+const keysOf = new WeakMap<SectionSchema, string[]>();
+
+function schemaKeys(schema: SectionSchema): string[] {
+  let keys = keysOf.get(schema);
+  if (keys === undefined) {
+    keys = Object.keys(schema);
+    keysOf.set(schema, keys);
+  }
+  return keys;
 }
 
 function cloneDefault(v: unknown): unknown {
   return Array.isArray(v) ? [...v] : v;
 }
 
-function checkField(node: FieldSchema, value: unknown, path: string, issues: IssueSink): unknown {
+function checkField(node: FieldSchema, value: unknown, parent: string, key: string, issues: IssueSink): unknown {
   if (value === undefined || (value === null && node.nullable)) {
     if (node.required) {
-      issues.push({ path, message: 'is required' });
+      issues.push({ path: fieldPath(parent, key), message: 'is required' });
       return undefined;
     }
     return cloneDefault(node.default);
@@ -88,6 +104,7 @@ function checkField(node: FieldSchema, value: unknown, path: string, issues: Iss
   try {
     node.format(value);
   } catch (err) {
+    const path = fieldPath(parent, key);
     if (err instanceof ListItemsError && Array.isArray(value)) {
       const bad = new Set<number>();
       for (const item of err.items) {
@@ -102,6 +119,7 @@ function checkField(node: FieldSchema, value: unknown, path: string, issues: Iss
   }
   if (node.items && Array.isArray(value)) {
     const items = node.items;
+    const path = fieldPath(parent, key);
     return value.map((el, i) => {
       const p = `${path}[${i}]`;
       if (!isPlainObject(el)) {
