@@ -6,7 +6,7 @@
  */
 import convict from 'convict';
 import { ConfigError, IssueList, WarningList, type ConfigIssue, type IssueSink } from './errors.js';
-import { canonicalAddress, canonicalPrefix, MTU_MIN_IPV6, parseEndpoint, quote } from './formats.js';
+import { canonicalAddress, canonicalPrefix, isCanonicalV4Prefix, MTU_MIN_IPV6, parseEndpoint, quote } from './formats.js';
 import { decodeKey, encodeKey } from './keys.js';
 import { configSchema } from './schema.js';
 import { derivePublicKey, KeyFileReader } from './secrets.js';
@@ -75,6 +75,24 @@ function validEntries<T>(list: unknown, convert: (text: string) => T): { index: 
     }
   });
   return out;
+}
+
+/**
+ * A peer's preshared key, set on `peer` when it resolves. A function of its
+ * own so that the per-peer loop holds no closure (V8 would allocate a
+ * context for every peer to keep `peer` for it).
+ */
+async function resolvePresharedKey(
+  rawPeer: Plain,
+  checkedPeer: Plain,
+  path: string,
+  peer: PeerConfig | undefined,
+  baseDir: string,
+  issues: IssueSink,
+  keyFiles: KeyFileReader,
+): Promise<void> {
+  const psk = await resolveSecret(rawPeer, checkedPeer, 'presharedKey', 'presharedKeyFile', path, false, baseDir, issues, keyFiles);
+  if (psk && peer) peer.presharedKey = psk;
 }
 
 function peerLabel(index: number, name: unknown): string {
@@ -151,33 +169,43 @@ export async function parseConfig(raw: unknown, opts: ParseOptions): Promise<Tun
     // per-peer Set: a prefix this peer listed before is one whose owner is
     // already this peer. Per-peer objects are what the garbage collector
     // spends a reload of 10,000 peers on.
-    const allowedIPs: string[] = [];
-    const rawAllowed = rawPeer.allowedIPs;
-    const allowedCount = Array.isArray(rawAllowed) ? rawAllowed.length : 0;
-    for (let index = 0; index < allowedCount; index++) {
-      const item: unknown = (rawAllowed as unknown[])[index];
-      if (typeof item !== 'string') continue;
-      let value: { text: string; hostBits: boolean };
-      try {
-        value = canonicalPrefix(item);
-      } catch {
-        continue; // reported by the schema walk
+    // The list as written is kept (copied at its size) while every entry is
+    // valid canonical text listed once; the first entry that is not starts
+    // a list of its own.
+    const rawAllowed: unknown[] = Array.isArray(rawPeer.allowedIPs) ? rawPeer.allowedIPs : [];
+    let built: string[] | undefined;
+    for (let index = 0; index < rawAllowed.length; index++) {
+      const item: unknown = rawAllowed[index];
+      let text: string;
+      if (typeof item === 'string' && isCanonicalV4Prefix(item)) text = item;
+      else {
+        built ??= rawAllowed.slice(0, index) as string[];
+        if (typeof item !== 'string') continue;
+        let value: { text: string; hostBits: boolean };
+        try {
+          value = canonicalPrefix(item);
+        } catch {
+          continue; // reported by the schema walk
+        }
+        if (value.hostBits) warnings.push(`${path}.allowedIPs[${index}]: host bits are set; using ${value.text}`);
+        text = value.text;
       }
-      if (value.hostBits) warnings.push(`${path}.allowedIPs[${index}]: host bits are set; using ${value.text}`);
-      const owner = prefixOwner.get(value.text);
+      const owner = prefixOwner.get(text);
       if (owner === i) {
-        warnings.push(`${path}.allowedIPs[${index}]: ${value.text} is listed twice for this peer; using it once`);
+        warnings.push(`${path}.allowedIPs[${index}]: ${text} is listed twice for this peer; using it once`);
+        built ??= rawAllowed.slice(0, index) as string[];
         continue;
       }
       if (owner !== undefined) {
         warnings.push(
-          `${path}.allowedIPs[${index}]: conflict: ${value.text} is also an allowed IP of ${peerLabel(owner, section(checkedPeers[owner]).name)}; ` +
+          `${path}.allowedIPs[${index}]: conflict: ${text} is also an allowed IP of ${peerLabel(owner, section(checkedPeers[owner]).name)}; ` +
             `the later peer, ${peerLabel(i, name)}, gets it (as in WireGuard)`,
         );
       }
-      prefixOwner.set(value.text, i);
-      allowedIPs.push(value.text);
+      prefixOwner.set(text, i);
+      built?.push(text);
     }
+    const allowedIPs: string[] = built ?? (rawAllowed.slice() as string[]);
 
     // Built even when other fields are invalid; then the issues list is not
     // empty and the config is rejected before anyone sees this peer.
@@ -193,11 +221,7 @@ export async function parseConfig(raw: unknown, opts: ParseOptions): Promise<Tun
 
     // Only a peer that names a preshared key has anything to resolve (no promise per peer otherwise).
     if (present(rawPeer.presharedKey) || present(rawPeer.presharedKeyFile)) {
-      pending.push(
-        resolveSecret(rawPeer, checkedPeer, 'presharedKey', 'presharedKeyFile', path, false, opts.baseDir, issues, keyFiles).then((psk) => {
-          if (psk && peer) peer.presharedKey = psk;
-        }),
-      );
+      pending.push(resolvePresharedKey(rawPeer, checkedPeer, path, peer, opts.baseDir, issues, keyFiles));
     }
   });
 

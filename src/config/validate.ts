@@ -56,7 +56,9 @@ export function checkSection(schema: SectionSchema, value: unknown, path: string
     issues.push({ path, message: `must be an object, got ${describeType(value)}` });
   }
   const known = schemaKeys(schema);
-  for (const key of Object.keys(obj)) {
+  // for...in with hasOwn lists what Object.keys does, in its order, without an array per peer.
+  for (const key in obj) {
+    if (!Object.hasOwn(obj, key)) continue;
     if (!Object.hasOwn(schema, key)) {
       const hidden = couldBeKeyMaterial(key) ? 'its name is not shown: it looks like a key; ' : '';
       issues.push({ path: joinPath(path, key), message: `unknown key (${hidden}${suggestion(key, known)})` });
@@ -93,6 +95,32 @@ function cloneDefault(v: unknown): unknown {
   return Array.isArray(v) ? [...v] : v;
 }
 
+/**
+ * The elements of a list of objects (peers). Apart from checkField: a
+ * closure there capturing its arguments made V8 allocate a context on
+ * every call, 70,000 of them for 10,000 peers (about 3 MB per load).
+ */
+function checkItems(items: SectionSchema, value: unknown[], path: string, issues: IssueSink): unknown[] {
+  return value.map((el, i) => {
+    const p = `${path}[${i}]`;
+    if (!isPlainObject(el)) {
+      issues.push({ path: p, message: `must be an object, got ${describeType(el)}` });
+      return undefined;
+    }
+    return checkSection(items, el, p, issues);
+  });
+}
+
+/** Reports each bad element of a list and keeps the good ones, so later cross-checks still see them. */
+function withoutBadItems(err: ListItemsError, value: unknown[], path: string, issues: IssueSink): unknown[] {
+  const bad = new Set<number>();
+  for (const item of err.items) {
+    issues.push({ path: `${path}[${item.index}]${item.path ?? ''}`, message: item.message });
+    bad.add(item.index);
+  }
+  return value.filter((_, i) => !bad.has(i));
+}
+
 function checkField(node: FieldSchema, value: unknown, parent: string, key: string, issues: IssueSink): unknown {
   if (value === undefined || (value === null && node.nullable)) {
     if (node.required) {
@@ -105,29 +133,10 @@ function checkField(node: FieldSchema, value: unknown, parent: string, key: stri
     node.format(value);
   } catch (err) {
     const path = fieldPath(parent, key);
-    if (err instanceof ListItemsError && Array.isArray(value)) {
-      const bad = new Set<number>();
-      for (const item of err.items) {
-        issues.push({ path: `${path}[${item.index}]${item.path ?? ''}`, message: item.message });
-        bad.add(item.index);
-      }
-      // Keep the good elements so later cross-checks still see them.
-      return value.filter((_, i) => !bad.has(i));
-    }
+    if (err instanceof ListItemsError && Array.isArray(value)) return withoutBadItems(err, value, path, issues);
     issues.push({ path, message: err instanceof Error ? err.message : String(err) });
     return undefined;
   }
-  if (node.items && Array.isArray(value)) {
-    const items = node.items;
-    const path = fieldPath(parent, key);
-    return value.map((el, i) => {
-      const p = `${path}[${i}]`;
-      if (!isPlainObject(el)) {
-        issues.push({ path: p, message: `must be an object, got ${describeType(el)}` });
-        return undefined;
-      }
-      return checkSection(items, el, p, issues);
-    });
-  }
+  if (node.items && Array.isArray(value)) return checkItems(node.items, value, fieldPath(parent, key), issues);
   return value;
 }
