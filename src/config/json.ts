@@ -279,6 +279,12 @@ function scanJson(text: string, expectObject: boolean): { names: number } | unde
   let numberRun = 0;
   for (; i < n; i++) {
     const c = text.charCodeAt(i);
+    // Whitespace first: most of a pretty-printed file is indentation. (A control character
+    // outside a string is no JSON: JSON.parse refuses it and the strict parser says where.)
+    if (c <= 0x20) {
+      numberRun = 0;
+      continue;
+    }
     if (c === 0x22) {
       numberRun = 0;
       for (i++; i < n; i++) {

@@ -4,7 +4,7 @@
  * dist/, and Debian's wireguard-go as the reference).
  */
 import { describe, expect, it } from 'vitest';
-import { HUB_MAX_PEERS, hubPlan, hubTargetLines, tunvpnHub, wireguardGoHub, type HubResult } from '../../bench/lib/hub.js';
+import { HUB_MAX_PEERS, hubLine, hubPlan, hubTargetLines, threadDelta, threadTimes, tunvpnHub, wireguardGoHub, type HubResult } from '../../bench/lib/hub.js';
 import { loadCrypto } from '../../src/crypto/index.js';
 import { describeIntegration } from '../helpers/netns.js';
 
@@ -46,6 +46,28 @@ describe('bench: routed hub plan and targets', () => {
   });
 });
 
+describe('bench: the main thread\'s CPU and run-queue time (schedstat)', () => {
+  it('counts this thread\'s own busy loop as time on a CPU', () => {
+    const before = threadTimes(process.pid);
+    expect(before).toBeDefined();
+    const until = performance.now() + 30;
+    while (performance.now() < until) {
+      /* busy */
+    }
+    const d = threadDelta(before, threadTimes(process.pid));
+    // 30 ms of wall time spent busy: on a CPU for most of it unless the machine is very loaded.
+    expect(d?.cpuMs).toBeGreaterThan(5);
+    expect((d?.cpuMs ?? 0) + (d?.waitMs ?? 0)).toBeGreaterThan(25);
+    expect(threadDelta(undefined, before)).toBeUndefined();
+    expect(threadTimes(-1)).toBeUndefined();
+  });
+
+  it('prints them on the hub line', () => {
+    const r: HubResult = { vpn: 'tunvpn', peers: 1, status: 'ok', reload: { ms: 90, routeSwapMs: 89, hwmMb: 1, thread: { cpuMs: 61.4, waitMs: 20 } }, set: { ms: 10, routeSwapMs: 9, thread: { cpuMs: 7, waitMs: 1 } } };
+    expect(hubLine(r)).toContain('main thread on a CPU 61 ms, waiting for one 20 ms); wg set 10 ms (route swap visible 9 ms; main thread on a CPU 7 ms, waiting for one 1 ms)');
+  });
+});
+
 describeIntegration('bench: a small routed hub for real', ['wg', 'wireguard-go'], () => {
   it('tunvpn and wireguard-go bring up the same 40 routed peers, swap a prefix, and leave no route at stop', async () => {
     const crypto = await loadCrypto('auto');
@@ -63,6 +85,9 @@ describeIntegration('bench: a small routed hub for real', ['wg', 'wireguard-go']
       expect(r.set?.routeSwapMs).toBeGreaterThanOrEqual(0);
       expect(r.stop?.routesLeft).toBe(0);
     }
+    // The daemon's main thread was seen working on the reload and the set.
+    expect(tunvpn.reload?.thread?.cpuMs).toBeGreaterThan(0);
+    expect(tunvpn.set?.thread?.cpuMs).toBeGreaterThan(0);
     // tunvpn deletes its routes itself before the interface goes (wireguard-go leaves them to the device).
     expect(tunvpn.stop?.deletedBeforeLinkGone).toBe(40);
     // Every undo ran in its finally: nothing left for a SIGINT to clean.

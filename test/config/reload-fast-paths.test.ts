@@ -4,8 +4,8 @@
  * each must give exactly what the general path gives, value or error.
  *  - canonicalPrefix's canonical-IPv4 shortcut against parse-and-format
  *    (src/peers/cidr.ts, the code the loader used for every prefix);
- *  - keyTextProblem and decodeKey against the regular expression and
- *    Buffer.from they replaced;
+ *  - keyTextProblem against the regular expression it replaced (and
+ *    decodeKey against Buffer.from);
  *  - parseJson (JSON.parse after a scan) against the strict parser, on
  *    JSON with duplicate keys, "__proto__", long numbers, deep nesting,
  *    a byte-order mark and broken text;
@@ -71,7 +71,7 @@ describe('canonicalPrefix: the canonical-IPv4 shortcut', () => {
   });
 });
 
-describe('key text: the hand-written check and decoder', () => {
+describe('key text: the hand-written check', () => {
   const KEY_PATTERN = /^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$/;
   const b64 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/';
   const nearKey = fc
@@ -90,7 +90,7 @@ describe('key text: the hand-written check and decoder', () => {
     );
   });
 
-  it('gives every key its own 32-byte buffer, not a view of a shared pool', () => {
+  it('gives every key its own 32-byte buffer (a copy, to wipe as its holder likes)', () => {
     const k = decodeKey(keyPair().pub);
     expect(k.byteLength).toBe(32);
     expect(k.byteOffset).toBe(0);
