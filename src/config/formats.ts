@@ -148,6 +148,20 @@ export function canonicalPrefix(text: string): { text: string; hostBits: boolean
  * loader): 45 ms of a 10,000-peer reload.
  */
 export function isCanonicalV4Prefix(text: string): boolean {
+  // Native first: a reload runs this about 40,000 times, often before V8
+  // has optimised the loop below (there 0.25 us a call, the expression
+  // about a fifth of that). It takes the octet-aligned lengths; the loop
+  // decides the others.
+  return CANONICAL_V4_ALIGNED.test(text) || canonicalV4Loop(text);
+}
+
+/** a.b.c.d/32, a.b.c.0/24, a.b.0.0/16, a.0.0.0/8, 0.0.0.0/0, parts without leading zeros. */
+const OCTET = '(?:25[0-5]|2[0-4]\\d|1\\d\\d|[1-9]?\\d)';
+const CANONICAL_V4_ALIGNED = new RegExp(
+  `^(?:${OCTET}\\.${OCTET}\\.${OCTET}\\.${OCTET}/32|${OCTET}\\.${OCTET}\\.${OCTET}\\.0/24|${OCTET}\\.${OCTET}\\.0\\.0/16|${OCTET}\\.0\\.0\\.0/8|0\\.0\\.0\\.0/0)$`,
+);
+
+function canonicalV4Loop(text: string): boolean {
   const n = text.length;
   if (n < 9 || n > 18) return false;
   let addr = 0;

@@ -146,12 +146,12 @@ export async function parseConfig(raw: unknown, opts: ParseOptions): Promise<Tun
       return;
     }
     const rawPeer = section(rawPeers[i]);
-    const path = `peers[${i}]`;
+    // The peer's path is made only where an issue or a warning names it.
 
     const name = checkedPeer.name;
     if (typeof name === 'string') {
       const first = names.get(name);
-      if (first !== undefined) issues.push({ path: `${path}.name`, message: `duplicate name ${quote(name)} (also peers[${first}].name)` });
+      if (first !== undefined) issues.push({ path: `peers[${i}].name`, message: `duplicate name ${quote(name)} (also peers[${first}].name)` });
       else names.set(name, i);
     }
 
@@ -159,7 +159,7 @@ export async function parseConfig(raw: unknown, opts: ParseOptions): Promise<Tun
     if (typeof publicKey === 'string') {
       const first = publicKeys.get(publicKey);
       if (first !== undefined) {
-        issues.push({ path: `${path}.publicKey`, message: `duplicate public key (same as peers[${first}].publicKey)` });
+        issues.push({ path: `peers[${i}].publicKey`, message: `duplicate public key (same as peers[${first}].publicKey)` });
       } else {
         publicKeys.set(publicKey, i);
       }
@@ -187,18 +187,18 @@ export async function parseConfig(raw: unknown, opts: ParseOptions): Promise<Tun
         } catch {
           continue; // reported by the schema walk
         }
-        if (value.hostBits) warnings.push(`${path}.allowedIPs[${index}]: host bits are set; using ${value.text}`);
+        if (value.hostBits) warnings.push(`peers[${i}].allowedIPs[${index}]: host bits are set; using ${value.text}`);
         text = value.text;
       }
       const owner = prefixOwner.get(text);
       if (owner === i) {
-        warnings.push(`${path}.allowedIPs[${index}]: ${text} is listed twice for this peer; using it once`);
+        warnings.push(`peers[${i}].allowedIPs[${index}]: ${text} is listed twice for this peer; using it once`);
         built ??= rawAllowed.slice(0, index) as string[];
         continue;
       }
       if (owner !== undefined) {
         warnings.push(
-          `${path}.allowedIPs[${index}]: conflict: ${text} is also an allowed IP of ${peerLabel(owner, section(checkedPeers[owner]).name)}; ` +
+          `peers[${i}].allowedIPs[${index}]: conflict: ${text} is also an allowed IP of ${peerLabel(owner, section(checkedPeers[owner]).name)}; ` +
             `the later peer, ${peerLabel(i, name)}, gets it (as in WireGuard)`,
         );
       }
@@ -221,7 +221,7 @@ export async function parseConfig(raw: unknown, opts: ParseOptions): Promise<Tun
 
     // Only a peer that names a preshared key has anything to resolve (no promise per peer otherwise).
     if (present(rawPeer.presharedKey) || present(rawPeer.presharedKeyFile)) {
-      pending.push(resolvePresharedKey(rawPeer, checkedPeer, path, peer, opts.baseDir, issues, keyFiles));
+      pending.push(resolvePresharedKey(rawPeer, checkedPeer, `peers[${i}]`, peer, opts.baseDir, issues, keyFiles));
     }
   });
 

@@ -55,7 +55,7 @@ export function checkSection(schema: SectionSchema, value: unknown, path: string
   } else if (value !== undefined) {
     issues.push({ path, message: `must be an object, got ${describeType(value)}` });
   }
-  const known = schemaKeys(schema);
+  const { known, nodes, fields } = schemaKeys(schema);
   // for...in with hasOwn lists what Object.keys does, in its order, without an array per peer.
   for (const key in obj) {
     if (!Object.hasOwn(obj, key)) continue;
@@ -65,11 +65,12 @@ export function checkSection(schema: SectionSchema, value: unknown, path: string
     }
   }
   const out: Plain = {};
-  for (const key of known) {
-    const node = schema[key];
+  for (let k = 0; k < known.length; k++) {
+    const key = known[k];
     const v = Object.hasOwn(obj, key) ? obj[key] : undefined;
     // A field's path is made only when it has an issue: 10,000 peers made 70,000 path strings for none.
-    out[key] = isField(node) ? checkField(node, v, path, key, issues) : checkSection(node, v, fieldPath(path, key), issues);
+    const field = fields[k];
+    out[key] = field !== undefined ? checkField(field, v, path, key, issues) : checkSection(nodes[k] as SectionSchema, v, fieldPath(path, key), issues);
   }
   return out;
 }
@@ -79,13 +80,21 @@ function fieldPath(path: string, key: string): string {
   return path ? `${path}.${key}` : key;
 }
 
-/** Each section's keys, listed once (not once per peer). */
-const keysOf = new WeakMap<SectionSchema, string[]>();
+/** A section's keys, their nodes, and each node as a field (undefined for a section): worked out once, not once per peer. */
+interface SchemaKeys {
+  known: string[];
+  nodes: (FieldSchema | SectionSchema)[];
+  fields: (FieldSchema | undefined)[];
+}
 
-function schemaKeys(schema: SectionSchema): string[] {
+const keysOf = new WeakMap<SectionSchema, SchemaKeys>();
+
+function schemaKeys(schema: SectionSchema): SchemaKeys {
   let keys = keysOf.get(schema);
   if (keys === undefined) {
-    keys = Object.keys(schema);
+    const known = Object.keys(schema);
+    const nodes = known.map((k) => schema[k]);
+    keys = { known, nodes, fields: nodes.map((n) => (isField(n) ? n : undefined)) };
     keysOf.set(schema, keys);
   }
   return keys;
