@@ -92,7 +92,15 @@ export async function diffConfigSliced(
 }
 
 /**
- * The diff, yielding after every peer so a caller can slice the work.
+ * Peers per step (a power of two, less one, as a mask): 32 peers are a few
+ * microseconds warm, a few tens cold, well inside a slice, and resuming the
+ * generator and asking the caller's clock once per peer was most of a cold
+ * diff (15 ms for 10,000 peers in a freshly reloaded daemon).
+ */
+const STEP_MASK = 31;
+
+/**
+ * The diff, yielding every 32 peers so a caller can slice the work.
  * Public keys are unique within a config. A peer is looked for first at
  * its own index in `before` (a reload of an edited file, or a `set`, keeps
  * the others where they were); only when that finds another key is an
@@ -114,7 +122,7 @@ function* diffSteps(before: TunvpnConfig, after: TunvpnConfig, recreated: Readon
   let byKey: Map<string, number> | undefined;
   const checkRecreated = recreated.size > 0;
   for (let i = 0; i < after.peers.length; i++) {
-    yield;
+    if ((i & STEP_MASK) === 0) yield;
     const peer = after.peers[i];
     let j = i < was.length && was[i].publicKey === peer.publicKey ? i : -1;
     if (j < 0) {
@@ -122,7 +130,7 @@ function* diffSteps(before: TunvpnConfig, after: TunvpnConfig, recreated: Readon
         const index = new Map<string, number>();
         for (let k = 0; k < was.length; k++) {
           index.set(was[k].publicKey, k);
-          yield;
+          if ((k & STEP_MASK) === 0) yield;
         }
         byKey = index;
       }
@@ -141,7 +149,7 @@ function* diffSteps(before: TunvpnConfig, after: TunvpnConfig, recreated: Readon
   }
   for (let j = 0; j < was.length; j++) {
     if (kept[j] === 0) diff.removed.push(was[j]);
-    yield;
+    if ((j & STEP_MASK) === 0) yield;
   }
   return diff;
 }
