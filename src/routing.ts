@@ -74,6 +74,12 @@ function canonicalV4(text: string): boolean {
   return true;
 }
 
+/** a.b.c.d/32, a.b.c.0/24, a.b.0.0/16, a.0.0.0/8, 0.0.0.0/0 in canonical form (parts without leading zeros). */
+const OCTET = '(?:25[0-5]|2[0-4]\\d|1\\d\\d|[1-9]?\\d)';
+const CANONICAL_V4_ALIGNED = new RegExp(
+  `^(?:${OCTET}\\.${OCTET}\\.${OCTET}\\.${OCTET}/32|${OCTET}\\.${OCTET}\\.${OCTET}\\.0/24|${OCTET}\\.${OCTET}\\.0\\.0/16|${OCTET}\\.0\\.0\\.0/8|0\\.0\\.0\\.0/0)$`,
+);
+
 /**
  * The routes the daemon adds through its interface: every peer's allowed
  * IPs, except those already covered by the interface's own addresses (the
@@ -93,12 +99,34 @@ export async function planRoutes(interfaceAddresses: readonly string[], allowedI
     c4Size.push(size);
     c4Net.push(Math.floor((((c.bytes[0] << 24) >>> 0) + (c.bytes[1] << 16) + (c.bytes[2] << 8) + c.bytes[3]) / size));
   }
+  // Every IPv4 connected prefix of an octet-aligned length (/0 /8 /16 /24 /32, the usual
+  // case): then a canonical prefix of such a length (CANONICAL_V4_ALIGNED) is covered when its
+  // text starts with the connected network's leading octets and it is at least as long.
+  // A regular expression and startsWith are native code: planRoutes runs once per change,
+  // often before V8 has optimised canonicalV4's loop, which then cost about 0.6 us a prefix.
+  const heads: string[] = [];
+  let aligned = true;
+  for (const c of connected) {
+    if (c.family !== 4) continue;
+    if (c.bits % 8 !== 0) aligned = false;
+    const octets = Array.from(c.bytes.subarray(0, c.bits >> 3), String);
+    heads.push(c.bits === 32 ? `${octets.join('.')}/` : octets.map((o) => `${o}.`).join(''));
+  }
   const seen = new Set<string>();
   const routes: string[] = [];
   outer: for (const text of allowedIPs) {
     if (y.due()) await y.pause();
     let canonical: string;
-    if (canonicalV4(text)) {
+    if (aligned && CANONICAL_V4_ALIGNED.test(text)) {
+      const n = text.length;
+      const last = text.charCodeAt(n - 1) - 48;
+      const tens = text.charCodeAt(n - 2);
+      const bits = tens === 47 ? last : (tens - 48) * 10 + last;
+      for (let k = 0; k < heads.length; k++) {
+        if (c4Bits[k] <= bits && text.startsWith(heads[k])) continue outer;
+      }
+      canonical = text;
+    } else if (canonicalV4(text)) {
       for (let k = 0; k < c4Bits.length; k++) {
         if (c4Bits[k] <= v4Bits && Math.floor(v4Addr / c4Size[k]) === c4Net[k]) continue outer;
       }

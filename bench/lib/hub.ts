@@ -30,6 +30,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Netns, run, sleep, uniqueSuffix } from '../../src/testbed/netns.js';
@@ -79,6 +80,8 @@ export interface HubResult {
     daemonMs?: { load: number; plan: number; prepare: number; commit: number };
     /** VmHWM after the reload. */
     hwmMb: number;
+    /** The daemon's main (JavaScript) thread over `ms`: time on a CPU, and time runnable but waiting for one (a shared machine's share of `ms`). */
+    thread?: ThreadTimes;
   };
   /**
    * The same kind of change through the control socket: `wg set IF peer K
@@ -91,6 +94,8 @@ export interface HubResult {
     ms: number;
     /** `wg set` started to both route changes seen in `ip monitor`. */
     routeSwapMs: number;
+    /** As reload.thread, over `ms`. */
+    thread?: ThreadTimes;
   };
   stop?: {
     /** SIGTERM to exit. */
@@ -104,6 +109,33 @@ export interface HubResult {
   };
   /** With --hub-profile: the daemon's CPU profile cut into start, reload and stop. */
   profile?: { file: string; phases: PhaseProfile[] };
+}
+
+/** Milliseconds a thread spent on a CPU and waiting for one (runnable, not running). */
+export interface ThreadTimes {
+  cpuMs: number;
+  waitMs: number;
+}
+
+/**
+ * /proc/PID/schedstat: the thread group leader's (the JavaScript thread's)
+ * nanoseconds on a CPU and waiting on a run queue. Steadier than wall time
+ * on a shared machine: at load 6 on 2 cores the same reload took 219 and
+ * 453 ms of wall time. Undefined where the kernel has no schedstats.
+ */
+export function threadTimes(pid: number): ThreadTimes | undefined {
+  try {
+    const [run, wait] = readFileSync(`/proc/${pid}/schedstat`, 'utf8').trim().split(' ').map(Number);
+    return Number.isFinite(run) && Number.isFinite(wait) ? { cpuMs: run / 1e6, waitMs: wait / 1e6 } : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** `after` minus `before`, rounded to 0.1 ms. */
+export function threadDelta(before: ThreadTimes | undefined, after: ThreadTimes | undefined): ThreadTimes | undefined {
+  if (before === undefined || after === undefined) return undefined;
+  return { cpuMs: Math.round((after.cpuMs - before.cpuMs) * 10) / 10, waitMs: Math.round((after.waitMs - before.waitMs) * 10) / 10 };
 }
 
 function tunnelAddress(i: number): string {
@@ -344,8 +376,10 @@ export async function tunvpnHub(plan: HubPlan, key: KeyPair, pending: Set<() => 
     await dir.writeHost('hub', { ...host, peers: reloadedPeers(plan) });
     const from = proc.records().length;
     const h0 = Date.now();
+    const thread0 = threadTimes(pid);
     proc.signal('SIGHUP');
     const done = await proc.waitForLog(/^configuration reloaded|^reload (rejected|failed)/, 20_000, from);
+    const reloadThread = threadDelta(thread0, threadTimes(pid));
     check(typeof done.msg === 'string' && done.msg.startsWith('configuration reloaded'), `reload: ${String(done.msg)}`);
     check(await mon.until(() => mon.added.has(plan.newPrefix) && mon.deleted.has(plan.oldPrefix), 5_000), `reload: the route swap ${plan.oldPrefix} -> ${plan.newPrefix} did not show in ip monitor`);
     const swapAt = Math.max(mon.added.get(plan.newPrefix) ?? Number.NaN, mon.deleted.get(plan.oldPrefix) ?? Number.NaN);
@@ -360,9 +394,11 @@ export async function tunvpnHub(plan: HubPlan, key: KeyPair, pending: Set<() => 
       routeSwapMs: swapAt - h0,
       daemonMs: split && hup ? { load: numberOf(done.time) - numberOf(hup.time) - split.plan - split.prepare - split.commit, ...split } : undefined,
       hwmMb: statusMb(pid, 'VmHWM'),
+      ...(reloadThread ? { thread: reloadThread } : {}),
     };
     const w0 = Date.now();
-    result.set = await moveByWgSet(ns, ifname, plan, mon, async () => undefined);
+    const setThread0 = threadTimes(pid);
+    result.set = await moveByWgSet(ns, ifname, plan, mon, async () => undefined, () => threadDelta(setThread0, threadTimes(pid)));
     windows.push({ name: 'wg set (wg started to wg exited)', fromUs: mono(w0), toUs: mono(w0 + result.set.ms) });
 
     // Stop: every route goes, by the daemon's own batch.
@@ -390,15 +426,23 @@ export async function tunvpnHub(plan: HubPlan, key: KeyPair, pending: Set<() => 
 }
 
 /** `wg set` moves the changed peer from newPrefix to setPrefix; `routes` does what the daemon does not. */
-async function moveByWgSet(ns: Netns, ifname: string, plan: HubPlan, mon: RouteMonitor, routes: () => Promise<void>): Promise<{ ms: number; routeSwapMs: number }> {
+async function moveByWgSet(
+  ns: Netns,
+  ifname: string,
+  plan: HubPlan,
+  mon: RouteMonitor,
+  routes: () => Promise<void>,
+  thread: () => ThreadTimes | undefined = () => undefined,
+): Promise<{ ms: number; routeSwapMs: number; thread?: ThreadTimes }> {
   const peer = plan.peers[plan.changed];
   const t0 = Date.now();
   await ns.exec('wg', ['set', ifname, 'peer', peer.publicKey, 'allowed-ips', `${peer.allowedIPs[0]},${plan.setPrefix}`], { timeoutMs: 20_000 });
   await routes();
   const ms = Date.now() - t0;
+  const times = thread();
   check(await mon.until(() => mon.added.has(plan.setPrefix) && (mon.deleted.get(plan.newPrefix) ?? 0) >= t0, 5_000), `wg set: the route swap ${plan.newPrefix} -> ${plan.setPrefix} did not show in ip monitor`);
   const swapAt = Math.max(mon.added.get(plan.setPrefix) ?? Number.NaN, mon.deleted.get(plan.newPrefix) ?? Number.NaN);
-  return { ms, routeSwapMs: swapAt - t0 };
+  return { ms, routeSwapMs: swapAt - t0, ...(times ? { thread: times } : {}) };
 }
 
 function wgConf(privateKey: string, peers: readonly PeerSpec[]): string {
@@ -503,6 +547,10 @@ export async function wireguardGoHub(plan: HubPlan, key: KeyPair, pending: Set<(
   return result;
 }
 
+function threadText(t: ThreadTimes | undefined): string {
+  return t === undefined ? '' : `; main thread on a CPU ${t.cpuMs.toFixed(0)} ms, waiting for one ${t.waitMs.toFixed(0)} ms`;
+}
+
 /** One line per VPN for the console. */
 export function hubLine(r: HubResult): string {
   if (r.status !== 'ok') return `${r.vpn} hub of ${r.peers} routed peers: FAILED ${r.error ?? ''}`;
@@ -510,8 +558,8 @@ export function hubLine(r: HubResult): string {
   return (
     `${r.vpn} hub of ${r.peers} routed peers: up in ${f(r.startMs)} ms (routes appear ${f(r.routesFirstMs)}-${f(r.routesVisibleMs)} ms, wg show lists all ${f(r.peersListedMs)} ms), ` +
     `RSS ${f(r.rssMb, 1)} MB (peak ${f(r.hwmMb, 1)}); reload ${f(r.reload?.ms)} ms (route swap visible ${f(r.reload?.routeSwapMs)} ms` +
-    `${r.reload?.daemonMs ? `; load/plan/prepare/commit ${r.reload.daemonMs.load}/${r.reload.daemonMs.plan}/${r.reload.daemonMs.prepare}/${r.reload.daemonMs.commit} ms` : ''}); ` +
-    `wg set ${f(r.set?.ms)} ms (route swap visible ${f(r.set?.routeSwapMs)} ms); stop ${f(r.stop?.ms)} ms, ${f(r.stop?.deletedBeforeLinkGone)} routes deleted before the link went, ${f(r.stop?.routesLeft)} left`
+    `${r.reload?.daemonMs ? `; load/plan/prepare/commit ${r.reload.daemonMs.load}/${r.reload.daemonMs.plan}/${r.reload.daemonMs.prepare}/${r.reload.daemonMs.commit} ms` : ''}${threadText(r.reload?.thread)}); ` +
+    `wg set ${f(r.set?.ms)} ms (route swap visible ${f(r.set?.routeSwapMs)} ms${threadText(r.set?.thread)}); stop ${f(r.stop?.ms)} ms, ${f(r.stop?.deletedBeforeLinkGone)} routes deleted before the link went, ${f(r.stop?.routesLeft)} left`
   );
 }
 

@@ -23,18 +23,29 @@ export interface ConfigDiff {
 
 function sameSet(a: readonly string[], b: readonly string[]): boolean {
   if (a.length !== b.length) return false;
+  // Almost always the same list in the same order: no Set for that (10,000 of them per reload).
+  let i = 0;
+  while (i < a.length && a[i] === b[i]) i++;
+  if (i === a.length) return true;
   const set = new Set(a);
   return b.every((x) => set.has(x));
 }
 
-function peerFields(a: PeerConfig, b: PeerConfig): string[] {
-  const fields: string[] = [];
-  if (a.name !== b.name) fields.push('name');
-  if (!keysEqual(a.presharedKey, b.presharedKey)) fields.push('presharedKey');
-  if (a.endpoint?.host !== b.endpoint?.host || a.endpoint?.port !== b.endpoint?.port) fields.push('endpoint');
+/** The fields that differ; undefined when none does (no array per unchanged peer). */
+function peerFields(a: PeerConfig, b: PeerConfig): string[] | undefined {
+  const nameDiffers = a.name !== b.name;
+  const pskDiffers = !keysEqual(a.presharedKey, b.presharedKey);
+  const endpointDiffers = a.endpoint?.host !== b.endpoint?.host || a.endpoint?.port !== b.endpoint?.port;
   // Order of allowed IPs does not change routing within one peer.
-  if (!sameSet(a.allowedIPs, b.allowedIPs)) fields.push('allowedIPs');
-  if (a.persistentKeepalive !== b.persistentKeepalive) fields.push('persistentKeepalive');
+  const allowedDiffers = !sameSet(a.allowedIPs, b.allowedIPs);
+  const keepaliveDiffers = a.persistentKeepalive !== b.persistentKeepalive;
+  if (!nameDiffers && !pskDiffers && !endpointDiffers && !allowedDiffers && !keepaliveDiffers) return undefined;
+  const fields: string[] = [];
+  if (nameDiffers) fields.push('name');
+  if (pskDiffers) fields.push('presharedKey');
+  if (endpointDiffers) fields.push('endpoint');
+  if (allowedDiffers) fields.push('allowedIPs');
+  if (keepaliveDiffers) fields.push('persistentKeepalive');
   return fields;
 }
 
@@ -80,13 +91,23 @@ export async function diffConfigSliced(
   }
 }
 
-/** The diff, yielding after every peer so a caller can slice the work. */
+/**
+ * Peers per step (a power of two, less one, as a mask): 32 peers are a few
+ * microseconds warm, a few tens cold, well inside a slice, and resuming the
+ * generator and asking the caller's clock once per peer was most of a cold
+ * diff (15 ms for 10,000 peers in a freshly reloaded daemon).
+ */
+const STEP_MASK = 31;
+
+/**
+ * The diff, yielding every 32 peers so a caller can slice the work.
+ * Public keys are unique within a config. A peer is looked for first at
+ * its own index in `before` (a reload of an edited file, or a `set`, keeps
+ * the others where they were); only when that finds another key is an
+ * index of `before` by key built, once. On a 10,000-peer reload that
+ * changes one peer this is no Map, no Set and no array per peer.
+ */
 function* diffSteps(before: TunvpnConfig, after: TunvpnConfig, recreated: ReadonlySet<string>): Generator<void, ConfigDiff> {
-  const old = new Map<string, PeerConfig>();
-  for (const p of before.peers) {
-    old.set(p.publicKey, p);
-    yield;
-  }
   const diff: ConfigDiff = {
     added: [],
     removed: [],
@@ -95,23 +116,40 @@ function* diffSteps(before: TunvpnConfig, after: TunvpnConfig, recreated: Readon
     recreated: [],
     interfaceChanged: interfaceFields(before.interface, after.interface),
   };
-  const seen = new Set<string>();
-  for (const peer of after.peers) {
-    yield;
-    const prev = old.get(peer.publicKey);
-    if (prev === undefined || recreated.has(peer.publicKey)) {
+  const was = before.peers;
+  /** 1 for each peer of `before` that `after` keeps (not removed). */
+  const kept = new Uint8Array(was.length);
+  let byKey: Map<string, number> | undefined;
+  const checkRecreated = recreated.size > 0;
+  for (let i = 0; i < after.peers.length; i++) {
+    if ((i & STEP_MASK) === 0) yield;
+    const peer = after.peers[i];
+    let j = i < was.length && was[i].publicKey === peer.publicKey ? i : -1;
+    if (j < 0) {
+      if (byKey === undefined) {
+        const index = new Map<string, number>();
+        for (let k = 0; k < was.length; k++) {
+          index.set(was[k].publicKey, k);
+          if ((k & STEP_MASK) === 0) yield;
+        }
+        byKey = index;
+      }
+      j = byKey.get(peer.publicKey) ?? -1;
+    }
+    if (j < 0 || (checkRecreated && recreated.has(peer.publicKey))) {
       diff.added.push(peer);
-      if (prev !== undefined) diff.recreated.push(peer);
+      if (j >= 0) diff.recreated.push(peer);
       continue;
     }
-    seen.add(peer.publicKey);
+    kept[j] = 1;
+    const prev = was[j];
     const fields = peerFields(prev, peer);
-    if (fields.length) diff.changed.push({ before: prev, after: peer, fields });
+    if (fields !== undefined) diff.changed.push({ before: prev, after: peer, fields });
     else diff.unchanged.push(peer);
   }
-  for (const peer of before.peers) {
-    if (!seen.has(peer.publicKey)) diff.removed.push(peer);
-    yield;
+  for (let j = 0; j < was.length; j++) {
+    if (kept[j] === 0) diff.removed.push(was[j]);
+    if ((j & STEP_MASK) === 0) yield;
   }
   return diff;
 }

@@ -132,8 +132,11 @@ class Parser {
       if (this.text[this.pos] !== ':') this.fail('expected ":" after a property name');
       this.pos++;
       this.ws();
-      // defineProperty: a "__proto__" key must stay data, not replace the prototype.
-      Object.defineProperty(out, key, { value: this.value(depth), enumerable: true, writable: true, configurable: true });
+      // defineProperty for "__proto__": it must stay data, not replace the prototype. Every
+      // other key is a plain assignment (Object.prototype has no other setter), which is
+      // several times cheaper: 10,000 peers are 30,000 properties.
+      if (key === '__proto__') Object.defineProperty(out, key, { value: this.value(depth), enumerable: true, writable: true, configurable: true });
+      else out[key] = this.value(depth);
       this.ws();
       const c = this.text[this.pos];
       if (c === ',') {
@@ -216,7 +219,112 @@ class Parser {
   }
 }
 
-/** Parses `text`; with `expectObject`, a root that is not an object is refused with its position. */
+/**
+ * Parses `text`; with `expectObject`, a root that is not an object is
+ * refused with its position.
+ *
+ * Fast path: JSON.parse, when a scan of the text first shows that the
+ * strict parser would give the same value: nesting within MAX_JSON_DEPTH,
+ * at most MAX_JSON_VALUES values, no number longer than the strict parser
+ * reads, and (counted after the parse) as many properties as the text has
+ * names, so no duplicate key was dropped. Anything else, and any text
+ * JSON.parse refuses, goes to the strict parser, which gives the value or
+ * the error with its line and column as before. A 10,000-peer file (1.3 MB)
+ * took the strict parser 18-34 ms; scan, JSON.parse and count take about a
+ * third of that, and JSON.parse's strings are flat ones, which every later
+ * check reads faster than the strict parser's slices of the whole text.
+ */
 export function parseJson(text: string, opts: { expectObject?: boolean } = {}): unknown {
+  const expectObject = opts.expectObject === true;
+  const body = text.charCodeAt(0) === 0xfeff ? text.slice(1) : text;
+  const scan = scanJson(body, expectObject);
+  if (scan !== undefined) {
+    let value: unknown;
+    let parsed = true;
+    try {
+      value = JSON.parse(body);
+    } catch {
+      parsed = false;
+    }
+    if (parsed && countProperties(value) === scan.names) return value;
+  }
+  return parseJsonStrictly(text, opts);
+}
+
+/** The strict parser alone (the reference the fast path must agree with; the tests compare them). */
+export function parseJsonStrictly(text: string, opts: { expectObject?: boolean } = {}): unknown {
   return new Parser(text, opts.expectObject === true).parse();
+}
+
+/**
+ * One pass over text the fast path may take: the number of property names
+ * (colons outside strings), or undefined when the strict parser could
+ * decide differently (too deep, too many values, a long number, not an
+ * object at the root when one is expected). For well-formed JSON the
+ * counts are exact; for anything else JSON.parse throws anyway.
+ */
+function scanJson(text: string, expectObject: boolean): { names: number } | undefined {
+  const n = text.length;
+  let i = 0;
+  while (i < n) {
+    const c = text.charCodeAt(i);
+    if (c === 0x20 || c === 0x09 || c === 0x0a || c === 0x0d) i++;
+    else break;
+  }
+  if (expectObject && text.charCodeAt(i) !== 0x7b) return undefined;
+  let depth = 0;
+  let names = 0;
+  // Every value but the root is the first element of its container or follows a comma.
+  let values = 1;
+  let numberRun = 0;
+  for (; i < n; i++) {
+    const c = text.charCodeAt(i);
+    // Whitespace first: most of a pretty-printed file is indentation. (A control character
+    // outside a string is no JSON: JSON.parse refuses it and the strict parser says where.)
+    if (c <= 0x20) {
+      numberRun = 0;
+      continue;
+    }
+    if (c === 0x22) {
+      numberRun = 0;
+      for (i++; i < n; i++) {
+        const d = text.charCodeAt(i);
+        if (d === 0x22) break;
+        if (d === 0x5c) i++;
+      }
+      continue;
+    }
+    if ((c >= 0x30 && c <= 0x39) || c === 0x2d || c === 0x2b || c === 0x2e || c === 0x65 || c === 0x45) {
+      // The strict parser reads a number from a 64-character window.
+      if (++numberRun >= 64) return undefined;
+      continue;
+    }
+    numberRun = 0;
+    if (c === 0x7b || c === 0x5b) {
+      if (++depth > MAX_JSON_DEPTH) return undefined;
+      values++;
+    } else if (c === 0x7d || c === 0x5d) depth--;
+    else if (c === 0x2c) values++;
+    else if (c === 0x3a) names++;
+  }
+  return values <= MAX_JSON_VALUES ? { names } : undefined;
+}
+
+/** Own properties of every object in a parsed value (nesting is bounded by the scan). */
+function countProperties(v: unknown): number {
+  if (typeof v !== 'object' || v === null) return 0;
+  let count = 0;
+  if (Array.isArray(v)) {
+    for (let i = 0; i < v.length; i++) {
+      const e: unknown = v[i];
+      if (typeof e === 'object' && e !== null) count += countProperties(e);
+    }
+    return count;
+  }
+  for (const key in v) {
+    count++;
+    const e: unknown = (v as Record<string, unknown>)[key];
+    if (typeof e === 'object' && e !== null) count += countProperties(e);
+  }
+  return count;
 }

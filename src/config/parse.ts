@@ -6,7 +6,7 @@
  */
 import convict from 'convict';
 import { ConfigError, IssueList, WarningList, type ConfigIssue, type IssueSink } from './errors.js';
-import { canonicalAddress, canonicalPrefix, MTU_MIN_IPV6, parseEndpoint, quote } from './formats.js';
+import { canonicalAddress, canonicalPrefix, isCanonicalV4Prefix, MTU_MIN_IPV6, parseEndpoint, quote } from './formats.js';
 import { decodeKey, encodeKey } from './keys.js';
 import { configSchema } from './schema.js';
 import { derivePublicKey, KeyFileReader } from './secrets.js';
@@ -77,6 +77,24 @@ function validEntries<T>(list: unknown, convert: (text: string) => T): { index: 
   return out;
 }
 
+/**
+ * A peer's preshared key, set on `peer` when it resolves. A function of its
+ * own so that the per-peer loop holds no closure (V8 would allocate a
+ * context for every peer to keep `peer` for it).
+ */
+async function resolvePresharedKey(
+  rawPeer: Plain,
+  checkedPeer: Plain,
+  path: string,
+  peer: PeerConfig | undefined,
+  baseDir: string,
+  issues: IssueSink,
+  keyFiles: KeyFileReader,
+): Promise<void> {
+  const psk = await resolveSecret(rawPeer, checkedPeer, 'presharedKey', 'presharedKeyFile', path, false, baseDir, issues, keyFiles);
+  if (psk && peer) peer.presharedKey = psk;
+}
+
 function peerLabel(index: number, name: unknown): string {
   return typeof name === 'string' ? `peers[${index}] (${quote(name)})` : `peers[${index}]`;
 }
@@ -128,12 +146,12 @@ export async function parseConfig(raw: unknown, opts: ParseOptions): Promise<Tun
       return;
     }
     const rawPeer = section(rawPeers[i]);
-    const path = `peers[${i}]`;
+    // The peer's path is made only where an issue or a warning names it.
 
     const name = checkedPeer.name;
     if (typeof name === 'string') {
       const first = names.get(name);
-      if (first !== undefined) issues.push({ path: `${path}.name`, message: `duplicate name ${quote(name)} (also peers[${first}].name)` });
+      if (first !== undefined) issues.push({ path: `peers[${i}].name`, message: `duplicate name ${quote(name)} (also peers[${first}].name)` });
       else names.set(name, i);
     }
 
@@ -141,32 +159,53 @@ export async function parseConfig(raw: unknown, opts: ParseOptions): Promise<Tun
     if (typeof publicKey === 'string') {
       const first = publicKeys.get(publicKey);
       if (first !== undefined) {
-        issues.push({ path: `${path}.publicKey`, message: `duplicate public key (same as peers[${first}].publicKey)` });
+        issues.push({ path: `peers[${i}].publicKey`, message: `duplicate public key (same as peers[${first}].publicKey)` });
       } else {
         publicKeys.set(publicKey, i);
       }
     }
 
-    const allowedIPs: string[] = [];
-    const allowedSet = new Set<string>();
-    for (const { index, value } of validEntries(rawPeer.allowedIPs, canonicalPrefix)) {
-      const at = `${path}.allowedIPs[${index}]`;
-      if (value.hostBits) warnings.push(`${at}: host bits are set; using ${value.text}`);
-      if (allowedSet.has(value.text)) {
-        warnings.push(`${at}: ${value.text} is listed twice for this peer; using it once`);
+    // Straight off the raw list (invalid entries are already reported), no
+    // per-peer Set: a prefix this peer listed before is one whose owner is
+    // already this peer. Per-peer objects are what the garbage collector
+    // spends a reload of 10,000 peers on.
+    // The list as written is kept (copied at its size) while every entry is
+    // valid canonical text listed once; the first entry that is not starts
+    // a list of its own.
+    const rawAllowed: unknown[] = Array.isArray(rawPeer.allowedIPs) ? rawPeer.allowedIPs : [];
+    let built: string[] | undefined;
+    for (let index = 0; index < rawAllowed.length; index++) {
+      const item: unknown = rawAllowed[index];
+      let text: string;
+      if (typeof item === 'string' && isCanonicalV4Prefix(item)) text = item;
+      else {
+        built ??= rawAllowed.slice(0, index) as string[];
+        if (typeof item !== 'string') continue;
+        let value: { text: string; hostBits: boolean };
+        try {
+          value = canonicalPrefix(item);
+        } catch {
+          continue; // reported by the schema walk
+        }
+        if (value.hostBits) warnings.push(`peers[${i}].allowedIPs[${index}]: host bits are set; using ${value.text}`);
+        text = value.text;
+      }
+      const owner = prefixOwner.get(text);
+      if (owner === i) {
+        warnings.push(`peers[${i}].allowedIPs[${index}]: ${text} is listed twice for this peer; using it once`);
+        built ??= rawAllowed.slice(0, index) as string[];
         continue;
       }
-      const owner = prefixOwner.get(value.text);
       if (owner !== undefined) {
         warnings.push(
-          `${at}: conflict: ${value.text} is also an allowed IP of ${peerLabel(owner, section(checkedPeers[owner]).name)}; ` +
+          `peers[${i}].allowedIPs[${index}]: conflict: ${text} is also an allowed IP of ${peerLabel(owner, section(checkedPeers[owner]).name)}; ` +
             `the later peer, ${peerLabel(i, name)}, gets it (as in WireGuard)`,
         );
       }
-      prefixOwner.set(value.text, i);
-      allowedSet.add(value.text);
-      allowedIPs.push(value.text);
+      prefixOwner.set(text, i);
+      built?.push(text);
     }
+    const allowedIPs: string[] = built ?? (rawAllowed.slice() as string[]);
 
     // Built even when other fields are invalid; then the issues list is not
     // empty and the config is rejected before anyone sees this peer.
@@ -180,11 +219,10 @@ export async function parseConfig(raw: unknown, opts: ParseOptions): Promise<Tun
     if (peer && typeof endpointText === 'string') peer.endpoint = parseEndpoint(endpointText);
     peers.push(peer);
 
-    pending.push(
-      resolveSecret(rawPeer, checkedPeer, 'presharedKey', 'presharedKeyFile', path, false, opts.baseDir, issues, keyFiles).then((psk) => {
-        if (psk && peer) peer.presharedKey = psk;
-      }),
-    );
+    // Only a peer that names a preshared key has anything to resolve (no promise per peer otherwise).
+    if (present(rawPeer.presharedKey) || present(rawPeer.presharedKeyFile)) {
+      pending.push(resolvePresharedKey(rawPeer, checkedPeer, `peers[${i}]`, peer, opts.baseDir, issues, keyFiles));
+    }
   });
 
   const privateKey = await privateKeyP;

@@ -3,8 +3,9 @@
  * address plan, its target lines, and a small hub run for real (tunvpn from
  * dist/, and Debian's wireguard-go as the reference).
  */
+import { spawn } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
-import { HUB_MAX_PEERS, hubPlan, hubTargetLines, tunvpnHub, wireguardGoHub, type HubResult } from '../../bench/lib/hub.js';
+import { HUB_MAX_PEERS, hubLine, hubPlan, hubTargetLines, threadDelta, threadTimes, tunvpnHub, wireguardGoHub, type HubResult } from '../../bench/lib/hub.js';
 import { loadCrypto } from '../../src/crypto/index.js';
 import { describeIntegration } from '../helpers/netns.js';
 
@@ -54,6 +55,33 @@ describe('bench: routed hub plan and targets', () => {
   });
 });
 
+describe('bench: the main thread\'s CPU and run-queue time (schedstat)', () => {
+  it('counts a process\'s busy main thread as time on a CPU', async () => {
+    // A child of its own: under vitest this test may run in a worker thread, not in the thread
+    // /proc/PID/schedstat describes. The child busy-loops 300 ms, then sleeps until killed.
+    const child = spawn(process.execPath, ['-e', 'const t = Date.now() + 300; while (Date.now() < t); setTimeout(() => {}, 60000);'], { stdio: 'ignore' });
+    try {
+      const pid = child.pid ?? -1;
+      const before = threadTimes(pid);
+      expect(before).toBeDefined();
+      await new Promise((r) => setTimeout(r, 600));
+      const d = threadDelta(before, threadTimes(pid));
+      // 300 ms busy in the window: on a CPU or waiting for one for most of it, even on a loaded machine.
+      expect(d?.cpuMs).toBeGreaterThan(30);
+      expect((d?.cpuMs ?? 0) + (d?.waitMs ?? 0)).toBeGreaterThan(150);
+    } finally {
+      child.kill('SIGKILL');
+    }
+    expect(threadDelta(undefined, { cpuMs: 1, waitMs: 0 })).toBeUndefined();
+    expect(threadTimes(-1)).toBeUndefined();
+  });
+
+  it('prints them on the hub line', () => {
+    const r: HubResult = { vpn: 'tunvpn', peers: 1, status: 'ok', reload: { ms: 90, routeSwapMs: 89, hwmMb: 1, thread: { cpuMs: 61.4, waitMs: 20 } }, set: { ms: 10, routeSwapMs: 9, thread: { cpuMs: 7, waitMs: 1 } } };
+    expect(hubLine(r)).toContain('main thread on a CPU 61 ms, waiting for one 20 ms); wg set 10 ms (route swap visible 9 ms; main thread on a CPU 7 ms, waiting for one 1 ms)');
+  });
+});
+
 describeIntegration('bench: a small routed hub for real', ['wg', 'wireguard-go'], () => {
   it('tunvpn and wireguard-go bring up the same 40 routed peers, swap a prefix, and leave no route at stop', async () => {
     const crypto = await loadCrypto('auto');
@@ -71,6 +99,9 @@ describeIntegration('bench: a small routed hub for real', ['wg', 'wireguard-go']
       expect(r.set?.routeSwapMs).toBeGreaterThanOrEqual(0);
       expect(r.stop?.routesLeft).toBe(0);
     }
+    // The daemon's main thread was seen working on the reload and the set.
+    expect(tunvpn.reload?.thread?.cpuMs).toBeGreaterThan(0);
+    expect(tunvpn.set?.thread?.cpuMs).toBeGreaterThan(0);
     // tunvpn deletes its routes itself before the interface goes (wireguard-go leaves them to the device).
     expect(tunvpn.stop?.deletedBeforeLinkGone).toBe(40);
     // Every undo ran in its finally: nothing left for a SIGINT to clean.
