@@ -714,11 +714,18 @@ export function endpointLoopWarnings(config: Pick<TunvpnConfig, 'interface' | 'p
       if (o === undefined) continue;
       const where = `peers[${o.i}].allowedIPs[${o.j}]: ${prefix} covers peers[${i}].endpoint ${host}`;
       if (table === 'auto') {
-        if (bits !== 0) out.push(`${where}: the tunnel's own datagrams to that peer would be routed into the tunnel (a loop); only a default route (${family === 4 ? '0.0.0.0/0' : '::/0'}) with table "auto" is kept off it (full tunnel), so exclude the endpoint from this prefix`);
+        if (bits !== 0)
+          out.push(
+            `${where}: the tunnel's own datagrams to that peer would be routed into the tunnel (a loop); only a default route (${family === 4 ? '0.0.0.0/0' : '::/0'}) with table "auto" is kept off it (full tunnel), so exclude the endpoint from this prefix`,
+          );
       } else if (table === ip.MAIN_TABLE) {
-        out.push(`${where}: with table 254 (main) the tunnel's own datagrams to that peer are routed into the tunnel (a loop); use table "auto" for a full tunnel`);
+        out.push(
+          `${where}: with table 254 (main) the tunnel's own datagrams to that peer are routed into the tunnel (a loop); use table "auto" for a full tunnel`,
+        );
       } else if (config.interface.fwmark === 0) {
-        out.push(`${where}: routes go to table ${table}; if your rules send the tunnel's own datagrams there they loop, and with fwmark 0 no rule can tell them apart (set interface.fwmark and a rule "not fwmark M table ${table}")`);
+        out.push(
+          `${where}: routes go to table ${table}; if your rules send the tunnel's own datagrams there they loop, and with fwmark 0 no rule can tell them apart (set interface.fwmark and a rule "not fwmark M table ${table}")`,
+        );
       }
       return;
     }

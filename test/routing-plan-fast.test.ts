@@ -55,7 +55,7 @@ describe('planRoutes: the shortcuts give the general rule', () => {
     );
   });
 
-  it('leaves a hub\'s tunnel addresses to the connected route and routes its LANs', async () => {
+  it("leaves a hub's tunnel addresses to the connected route and routes its LANs", async () => {
     const ips = ['10.100.0.2/32', '10.128.0.0/24', '10.100.255.255/32', '10.101.0.0/24', '10.100.0.0/16', '10.100.0.0/15'];
     expect(await planRoutes(['10.100.0.1/16'], ips)).toEqual(['10.128.0.0/24', '10.101.0.0/24', '10.100.0.0/15']);
     expect(await planRoutes(['10.100.0.1/32'], ['10.100.0.1/32', '10.100.0.12/32', '10.100.0.0/24'])).toEqual(['10.100.0.12/32', '10.100.0.0/24']);

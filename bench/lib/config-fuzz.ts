@@ -293,7 +293,6 @@ const ENDPOINTS = [
   '256.1.1.1:1',
   `${'a'.repeat(64)}.org:1`,
 ];
-// biome-ignore lint/suspicious/noTemplateCurlyInString: '${HOME}' is one of the strings fed to the daemon as is, never expanded
 const WEIRD_STRINGS = [
   '',
   ' ',
@@ -310,6 +309,7 @@ const WEIRD_STRINGS = [
   'hasOwnProperty',
   '../../etc/passwd',
   '%s%s%n',
+  // biome-ignore lint/suspicious/noTemplateCurlyInString: fed to the daemon as is, never expanded
   '${HOME}',
   '"quoted"',
   '\\',

@@ -113,7 +113,12 @@ export function profilePhases(file: string, windows: readonly PhaseWindow[], roo
     [...m.values()]
       .sort((x, y) => y.us - x.us)
       .slice(0, top)
-      .map((e) => ({ name: e.name, where: e.where, selfMs: (a.self.get(`${e.name}@${e.where}`)?.us ?? 0) / 1000, totalMs: (a.total.get(`${e.name}@${e.where}`)?.us ?? 0) / 1000 }));
+      .map((e) => ({
+        name: e.name,
+        where: e.where,
+        selfMs: (a.self.get(`${e.name}@${e.where}`)?.us ?? 0) / 1000,
+        totalMs: (a.total.get(`${e.name}@${e.where}`)?.us ?? 0) / 1000,
+      }));
   return windows.map((w, i) => ({
     phase: w.name,
     wallMs: (w.toUs - w.fromUs) / 1000,
@@ -121,12 +126,18 @@ export function profilePhases(file: string, windows: readonly PhaseWindow[], roo
     gcMs: acc[i].gc / 1000,
     bySelf: list(acc[i].self, acc[i]),
     byTotal: list(acc[i].total, acc[i]),
-    byFile: [...acc[i].files].sort((x, y) => y[1] - x[1]).slice(0, top).map(([file, us]) => ({ file, selfMs: us / 1000 })),
+    byFile: [...acc[i].files]
+      .sort((x, y) => y[1] - x[1])
+      .slice(0, top)
+      .map(([file, us]) => ({ file, selfMs: us / 1000 })),
   }));
 }
 
 export function formatPhase(p: PhaseProfile): string {
-  const lines = [`  ${p.phase}: ${p.wallMs.toFixed(0)} ms wall, main thread busy ${p.busyMs.toFixed(0)} ms (GC ${p.gcMs.toFixed(0)} ms)`, '    self ms  total ms  function (location)'];
+  const lines = [
+    `  ${p.phase}: ${p.wallMs.toFixed(0)} ms wall, main thread busy ${p.busyMs.toFixed(0)} ms (GC ${p.gcMs.toFixed(0)} ms)`,
+    '    self ms  total ms  function (location)',
+  ];
   const rows = new Map<string, PhaseEntry>();
   for (const e of [...p.byTotal, ...p.bySelf]) rows.set(`${e.name}@${e.where}`, e);
   for (const e of [...rows.values()].sort((a, b) => b.totalMs - a.totalMs)) {

@@ -264,7 +264,10 @@ async function routesTo(ns: Netns, prefixes: ReadonlySet<string>): Promise<numbe
 
 async function routesDev(ns: Netns, ifname: string): Promise<string[]> {
   const { stdout } = await run('ip', ['-n', ns.name, '-4', 'route', 'show', 'dev', ifname], { timeoutMs: 20_000 });
-  return stdout.split('\n').filter(Boolean).map((l) => l.split(' ', 1)[0]);
+  return stdout
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => l.split(' ', 1)[0]);
 }
 
 async function wgPeerCount(ns: Netns, ifname: string): Promise<number> {
@@ -278,7 +281,11 @@ async function wgPeerCount(ns: Netns, ifname: string): Promise<number> {
  * `pending` so a SIGINT midway (the bench's handler runs every pending
  * undo) leaves nothing behind either.
  */
-async function workspace(prefix: string, pending: Set<() => Promise<void>>, stop: () => Promise<unknown> | undefined): Promise<{ ns: Netns; dir: ConfigDir; undo: () => Promise<void> }> {
+async function workspace(
+  prefix: string,
+  pending: Set<() => Promise<void>>,
+  stop: () => Promise<unknown> | undefined,
+): Promise<{ ns: Netns; dir: ConfigDir; undo: () => Promise<void> }> {
   const ns = await Netns.create(prefix);
   let dir: ConfigDir;
   try {
@@ -334,7 +341,14 @@ function check(ok: boolean, what: string): void {
  * cut its profile into the phases (start: spawn to "tunvpn up"; reload:
  * HUP to "configuration reloaded"; stop: SIGTERM to exit).
  */
-export async function tunvpnHub(plan: HubPlan, key: KeyPair, pending: Set<() => Promise<void>>, nodeArgs: readonly string[] = [], profileDir?: string, root = process.cwd()): Promise<HubResult> {
+export async function tunvpnHub(
+  plan: HubPlan,
+  key: KeyPair,
+  pending: Set<() => Promise<void>>,
+  nodeArgs: readonly string[] = [],
+  profileDir?: string,
+  root = process.cwd(),
+): Promise<HubResult> {
   const count = plan.peers.length;
   const result: HubResult = { vpn: 'tunvpn', peers: count, status: 'ok' };
   let proc: DaemonProcess | undefined;
@@ -381,13 +395,19 @@ export async function tunvpnHub(plan: HubPlan, key: KeyPair, pending: Set<() => 
     const done = await proc.waitForLog(/^configuration reloaded|^reload (rejected|failed)/, 20_000, from);
     const reloadThread = threadDelta(thread0, threadTimes(pid));
     check(typeof done.msg === 'string' && done.msg.startsWith('configuration reloaded'), `reload: ${String(done.msg)}`);
-    check(await mon.until(() => mon.added.has(plan.newPrefix) && mon.deleted.has(plan.oldPrefix), 5_000), `reload: the route swap ${plan.oldPrefix} -> ${plan.newPrefix} did not show in ip monitor`);
+    check(
+      await mon.until(() => mon.added.has(plan.newPrefix) && mon.deleted.has(plan.oldPrefix), 5_000),
+      `reload: the route swap ${plan.oldPrefix} -> ${plan.newPrefix} did not show in ip monitor`,
+    );
     const swapAt = Math.max(mon.added.get(plan.newPrefix) ?? Number.NaN, mon.deleted.get(plan.oldPrefix) ?? Number.NaN);
     const after = new Set(await routesDev(ns, ifname));
     check(after.has(plan.newPrefix) && !after.has(plan.oldPrefix), `reload: ip route does not show ${plan.newPrefix} instead of ${plan.oldPrefix}`);
     windows.push({ name: 'reload (HUP to "configuration reloaded")', fromUs: mono(h0), toUs: mono(numberOf(done.time)) });
     const ms = done.ms as { plan?: unknown; prepare?: unknown; commit?: unknown } | undefined;
-    const hup = proc.records().slice(from).find((r) => r.msg === 'SIGHUP: reloading configuration');
+    const hup = proc
+      .records()
+      .slice(from)
+      .find((r) => r.msg === 'SIGHUP: reloading configuration');
     const split = ms ? { plan: numberOf(ms.plan), prepare: numberOf(ms.prepare), commit: numberOf(ms.commit) } : undefined;
     result.reload = {
       ms: at(done, h0),
@@ -398,7 +418,14 @@ export async function tunvpnHub(plan: HubPlan, key: KeyPair, pending: Set<() => 
     };
     const w0 = Date.now();
     const setThread0 = threadTimes(pid);
-    result.set = await moveByWgSet(ns, ifname, plan, mon, async () => undefined, () => threadDelta(setThread0, threadTimes(pid)));
+    result.set = await moveByWgSet(
+      ns,
+      ifname,
+      plan,
+      mon,
+      async () => undefined,
+      () => threadDelta(setThread0, threadTimes(pid)),
+    );
     windows.push({ name: 'wg set (wg started to wg exited)', fromUs: mono(w0), toUs: mono(w0 + result.set.ms) });
 
     // Stop: every route goes, by the daemon's own batch.
@@ -409,10 +436,18 @@ export async function tunvpnHub(plan: HubPlan, key: KeyPair, pending: Set<() => 
     windows.push({ name: 'stop (SIGTERM to exit)', fromUs: mono(s0), toUs: mono(s0 + stopMs) });
     check(code === 0, `tunvpn exited with ${String(code)} on SIGTERM:\n${proc.lines.slice(-10).join('\n')}`);
     await mon.until(() => mon.linkGoneAt !== undefined, 2_000);
-    result.stop = { ms: stopMs, deletedBeforeLinkGone: mon.deletedBeforeLinkGone, routesLeft: await routesTo(ns, prefixes), ...(mon.errors ? { monitorErrors: mon.errors.trim().slice(0, 500) } : {}) };
+    result.stop = {
+      ms: stopMs,
+      deletedBeforeLinkGone: mon.deletedBeforeLinkGone,
+      routesLeft: await routesTo(ns, prefixes),
+      ...(mon.errors ? { monitorErrors: mon.errors.trim().slice(0, 500) } : {}),
+    };
     check(result.stop.routesLeft === 0, `${result.stop.routesLeft} routes left after stop`);
     if (profileDir) {
-      const file = (await readdir(profileDir)).filter((f) => f.endsWith('.cpuprofile') && f.includes(`.${pid}.`)).sort().pop();
+      const file = (await readdir(profileDir))
+        .filter((f) => f.endsWith('.cpuprofile') && f.includes(`.${pid}.`))
+        .sort()
+        .pop();
       if (file) result.profile = { file: join(profileDir, file), phases: profilePhases(join(profileDir, file), windows, root) };
     }
   } catch (err) {
@@ -440,7 +475,10 @@ async function moveByWgSet(
   await routes();
   const ms = Date.now() - t0;
   const times = thread();
-  check(await mon.until(() => mon.added.has(plan.setPrefix) && (mon.deleted.get(plan.newPrefix) ?? 0) >= t0, 5_000), `wg set: the route swap ${plan.newPrefix} -> ${plan.setPrefix} did not show in ip monitor`);
+  check(
+    await mon.until(() => mon.added.has(plan.setPrefix) && (mon.deleted.get(plan.newPrefix) ?? 0) >= t0, 5_000),
+    `wg set: the route swap ${plan.newPrefix} -> ${plan.setPrefix} did not show in ip monitor`,
+  );
   const swapAt = Math.max(mon.added.get(plan.setPrefix) ?? Number.NaN, mon.deleted.get(plan.newPrefix) ?? Number.NaN);
   return { ms, routeSwapMs: swapAt - t0, ...(times ? { thread: times } : {}) };
 }
@@ -495,7 +533,10 @@ export async function wireguardGoHub(plan: HubPlan, key: KeyPair, pending: Set<(
     const t0 = Date.now();
     proc = new DaemonProcess(ns.spawn(path, ['-f', ifname], { stdio: ['ignore', 'pipe', 'pipe'], env: WG_ENV }));
     for (;;) {
-      const ok = await ns.exec('wg', ['show', ifname, 'listen-port']).then(() => true, () => false);
+      const ok = await ns.exec('wg', ['show', ifname, 'listen-port']).then(
+        () => true,
+        () => false,
+      );
       if (ok) break;
       if (!proc.running || Date.now() - t0 > 10_000) throw new Error(`${name} did not come up:\n${proc.lines.join('\n')}`);
       await sleep(20);
@@ -503,7 +544,10 @@ export async function wireguardGoHub(plan: HubPlan, key: KeyPair, pending: Set<(
     await ns.exec('wg', ['setconf', ifname, conf], { timeoutMs: 60_000 });
     await ns.exec('ip', ['addr', 'add', HUB_ADDRESS, 'dev', ifname]);
     await ns.exec('ip', ['link', 'set', ifname, 'up']);
-    await ipBatch(ns, plan.peers.map((p) => `route add ${p.allowedIPs[1]} dev ${ifname}`));
+    await ipBatch(
+      ns,
+      plan.peers.map((p) => `route add ${p.allowedIPs[1]} dev ${ifname}`),
+    );
     result.startMs = Date.now() - t0;
     result.upMeans = '`wg setconf`, address, link up and the route batch done';
     const mon = monitor;
@@ -527,7 +571,9 @@ export async function wireguardGoHub(plan: HubPlan, key: KeyPair, pending: Set<(
     check(await mon.until(() => mon.added.has(plan.newPrefix) && mon.deleted.has(plan.oldPrefix), 5_000), 'reload: the route swap did not show in ip monitor');
     const swapAt = Math.max(mon.added.get(plan.newPrefix) ?? Number.NaN, mon.deleted.get(plan.oldPrefix) ?? Number.NaN);
     result.reload = { ms: reloadMs, routeSwapMs: swapAt - h0, hwmMb: statusMb(pid, 'VmHWM') };
-    result.set = await moveByWgSet(ns, ifname, plan, mon, () => ipBatch(ns, [`route add ${plan.setPrefix} dev ${ifname}`, `route del ${plan.newPrefix} dev ${ifname}`]));
+    result.set = await moveByWgSet(ns, ifname, plan, mon, () =>
+      ipBatch(ns, [`route add ${plan.setPrefix} dev ${ifname}`, `route del ${plan.newPrefix} dev ${ifname}`]),
+    );
 
     // wireguard-go leaves routes to whoever added them: they go with the device.
     mon.countDeletions();
@@ -535,7 +581,12 @@ export async function wireguardGoHub(plan: HubPlan, key: KeyPair, pending: Set<(
     await proc.stop(20_000);
     const stopMs = Date.now() - s0;
     await mon.until(() => mon.linkGoneAt !== undefined, 2_000);
-    result.stop = { ms: stopMs, deletedBeforeLinkGone: mon.deletedBeforeLinkGone, routesLeft: await routesTo(ns, prefixes), ...(mon.errors ? { monitorErrors: mon.errors.trim().slice(0, 500) } : {}) };
+    result.stop = {
+      ms: stopMs,
+      deletedBeforeLinkGone: mon.deletedBeforeLinkGone,
+      routesLeft: await routesTo(ns, prefixes),
+      ...(mon.errors ? { monitorErrors: mon.errors.trim().slice(0, 500) } : {}),
+    };
     check(result.stop.routesLeft === 0, `${result.stop.routesLeft} routes left after stop`);
   } catch (err) {
     result.status = 'failed';
@@ -575,11 +626,22 @@ export function hubTargetLines(results: readonly HubResult[], reference: string)
   const n = t.peers;
   const out: string[] = [];
   if (!ok) out.push(` MISSED routed hub of ${n} peers: failed: ${t.error?.split('\n')[0] ?? ''}`);
-  out.push(`${mark(ok && t.startMs !== undefined ? t.startMs < HUB_TARGETS.startMs : undefined)} hub of ${n} routed peers up < 2 s: ${t.startMs === undefined ? '-' : (t.startMs / 1000).toFixed(2)} s${vs(t.startMs, ref?.startMs)}`);
-  out.push(`${mark(ok && t.hwmMb !== undefined ? t.hwmMb < HUB_TARGETS.rssMb : undefined)} hub of ${n} routed peers < 300 MB: peak ${t.hwmMb?.toFixed(1) ?? '-'} MB${vs(t.hwmMb, ref?.hwmMb)}`);
-  out.push(`${mark(ok && t.reload ? Math.max(t.reload.ms, t.reload.routeSwapMs) < HUB_TARGETS.reloadMs : undefined)} reload changing one prefix < 100 ms: ${t.reload?.ms ?? '-'} ms to "configuration reloaded", route swap visible at ${t.reload?.routeSwapMs ?? '-'} ms${vs(t.reload?.ms, ref?.reload?.ms)}`);
-  if (t.set) out.push(`  info the same change by \`wg set\` through the control socket (no file read): ${t.set.ms} ms, route swap visible at ${t.set.routeSwapMs} ms${vs(t.set.ms, ref?.set?.ms)}`);
+  out.push(
+    `${mark(ok && t.startMs !== undefined ? t.startMs < HUB_TARGETS.startMs : undefined)} hub of ${n} routed peers up < 2 s: ${t.startMs === undefined ? '-' : (t.startMs / 1000).toFixed(2)} s${vs(t.startMs, ref?.startMs)}`,
+  );
+  out.push(
+    `${mark(ok && t.hwmMb !== undefined ? t.hwmMb < HUB_TARGETS.rssMb : undefined)} hub of ${n} routed peers < 300 MB: peak ${t.hwmMb?.toFixed(1) ?? '-'} MB${vs(t.hwmMb, ref?.hwmMb)}`,
+  );
+  out.push(
+    `${mark(ok && t.reload ? Math.max(t.reload.ms, t.reload.routeSwapMs) < HUB_TARGETS.reloadMs : undefined)} reload changing one prefix < 100 ms: ${t.reload?.ms ?? '-'} ms to "configuration reloaded", route swap visible at ${t.reload?.routeSwapMs ?? '-'} ms${vs(t.reload?.ms, ref?.reload?.ms)}`,
+  );
+  if (t.set)
+    out.push(
+      `  info the same change by \`wg set\` through the control socket (no file read): ${t.set.ms} ms, route swap visible at ${t.set.routeSwapMs} ms${vs(t.set.ms, ref?.set?.ms)}`,
+    );
   const lost = t.stop?.monitorErrors ? ` (a lower bound: ip monitor lost events: ${t.stop.monitorErrors.split('\n')[0]})` : '';
-  out.push(`${mark(ok && t.stop ? t.stop.routesLeft === 0 : undefined)} stop removes every route: ${t.stop?.routesLeft ?? '-'} left; ${t.stop?.deletedBeforeLinkGone ?? '-'} of ${n} seen deleted by the daemon before the interface went${lost}`);
+  out.push(
+    `${mark(ok && t.stop ? t.stop.routesLeft === 0 : undefined)} stop removes every route: ${t.stop?.routesLeft ?? '-'} left; ${t.stop?.deletedBeforeLinkGone ?? '-'} of ${n} seen deleted by the daemon before the interface went${lost}`,
+  );
   return out;
 }

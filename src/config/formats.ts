@@ -52,7 +52,8 @@ function guarded<T>(text: string, expected: string, parse: () => T): T {
 }
 
 function requireInteger(v: unknown, min: number, max: number): void {
-  if (typeof v !== 'number' || !Number.isInteger(v)) fail(`must be an integer from ${min} to ${max}, got ${describeType(v)}${typeof v === 'number' ? ` ${v}` : ''}`);
+  if (typeof v !== 'number' || !Number.isInteger(v))
+    fail(`must be an integer from ${min} to ${max}, got ${describeType(v)}${typeof v === 'number' ? ` ${v}` : ''}`);
   if (v < min || v > max) fail(`must be from ${min} to ${max}, got ${v}`);
 }
 
@@ -215,13 +216,15 @@ function listOf(convert: (text: string) => unknown, what: string, accepts?: (tex
       if (typeof item === 'string' && accepts?.(item) === true) continue;
       if (item === undefined && !(index in v)) continue; // a hole, which forEach skipped
       if (typeof item !== 'string') {
-        (items ??= []).push({ index, message: `must be a ${what} string, got ${describeType(item)}` });
+        items ??= [];
+        items.push({ index, message: `must be a ${what} string, got ${describeType(item)}` });
         continue;
       }
       try {
         convert(item);
       } catch (err) {
-        (items ??= []).push({ index, message: err instanceof Error ? err.message : String(err) });
+        items ??= [];
+        items.push({ index, message: err instanceof Error ? err.message : String(err) });
       }
     }
     if (items !== undefined) throw new ListItemsError(items);

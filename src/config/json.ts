@@ -62,7 +62,18 @@ class Parser {
   /** A well-formed value that is not an object, refused before it is parsed (it could be huge). */
   private structureError(): never {
     const c = this.text[this.pos];
-    const got = c === '[' ? 'an array' : c === '"' ? 'a string' : c === 't' || c === 'f' ? 'a boolean' : c === 'n' ? 'null' : c === '-' || (c >= '0' && c <= '9') ? 'a number' : undefined;
+    const got =
+      c === '['
+        ? 'an array'
+        : c === '"'
+          ? 'a string'
+          : c === 't' || c === 'f'
+            ? 'a boolean'
+            : c === 'n'
+              ? 'null'
+              : c === '-' || (c >= '0' && c <= '9')
+                ? 'a number'
+                : undefined;
     if (got === undefined) this.fail('expected a value (string in double quotes, number, object, array, true, false or null)');
     const { line, column } = this.position(this.pos);
     throw new JsonSyntaxError(`the configuration must be a JSON object ({...}), got ${got}`, line, column, 'structure');
@@ -104,7 +115,11 @@ class Parser {
     if (c === '[') return this.array(depth + 1);
     if (c === '"') return this.string();
     if (c === '-' || (c >= '0' && c <= '9')) return this.number();
-    for (const [word, v] of [['true', true], ['false', false], ['null', null]] as const) {
+    for (const [word, v] of [
+      ['true', true],
+      ['false', false],
+      ['null', null],
+    ] as const) {
       if (this.text.startsWith(word, this.pos)) {
         this.pos += word.length;
         return v;

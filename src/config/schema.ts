@@ -61,7 +61,9 @@ export const hooksSchema = {
 /** A Linux firewall mark: 0 (none) to 2^32-1. */
 function fwmarkFormat(v: unknown): void {
   if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > 0xffffffff) {
-    throw new Error(`must be an integer from 0 to 4294967295 (0 = no mark), got ${typeof v === 'number' ? String(v) : v === null ? 'null' : Array.isArray(v) ? 'an array' : `a ${typeof v}`}`);
+    throw new Error(
+      `must be an integer from 0 to 4294967295 (0 = no mark), got ${typeof v === 'number' ? String(v) : v === null ? 'null' : Array.isArray(v) ? 'an array' : `a ${typeof v}`}`,
+    );
   }
 }
 
@@ -74,14 +76,22 @@ function tableFormat(v: unknown): void {
     if (RESERVED_TABLES.includes(v)) throw new Error(`must not be table ${v} (reserved: ${v === 253 ? 'default' : 'local'})`);
     return;
   }
-  const got = typeof v === 'string' ? `"${v.slice(0, 32).replace(/[^\x20-\x7e]/g, '?')}"` : v === null ? 'null' : Array.isArray(v) ? 'an array' : typeof v === 'number' ? String(v) : `a ${typeof v}`;
+  const got =
+    typeof v === 'string'
+      ? `"${v.slice(0, 32).replace(/[^\x20-\x7e]/g, '?')}"`
+      : v === null
+        ? 'null'
+        : Array.isArray(v)
+          ? 'an array'
+          : typeof v === 'number'
+            ? String(v)
+            : `a ${typeof v}`;
   throw new Error(`must be "auto", "off" or a routing table number from 1 to 4294967295, got ${got}`);
 }
 
 export const interfaceSchema = {
   name: {
-    doc:
-      'Name of the TUN interface to create: 1 to 15 ASCII letters, digits and _ = + . - (the characters wg-quick accepts, within Linux\'s own rules), not "." or "..", not starting with "-". The same rule holds for `run`, its `ip` calls and the control socket\'s file name (src/config/ifname.ts).',
+    doc: 'Name of the TUN interface to create: 1 to 15 ASCII letters, digits and _ = + . - (the characters wg-quick accepts, within Linux\'s own rules), not "." or "..", not starting with "-". The same rule holds for `run`, its `ip` calls and the control socket\'s file name (src/config/ifname.ts).',
     default: 'tunvpn0',
     format: f.interfaceName,
   },
@@ -93,7 +103,7 @@ export const interfaceSchema = {
     format: f.keyText,
   },
   privateKeyFile: {
-    doc: 'File holding our private key (base64, one line), relative to the config file\'s directory. Must not be readable or writable by group or others (chmod 600).',
+    doc: "File holding our private key (base64, one line), relative to the config file's directory. Must not be readable or writable by group or others (chmod 600).",
     default: null,
     nullable: true,
     format: f.filePath,
@@ -134,7 +144,7 @@ export const peerSchema = {
     format: f.peerName,
   },
   publicKey: {
-    doc: 'The peer\'s X25519 public key, base64 (as printed by `tunvpn pubkey`). Required and unique.',
+    doc: "The peer's X25519 public key, base64 (as printed by `tunvpn pubkey`). Required and unique.",
     default: null,
     nullable: true,
     required: true,
@@ -148,7 +158,7 @@ export const peerSchema = {
     format: f.keyText,
   },
   presharedKeyFile: {
-    doc: 'File holding the preshared key, relative to the config file\'s directory; mode must not give group or others any access.',
+    doc: "File holding the preshared key, relative to the config file's directory; mode must not give group or others any access.",
     default: null,
     nullable: true,
     format: f.filePath,
@@ -196,7 +206,7 @@ export const configSchema = {
   },
   dns: {
     resolveInterval: {
-      doc: 'Seconds between lookups of a peer endpoint\'s host name while that peer has no handshake younger than 135 s (a dynamic-DNS peer that moved: the same rule as wireguard-tools\' reresolve-dns script), plus up to a quarter of random jitter; at most 2 lookups run at once. An address change is logged and used at once; an endpoint learned from the peer\'s authenticated packets is never replaced while its session is alive. 1 to 3600; 0 turns it off (names are then resolved only at start and reload).',
+      doc: "Seconds between lookups of a peer endpoint's host name while that peer has no handshake younger than 135 s (a dynamic-DNS peer that moved: the same rule as wireguard-tools' reresolve-dns script), plus up to a quarter of random jitter; at most 2 lookups run at once. An address change is logged and used at once; an endpoint learned from the peer's authenticated packets is never replaced while its session is alive. 1 to 3600; 0 turns it off (names are then resolved only at start and reload).",
       default: 30,
       format: f.resolveInterval,
     },

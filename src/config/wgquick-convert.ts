@@ -97,7 +97,8 @@ function fwmarkValue(e: WgQuickEntry): number {
   const v = e.value.trim().toLowerCase();
   if (v === 'off') return 0;
   const n = /^0x[0-9a-f]{1,8}$/.test(v) ? Number.parseInt(v.slice(2), 16) : /^[0-9]{1,10}$/.test(v) ? Number(v) : NaN;
-  if (!Number.isInteger(n) || n > 0xffffffff) throw new WgQuickError(e.line, `${e.key}: "${e.value}" is not "off" or a number from 0 to 4294967295 (decimal or 0x hex)`);
+  if (!Number.isInteger(n) || n > 0xffffffff)
+    throw new WgQuickError(e.line, `${e.key}: "${e.value}" is not "off" or a number from 0 to 4294967295 (decimal or 0x hex)`);
   return n;
 }
 
@@ -108,7 +109,8 @@ function tableValue(e: WgQuickEntry): 'off' | 'auto' | number {
   if (v === 'main') return 254;
   if (!/^[0-9]{1,10}$/.test(v)) throw new WgQuickError(e.line, `${e.key}: "${e.value}" is not off, auto, main or a table number (give a named table's number)`);
   const n = Number(v);
-  if (n < 1 || n > 0xffffffff || n === 253 || n === 255) throw new WgQuickError(e.line, `${e.key}: ${n} is not a table tunvpn can route to (1 to 4294967295, not 253 or 255)`);
+  if (n < 1 || n > 0xffffffff || n === 253 || n === 255)
+    throw new WgQuickError(e.line, `${e.key}: ${n} is not a table tunvpn can route to (1 to 4294967295, not 253 or 255)`);
   return n;
 }
 
@@ -194,7 +196,9 @@ function convertInterface(section: WgQuickSection, name: string, notes: string[]
   if (table !== undefined && table.value !== 'auto') iface.table = table.value;
   if (table?.value === 'off') notes.push(`line ${table.line}: Table = off: imported as table "off": tunvpn adds no routes for AllowedIPs (you route)`);
   else if (typeof table?.value === 'number') {
-    notes.push(`line ${table.line}: Table = ${table.value}: every AllowedIPs route goes to table ${table.value}, default routes too, with no policy rules (as wg-quick)`);
+    notes.push(
+      `line ${table.line}: Table = ${table.value}: every AllowedIPs route goes to table ${table.value}, default routes too, with no policy rules (as wg-quick)`,
+    );
   }
   return { iface, privateKey };
 }

@@ -241,15 +241,16 @@ async function writeInSlices(stdin: Writable, lines: readonly string[], y: Batch
     const start = i;
     while (i < lines.length && size < BATCH_CHUNK) size += lines[i++].length + 1;
     const ok = stdin.write(lines.slice(start, i).join('\n') + '\n');
-    if (!ok) await new Promise<void>((resolve) => {
-      const go = (): void => {
-        stdin.off('drain', go);
-        stdin.off('close', go);
-        resolve();
-      };
-      stdin.on('drain', go);
-      stdin.on('close', go);
-    });
+    if (!ok)
+      await new Promise<void>((resolve) => {
+        const go = (): void => {
+          stdin.off('drain', go);
+          stdin.off('close', go);
+          resolve();
+        };
+        stdin.on('drain', go);
+        stdin.on('close', go);
+      });
     if (y.due()) await y.pause();
   }
   stdin.end();

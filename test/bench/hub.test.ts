@@ -55,8 +55,8 @@ describe('bench: routed hub plan and targets', () => {
   });
 });
 
-describe('bench: the main thread\'s CPU and run-queue time (schedstat)', () => {
-  it('counts a process\'s busy main thread as time on a CPU', async () => {
+describe("bench: the main thread's CPU and run-queue time (schedstat)", () => {
+  it("counts a process's busy main thread as time on a CPU", async () => {
     // A child of its own: under vitest this test may run in a worker thread, not in the thread
     // /proc/PID/schedstat describes. The child busy-loops 300 ms, then sleeps until killed.
     const child = spawn(process.execPath, ['-e', 'const t = Date.now() + 300; while (Date.now() < t); setTimeout(() => {}, 60000);'], { stdio: 'ignore' });
@@ -77,8 +77,16 @@ describe('bench: the main thread\'s CPU and run-queue time (schedstat)', () => {
   });
 
   it('prints them on the hub line', () => {
-    const r: HubResult = { vpn: 'tunvpn', peers: 1, status: 'ok', reload: { ms: 90, routeSwapMs: 89, hwmMb: 1, thread: { cpuMs: 61.4, waitMs: 20 } }, set: { ms: 10, routeSwapMs: 9, thread: { cpuMs: 7, waitMs: 1 } } };
-    expect(hubLine(r)).toContain('main thread on a CPU 61 ms, waiting for one 20 ms); wg set 10 ms (route swap visible 9 ms; main thread on a CPU 7 ms, waiting for one 1 ms)');
+    const r: HubResult = {
+      vpn: 'tunvpn',
+      peers: 1,
+      status: 'ok',
+      reload: { ms: 90, routeSwapMs: 89, hwmMb: 1, thread: { cpuMs: 61.4, waitMs: 20 } },
+      set: { ms: 10, routeSwapMs: 9, thread: { cpuMs: 7, waitMs: 1 } },
+    };
+    expect(hubLine(r)).toContain(
+      'main thread on a CPU 61 ms, waiting for one 20 ms); wg set 10 ms (route swap visible 9 ms; main thread on a CPU 7 ms, waiting for one 1 ms)',
+    );
   });
 });
 

@@ -128,11 +128,17 @@ describe('parseJson: JSON.parse after a scan, else the strict parser', () => {
     fc.nat().map((at) => (t: string) => t.slice(0, t.length === 0 ? 0 : at % t.length)),
   );
 
-  it('gives the strict parser\'s value or error on generated and edited JSON', () => {
+  it("gives the strict parser's value or error on generated and edited JSON", () => {
     fc.assert(
-      fc.property(fc.dictionary(fc.string({ maxLength: 6 }), fc.jsonValue({ maxDepth: 4 })), fc.boolean(), edit, fc.boolean(), (obj, pretty, change, expectObject) => {
-        same(change(JSON.stringify(obj, null, pretty ? 2 : undefined)), expectObject);
-      }),
+      fc.property(
+        fc.dictionary(fc.string({ maxLength: 6 }), fc.jsonValue({ maxDepth: 4 })),
+        fc.boolean(),
+        edit,
+        fc.boolean(),
+        (obj, pretty, change, expectObject) => {
+          same(change(JSON.stringify(obj, null, pretty ? 2 : undefined)), expectObject);
+        },
+      ),
       { numRuns: RUNS * 2 },
     );
   });
@@ -203,7 +209,12 @@ describe('diffConfig: peers matched by index first', () => {
         persistentKeepalive: fc.constantFrom(0, 25),
       })
       .map((r) => {
-        const p: PeerConfig = { publicKey, publicKeyBytes: new Uint8Array(Buffer.from(publicKey, 'base64')), allowedIPs: r.allowedIPs, persistentKeepalive: r.persistentKeepalive };
+        const p: PeerConfig = {
+          publicKey,
+          publicKeyBytes: new Uint8Array(Buffer.from(publicKey, 'base64')),
+          allowedIPs: r.allowedIPs,
+          persistentKeepalive: r.persistentKeepalive,
+        };
         if (r.name !== undefined) p.name = r.name;
         if (r.psk !== undefined) p.presharedKey = new Uint8Array(32).fill(r.psk);
         if (r.endpoint !== undefined) p.endpoint = r.endpoint;
@@ -289,7 +300,16 @@ describe('diffConfig: peers matched by index first', () => {
 
 function config(peers: PeerConfig[], iface: Partial<InterfaceConfig> = {}): TunvpnConfig {
   return {
-    interface: { name: 'tunvpn0', privateKey: new Uint8Array(32).fill(9), listenPort: 51820, addresses: ['10.0.0.254/24'], mtu: 1420, fwmark: 0, table: 'auto', ...iface },
+    interface: {
+      name: 'tunvpn0',
+      privateKey: new Uint8Array(32).fill(9),
+      listenPort: 51820,
+      addresses: ['10.0.0.254/24'],
+      mtu: 1420,
+      fwmark: 0,
+      table: 'auto',
+      ...iface,
+    },
     peers,
     log: { level: 'info' },
     metrics: {},
