@@ -86,13 +86,17 @@ const waitAsyncFn = atomicsAsync.waitAsync;
 if (typeof waitAsyncFn !== 'function') throw new Error('Atomics.waitAsync is missing: Node.js 16+ has it');
 const waitAsync: AtomicsWithWaitAsync['waitAsync'] = waitAsyncFn.bind(Atomics);
 
+/** A worker that has not answered in this long is stuck: the bench fails instead of hanging. */
+const STUCK_MS = 10_000;
+
 /** Sleeps (without blocking the event loop) until ctl[index] >= target. */
 async function waitAtLeast(ctl: Int32Array, index: number, target: number): Promise<void> {
   for (;;) {
     const v = Atomics.load(ctl, index);
     if (v >= target) return;
-    const r = waitAsync(ctl, index, v);
-    if (r.async && typeof r.value !== 'string') await r.value;
+    const r = waitAsync(ctl, index, v, STUCK_MS);
+    const outcome = r.async && typeof r.value !== 'string' ? await r.value : r.value;
+    if (outcome === 'timed-out') throw new Error(`crypto worker did not finish a batch in ${STUCK_MS} ms`);
   }
 }
 
@@ -427,7 +431,7 @@ async function latencies(w: RingWorker): Promise<Latency[]> {
     for (;;) {
       const v = Atomics.load(w.ctl, CTL_DONE);
       if (v >= target) break;
-      Atomics.wait(w.ctl, CTL_DONE, v);
+      if (Atomics.wait(w.ctl, CTL_DONE, v, STUCK_MS) === 'timed-out') throw new Error(`crypto worker did not answer in ${STUCK_MS} ms`);
     }
   });
   await rt('Atomics.waitAsync (event loop free)', async () => {
