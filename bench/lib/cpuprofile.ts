@@ -6,25 +6,42 @@
 import { readFileSync } from 'node:fs';
 import { relative } from 'node:path';
 
-interface CallFrame {
+export interface CallFrame {
   functionName: string;
   url: string;
   lineNumber: number;
 }
 
-interface ProfileNode {
+export interface ProfileNode {
   id: number;
   callFrame: CallFrame;
   children?: number[];
 }
 
-interface CpuProfile {
+export interface CpuProfile {
   nodes: ProfileNode[];
   samples: number[];
   timeDeltas: number[];
   startTime: number;
   endTime: number;
 }
+
+/** A profile read from its file, with every node by id and each node's parent (to walk a sample's stack). */
+export interface LoadedProfile {
+  prof: CpuProfile;
+  byId: Map<number, ProfileNode>;
+  parent: Map<number, number>;
+}
+
+/** A function as the summaries aggregate it: by name and location. */
+export interface FrameKey {
+  key: string;
+  name: string;
+  where: string;
+}
+
+/** Sampled microseconds per function, by FrameKey.key. */
+export type TimeByFunction = Map<string, { name: string; where: string; us: number }>;
 
 export interface ProfileEntry {
   name: string;
@@ -45,15 +62,7 @@ export interface ProfileSummary {
   byTotal: ProfileEntry[];
 }
 
-function keyOf(f: CallFrame, root: string): { key: string; name: string; where: string } {
-  const name = f.functionName || '(anonymous)';
-  let where = f.url.replace(/^file:\/\//, '');
-  if (where.startsWith('/')) where = relative(root, where);
-  where = where ? `${where}:${f.lineNumber + 1}` : '';
-  return { key: `${name}@${where}`, name, where };
-}
-
-export function summariseProfile(file: string, root: string, top = 15): ProfileSummary {
+export function loadProfile(file: string): LoadedProfile {
   const prof = JSON.parse(readFileSync(file, 'utf8')) as CpuProfile;
   const byId = new Map<number, ProfileNode>();
   const parent = new Map<number, number>();
@@ -61,35 +70,63 @@ export function summariseProfile(file: string, root: string, top = 15): ProfileS
     byId.set(n.id, n);
     for (const c of n.children ?? []) parent.set(c, n.id);
   }
-  const self = new Map<string, { name: string; where: string; us: number }>();
-  const total = new Map<string, { name: string; where: string; us: number }>();
+  return { prof, byId, parent };
+}
+
+/** The function of a call frame, its location relative to `root`. */
+export function keyOf(f: CallFrame, root: string): FrameKey {
+  const name = f.functionName || '(anonymous)';
+  let where = f.url.replace(/^file:\/\//, '');
+  if (where.startsWith('/')) where = relative(root, where);
+  where = where ? `${where}:${f.lineNumber + 1}` : '';
+  return { key: `${name}@${where}`, name, where };
+}
+
+/** Adds `us` to the function's entry in `m`. */
+export function addTime(m: TimeByFunction, k: FrameKey, us: number): void {
+  const e = m.get(k.key) ?? { name: k.name, where: k.where, us: 0 };
+  e.us += us;
+  m.set(k.key, e);
+}
+
+/** The microseconds `m` has for a function (by name and location); 0 if none. */
+export function usIn(m: TimeByFunction, e: { name: string; where: string }): number {
+  return m.get(`${e.name}@${e.where}`)?.us ?? 0;
+}
+
+/** Calls `fn` once for each distinct function on the stack of `node`, from the node up to the root. */
+export function forEachOnStack(p: LoadedProfile, node: ProfileNode, root: string, fn: (k: FrameKey) => void): void {
+  const seen = new Set<string>();
+  for (let id: number | undefined = node.id; id !== undefined; id = p.parent.get(id)) {
+    const n = p.byId.get(id);
+    if (!n) break;
+    const k = keyOf(n.callFrame, root);
+    if (seen.has(k.key)) continue;
+    seen.add(k.key);
+    fn(k);
+  }
+}
+
+export function summariseProfile(file: string, root: string, top = 15): ProfileSummary {
+  const loaded = loadProfile(file);
+  const { prof } = loaded;
+  const self: TimeByFunction = new Map();
+  const total: TimeByFunction = new Map();
   let sampled = 0;
   let idle = 0;
   for (let i = 0; i < prof.samples.length; i++) {
     const dt = prof.timeDeltas[i + 1] ?? 0;
-    const node = byId.get(prof.samples[i]);
+    const node = loaded.byId.get(prof.samples[i]);
     if (!node) continue;
     sampled += dt;
     const k = keyOf(node.callFrame, root);
     if (k.name === '(idle)') idle += dt;
-    const s = self.get(k.key) ?? { name: k.name, where: k.where, us: 0 };
-    s.us += dt;
-    self.set(k.key, s);
+    addTime(self, k, dt);
     // Inclusive: each distinct function on the stack once.
-    const seen = new Set<string>();
-    for (let id: number | undefined = node.id; id !== undefined; id = parent.get(id)) {
-      const n = byId.get(id);
-      if (!n) break;
-      const kk = keyOf(n.callFrame, root);
-      if (seen.has(kk.key)) continue;
-      seen.add(kk.key);
-      const t = total.get(kk.key) ?? { name: kk.name, where: kk.where, us: 0 };
-      t.us += dt;
-      total.set(kk.key, t);
-    }
+    forEachOnStack(loaded, node, root, (kk) => addTime(total, kk, dt));
   }
   const busy = sampled - idle;
-  const entries = (m: Map<string, { name: string; where: string; us: number }>, skip: Set<string>): ProfileEntry[] =>
+  const entries = (m: TimeByFunction, skip: Set<string>): ProfileEntry[] =>
     [...m.values()]
       .filter((e) => !skip.has(e.name))
       .sort((a, b) => b.us - a.us)
@@ -97,10 +134,10 @@ export function summariseProfile(file: string, root: string, top = 15): ProfileS
       .map((e) => ({
         name: e.name,
         where: e.where,
-        selfMs: (self.get(`${e.name}@${e.where}`)?.us ?? 0) / 1000,
-        selfPercent: busy > 0 ? (100 * (self.get(`${e.name}@${e.where}`)?.us ?? 0)) / busy : 0,
-        totalMs: (total.get(`${e.name}@${e.where}`)?.us ?? 0) / 1000,
-        totalPercent: busy > 0 ? (100 * (total.get(`${e.name}@${e.where}`)?.us ?? 0)) / busy : 0,
+        selfMs: usIn(self, e) / 1000,
+        selfPercent: busy > 0 ? (100 * usIn(self, e)) / busy : 0,
+        totalMs: usIn(total, e) / 1000,
+        totalPercent: busy > 0 ? (100 * usIn(total, e)) / busy : 0,
       }));
   return {
     file,

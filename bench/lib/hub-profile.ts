@@ -6,27 +6,7 @@
  * timestamps are: one clock for every process on the host), so a sample
  * belongs to a phase when its own timestamp falls inside it.
  */
-import { readFileSync } from 'node:fs';
-import { relative } from 'node:path';
-
-interface CallFrame {
-  functionName: string;
-  url: string;
-  lineNumber: number;
-}
-
-interface ProfileNode {
-  id: number;
-  callFrame: CallFrame;
-  children?: number[];
-}
-
-interface CpuProfile {
-  nodes: ProfileNode[];
-  samples: number[];
-  timeDeltas: number[];
-  startTime: number;
-}
+import { addTime, forEachOnStack, keyOf, loadProfile, type TimeByFunction, usIn } from './cpuprofile.js';
 
 /** Now on the monotonic clock, in microseconds (what V8 stamps samples with). */
 export function monotonicUs(): number {
@@ -59,25 +39,11 @@ export interface PhaseProfile {
   byFile: { file: string; selfMs: number }[];
 }
 
-function keyOf(f: CallFrame, root: string): { key: string; name: string; where: string } {
-  const name = f.functionName || '(anonymous)';
-  let where = f.url.replace(/^file:\/\//, '');
-  if (where.startsWith('/')) where = relative(root, where);
-  where = where ? `${where}:${f.lineNumber + 1}` : '';
-  return { key: `${name}@${where}`, name, where };
-}
-
 /** Self and inclusive time per function inside each window. */
 export function profilePhases(file: string, windows: readonly PhaseWindow[], root: string, top = 12): PhaseProfile[] {
-  const prof = JSON.parse(readFileSync(file, 'utf8')) as CpuProfile;
-  const byId = new Map<number, ProfileNode>();
-  const parent = new Map<number, number>();
-  for (const n of prof.nodes) {
-    byId.set(n.id, n);
-    for (const c of n.children ?? []) parent.set(c, n.id);
-  }
-  type Acc = Map<string, { name: string; where: string; us: number }>;
-  const acc = windows.map(() => ({ self: new Map() as Acc, total: new Map() as Acc, files: new Map<string, number>(), busy: 0, gc: 0 }));
+  const loaded = loadProfile(file);
+  const { prof } = loaded;
+  const acc = windows.map(() => ({ self: new Map() as TimeByFunction, total: new Map() as TimeByFunction, files: new Map<string, number>(), busy: 0, gc: 0 }));
   let t = prof.startTime;
   for (let i = 0; i < prof.samples.length; i++) {
     t += prof.timeDeltas[i] ?? 0;
@@ -85,39 +51,29 @@ export function profilePhases(file: string, windows: readonly PhaseWindow[], roo
     const dt = prof.timeDeltas[i + 1] ?? 0;
     const w = windows.findIndex((x) => t >= x.fromUs && t < x.toUs);
     if (w < 0) continue;
-    const node = byId.get(prof.samples[i]);
+    const node = loaded.byId.get(prof.samples[i]);
     if (!node) continue;
     const k = keyOf(node.callFrame, root);
     if (k.name === '(idle)') continue;
     const a = acc[w];
     a.busy += dt;
     if (k.name === '(garbage collector)') a.gc += dt;
-    const s = a.self.get(k.key) ?? { name: k.name, where: k.where, us: 0 };
-    s.us += dt;
-    a.self.set(k.key, s);
+    addTime(a.self, k, dt);
     const file = k.where ? (k.where.startsWith('node:') ? 'node:' : k.where.replace(/:\d+$/, '')) : k.name;
     a.files.set(file, (a.files.get(file) ?? 0) + dt);
-    const seen = new Set<string>();
-    for (let id: number | undefined = node.id; id !== undefined; id = parent.get(id)) {
-      const n = byId.get(id);
-      if (!n) break;
-      const kk = keyOf(n.callFrame, root);
-      if (seen.has(kk.key) || kk.name === '(root)') continue;
-      seen.add(kk.key);
-      const e = a.total.get(kk.key) ?? { name: kk.name, where: kk.where, us: 0 };
-      e.us += dt;
-      a.total.set(kk.key, e);
-    }
+    forEachOnStack(loaded, node, root, (kk) => {
+      if (kk.name !== '(root)') addTime(a.total, kk, dt);
+    });
   }
-  const list = (m: Acc, a: (typeof acc)[number]): PhaseEntry[] =>
+  const list = (m: TimeByFunction, a: (typeof acc)[number]): PhaseEntry[] =>
     [...m.values()]
       .sort((x, y) => y.us - x.us)
       .slice(0, top)
       .map((e) => ({
         name: e.name,
         where: e.where,
-        selfMs: (a.self.get(`${e.name}@${e.where}`)?.us ?? 0) / 1000,
-        totalMs: (a.total.get(`${e.name}@${e.where}`)?.us ?? 0) / 1000,
+        selfMs: usIn(a.self, e) / 1000,
+        totalMs: usIn(a.total, e) / 1000,
       }));
   return windows.map((w, i) => ({
     phase: w.name,
