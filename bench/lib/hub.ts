@@ -34,9 +34,10 @@ import { readFileSync } from 'node:fs';
 import { readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Netns, run, sleep, uniqueSuffix } from '../../src/testbed/netns.js';
-import { ConfigDir, DaemonProcess, startDaemon, type KeyPair, type PeerSpec } from '../../src/testbed/site-to-site.js';
+import { ConfigDir, type DaemonProcess, startDaemon, type KeyPair, type PeerSpec } from '../../src/testbed/site-to-site.js';
 import { statusMb } from './proc.js';
 import { monotonicUs, profilePhases, type PhaseProfile, type PhaseWindow } from './hub-profile.js';
+import { peerAddress, spawnWireguardGo, waitForWgDevice, wgConf } from './peer-load.js';
 
 /** Most peers the address plan holds: /24s in 10.128.0.0/9, one spare for the reload. */
 export const HUB_MAX_PEERS = 32_000;
@@ -46,7 +47,6 @@ export const HUB_TARGETS = { startMs: 2_000, rssMb: 300, reloadMs: 100 } as cons
 
 const HUB_ADDRESS = '10.100.0.1/16';
 const SETTLE_MS = 500;
-const WG_ENV = { ...process.env, WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD: '1' };
 
 export interface HubResult {
   vpn: string;
@@ -138,11 +138,6 @@ export function threadDelta(before: ThreadTimes | undefined, after: ThreadTimes 
   return { cpuMs: Math.round((after.cpuMs - before.cpuMs) * 10) / 10, waitMs: Math.round((after.waitMs - before.waitMs) * 10) / 10 };
 }
 
-function tunnelAddress(i: number): string {
-  const n = i + 2; // .0.0 is the network, .0.1 the interface itself
-  return `10.100.${(n >> 8) & 255}.${n & 255}`;
-}
-
 function lanPrefix(i: number): string {
   return `10.${128 + (i >> 8)}.${i & 255}.0/24`;
 }
@@ -161,7 +156,7 @@ export function hubPlan(count: number): HubPlan {
   if (!Number.isInteger(count) || count < 1 || count > HUB_MAX_PEERS) throw new RangeError(`hub peers must be 1 to ${HUB_MAX_PEERS}, not ${count}`);
   const peers: PeerSpec[] = [];
   for (let i = 0; i < count; i++) {
-    peers.push({ name: `site${i}`, publicKey: randomBytes(32).toString('base64'), allowedIPs: [`${tunnelAddress(i)}/32`, lanPrefix(i)] });
+    peers.push({ name: `site${i}`, publicKey: randomBytes(32).toString('base64'), allowedIPs: [`${peerAddress(i)}/32`, lanPrefix(i)] });
   }
   const changed = count >> 1;
   return { peers, changed, oldPrefix: lanPrefix(changed), newPrefix: lanPrefix(count), setPrefix: lanPrefix(count + 1) };
@@ -232,6 +227,11 @@ class RouteMonitor {
     }
     const link = /^Deleted \d+: ([^:@\s]+)[:@]/.exec(line);
     if (link && link[1] === this.ifname) this.linkGoneAt ??= at;
+  }
+
+  /** When ip monitor had shown both `added` added and `deleted` deleted (NaN if either is missing). */
+  swapSeenAt(added: string, deleted: string): number {
+    return Math.max(this.added.get(added) ?? Number.NaN, this.deleted.get(deleted) ?? Number.NaN);
   }
 
   /** From now on count the deletions before the link goes (the stop's). */
@@ -323,6 +323,50 @@ async function routesSeen(mon: RouteMonitor, count: number, t0: number, result: 
   }
 }
 
+/**
+ * Once up, for either VPN: when ip monitor showed the routes, when `wg
+ * show` listed every peer, the routes through the interface, and the
+ * daemon's memory after SETTLE_MS.
+ */
+async function upFigures(
+  ns: Netns,
+  ifname: string,
+  mon: RouteMonitor,
+  prefixes: ReadonlySet<string>,
+  count: number,
+  t0: number,
+  pid: number,
+  result: HubResult,
+): Promise<void> {
+  await routesSeen(mon, count, t0, result);
+  const peers = await wgPeerCount(ns, ifname);
+  result.peersListedMs = Date.now() - t0;
+  check(peers === count, `wg show listed ${peers} peers, not ${count}`);
+  result.routesUp = (await routesDev(ns, ifname)).filter((p) => prefixes.has(p)).length;
+  check(result.routesUp === count, `${result.routesUp} routes through ${ifname}, not ${count}`);
+  await sleep(SETTLE_MS);
+  result.rssMb = statusMb(pid, 'VmRSS');
+  result.hwmMb = statusMb(pid, 'VmHWM');
+}
+
+/** After the daemon exited (`stopMs` after the signal): what ip monitor saw before the link went, and the routes left (recorded, then any left is an error). */
+async function stopFigures(ns: Netns, mon: RouteMonitor, prefixes: ReadonlySet<string>, stopMs: number, result: HubResult): Promise<void> {
+  await mon.until(() => mon.linkGoneAt !== undefined, 2_000);
+  result.stop = {
+    ms: stopMs,
+    deletedBeforeLinkGone: mon.deletedBeforeLinkGone,
+    routesLeft: await routesTo(ns, prefixes),
+    ...(mon.errors ? { monitorErrors: mon.errors.trim().slice(0, 500) } : {}),
+  };
+  check(result.stop.routesLeft === 0, `${result.stop.routesLeft} routes left after stop`);
+}
+
+/** Marks the run failed with the error and the daemon's last lines. */
+function failed(result: HubResult, err: unknown, proc: DaemonProcess | undefined): void {
+  result.status = 'failed';
+  result.error = (err as Error).message + (proc ? `\n${proc.lines.slice(-8).join('\n')}` : '');
+}
+
 function numberOf(v: unknown): number {
   return typeof v === 'number' ? v : Number.NaN;
 }
@@ -375,16 +419,8 @@ export async function tunvpnHub(
     windows.push({ name: 'start (spawn to "tunvpn up")', fromUs: mono(t0), toUs: mono(numberOf(up.time)) });
     result.upMeans = '"tunvpn up" log line (routes and control socket are set up before it)';
     const mon = monitor;
-    await routesSeen(mon, count, t0, result);
-    const peers = await wgPeerCount(ns, ifname);
-    result.peersListedMs = Date.now() - t0;
-    check(peers === count, `wg show listed ${peers} peers, not ${count}`);
-    result.routesUp = (await routesDev(ns, ifname)).filter((p) => prefixes.has(p)).length;
-    check(result.routesUp === count, `${result.routesUp} routes through ${ifname}, not ${count}`);
-    await sleep(SETTLE_MS);
     const pid = proc.child.pid ?? -1;
-    result.rssMb = statusMb(pid, 'VmRSS');
-    result.hwmMb = statusMb(pid, 'VmHWM');
+    await upFigures(ns, ifname, mon, prefixes, count, t0, pid, result);
 
     // Reload: one peer's prefix moves.
     await dir.writeHost('hub', { ...host, peers: reloadedPeers(plan) });
@@ -399,7 +435,7 @@ export async function tunvpnHub(
       await mon.until(() => mon.added.has(plan.newPrefix) && mon.deleted.has(plan.oldPrefix), 5_000),
       `reload: the route swap ${plan.oldPrefix} -> ${plan.newPrefix} did not show in ip monitor`,
     );
-    const swapAt = Math.max(mon.added.get(plan.newPrefix) ?? Number.NaN, mon.deleted.get(plan.oldPrefix) ?? Number.NaN);
+    const swapAt = mon.swapSeenAt(plan.newPrefix, plan.oldPrefix);
     const after = new Set(await routesDev(ns, ifname));
     check(after.has(plan.newPrefix) && !after.has(plan.oldPrefix), `reload: ip route does not show ${plan.newPrefix} instead of ${plan.oldPrefix}`);
     windows.push({ name: 'reload (HUP to "configuration reloaded")', fromUs: mono(h0), toUs: mono(numberOf(done.time)) });
@@ -435,14 +471,7 @@ export async function tunvpnHub(
     const stopMs = Date.now() - s0;
     windows.push({ name: 'stop (SIGTERM to exit)', fromUs: mono(s0), toUs: mono(s0 + stopMs) });
     check(code === 0, `tunvpn exited with ${String(code)} on SIGTERM:\n${proc.lines.slice(-10).join('\n')}`);
-    await mon.until(() => mon.linkGoneAt !== undefined, 2_000);
-    result.stop = {
-      ms: stopMs,
-      deletedBeforeLinkGone: mon.deletedBeforeLinkGone,
-      routesLeft: await routesTo(ns, prefixes),
-      ...(mon.errors ? { monitorErrors: mon.errors.trim().slice(0, 500) } : {}),
-    };
-    check(result.stop.routesLeft === 0, `${result.stop.routesLeft} routes left after stop`);
+    await stopFigures(ns, mon, prefixes, stopMs, result);
     if (profileDir) {
       const file = (await readdir(profileDir))
         .filter((f) => f.endsWith('.cpuprofile') && f.includes(`.${pid}.`))
@@ -451,8 +480,7 @@ export async function tunvpnHub(
       if (file) result.profile = { file: join(profileDir, file), phases: profilePhases(join(profileDir, file), windows, root) };
     }
   } catch (err) {
-    result.status = 'failed';
-    result.error = (err as Error).message + (proc ? `\n${proc.lines.slice(-8).join('\n')}` : '');
+    failed(result, err, proc);
   } finally {
     pending.delete(undo);
     await undo();
@@ -479,14 +507,8 @@ async function moveByWgSet(
     await mon.until(() => mon.added.has(plan.setPrefix) && (mon.deleted.get(plan.newPrefix) ?? 0) >= t0, 5_000),
     `wg set: the route swap ${plan.newPrefix} -> ${plan.setPrefix} did not show in ip monitor`,
   );
-  const swapAt = Math.max(mon.added.get(plan.setPrefix) ?? Number.NaN, mon.deleted.get(plan.newPrefix) ?? Number.NaN);
+  const swapAt = mon.swapSeenAt(plan.setPrefix, plan.newPrefix);
   return { ms, routeSwapMs: swapAt - t0, ...(times ? { thread: times } : {}) };
-}
-
-function wgConf(privateKey: string, peers: readonly PeerSpec[]): string {
-  const lines = ['[Interface]', `PrivateKey = ${privateKey}`, 'ListenPort = 51820', ''];
-  for (const p of peers) lines.push('[Peer]', `PublicKey = ${p.publicKey}`, `AllowedIPs = ${p.allowedIPs.join(', ')}`, '');
-  return lines.join('\n');
 }
 
 /** `ip -force -batch -` in the namespace, the lines on its stdin; throws on any failed line or after `timeoutMs`. */
@@ -531,16 +553,8 @@ export async function wireguardGoHub(plan: HubPlan, key: KeyPair, pending: Set<(
     monitor = new RouteMonitor(ns, ifname, prefixes);
     await sleep(200);
     const t0 = Date.now();
-    proc = new DaemonProcess(ns.spawn(path, ['-f', ifname], { stdio: ['ignore', 'pipe', 'pipe'], env: WG_ENV }));
-    for (;;) {
-      const ok = await ns.exec('wg', ['show', ifname, 'listen-port']).then(
-        () => true,
-        () => false,
-      );
-      if (ok) break;
-      if (!proc.running || Date.now() - t0 > 10_000) throw new Error(`${name} did not come up:\n${proc.lines.join('\n')}`);
-      await sleep(20);
-    }
+    proc = spawnWireguardGo(ns, path, ifname);
+    await waitForWgDevice(ns, ifname, proc, name);
     await ns.exec('wg', ['setconf', ifname, conf], { timeoutMs: 60_000 });
     await ns.exec('ip', ['addr', 'add', HUB_ADDRESS, 'dev', ifname]);
     await ns.exec('ip', ['link', 'set', ifname, 'up']);
@@ -551,16 +565,8 @@ export async function wireguardGoHub(plan: HubPlan, key: KeyPair, pending: Set<(
     result.startMs = Date.now() - t0;
     result.upMeans = '`wg setconf`, address, link up and the route batch done';
     const mon = monitor;
-    await routesSeen(mon, count, t0, result);
-    const peers = await wgPeerCount(ns, ifname);
-    result.peersListedMs = Date.now() - t0;
-    check(peers === count, `wg show listed ${peers} peers, not ${count}`);
-    result.routesUp = (await routesDev(ns, ifname)).filter((p) => prefixes.has(p)).length;
-    check(result.routesUp === count, `${result.routesUp} routes through ${ifname}, not ${count}`);
-    await sleep(SETTLE_MS);
     const pid = proc.child.pid ?? -1;
-    result.rssMb = statusMb(pid, 'VmRSS');
-    result.hwmMb = statusMb(pid, 'VmHWM');
+    await upFigures(ns, ifname, mon, prefixes, count, t0, pid, result);
 
     const conf2 = join(dir.path, 'wg2.conf');
     await writeFile(conf2, wgConf(key.privateKey, reloadedPeers(plan)), { mode: 0o600 });
@@ -569,7 +575,7 @@ export async function wireguardGoHub(plan: HubPlan, key: KeyPair, pending: Set<(
     await ipBatch(ns, [`route add ${plan.newPrefix} dev ${ifname}`, `route del ${plan.oldPrefix} dev ${ifname}`]);
     const reloadMs = Date.now() - h0;
     check(await mon.until(() => mon.added.has(plan.newPrefix) && mon.deleted.has(plan.oldPrefix), 5_000), 'reload: the route swap did not show in ip monitor');
-    const swapAt = Math.max(mon.added.get(plan.newPrefix) ?? Number.NaN, mon.deleted.get(plan.oldPrefix) ?? Number.NaN);
+    const swapAt = mon.swapSeenAt(plan.newPrefix, plan.oldPrefix);
     result.reload = { ms: reloadMs, routeSwapMs: swapAt - h0, hwmMb: statusMb(pid, 'VmHWM') };
     result.set = await moveByWgSet(ns, ifname, plan, mon, () =>
       ipBatch(ns, [`route add ${plan.setPrefix} dev ${ifname}`, `route del ${plan.newPrefix} dev ${ifname}`]),
@@ -580,17 +586,9 @@ export async function wireguardGoHub(plan: HubPlan, key: KeyPair, pending: Set<(
     const s0 = Date.now();
     await proc.stop(20_000);
     const stopMs = Date.now() - s0;
-    await mon.until(() => mon.linkGoneAt !== undefined, 2_000);
-    result.stop = {
-      ms: stopMs,
-      deletedBeforeLinkGone: mon.deletedBeforeLinkGone,
-      routesLeft: await routesTo(ns, prefixes),
-      ...(mon.errors ? { monitorErrors: mon.errors.trim().slice(0, 500) } : {}),
-    };
-    check(result.stop.routesLeft === 0, `${result.stop.routesLeft} routes left after stop`);
+    await stopFigures(ns, mon, prefixes, stopMs, result);
   } catch (err) {
-    result.status = 'failed';
-    result.error = (err as Error).message + (proc ? `\n${proc.lines.slice(-8).join('\n')}` : '');
+    failed(result, err, proc);
   } finally {
     pending.delete(undo);
     await undo();

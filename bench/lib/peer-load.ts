@@ -21,7 +21,8 @@ export interface PeerLoadResult {
   hwmMb: number;
 }
 
-function peerAddress(i: number): string {
+/** Peer i's tunnel address inside the interface's own /16 (10.100.0.0/16). */
+export function peerAddress(i: number): string {
   const n = i + 2; // .0.0 is the network, .0.1 the interface itself
   return `10.100.${(n >> 8) & 255}.${n & 255}`;
 }
@@ -63,7 +64,33 @@ export async function tunvpnPeerLoad(count: number, key: KeyPair): Promise<PeerL
   }
 }
 
-const WG_ENV = { ...process.env, WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD: '1' };
+export const WG_ENV = { ...process.env, WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD: '1' };
+
+/** A wg(8) config file: the interface's key and port, and each peer's key and allowed IPs. */
+export function wgConf(privateKey: string, peers: readonly PeerSpec[]): string {
+  const lines = ['[Interface]', `PrivateKey = ${privateKey}`, 'ListenPort = 51820', ''];
+  for (const p of peers) lines.push('[Peer]', `PublicKey = ${p.publicKey}`, `AllowedIPs = ${p.allowedIPs.join(', ')}`, '');
+  return lines.join('\n');
+}
+
+/** wireguard-go (`path`) in the foreground, its device `ifname` in the namespace. */
+export function spawnWireguardGo(ns: Netns, path: string, ifname: string): DaemonProcess {
+  return new DaemonProcess(ns.spawn(path, ['-f', ifname], { stdio: ['ignore', 'pipe', 'pipe'], env: WG_ENV }));
+}
+
+/** Waits until `wg` can talk to the device (10 s at most); `name` is the daemon's name in the error. */
+export async function waitForWgDevice(ns: Netns, ifname: string, proc: DaemonProcess, name: string): Promise<void> {
+  const t0 = Date.now();
+  for (;;) {
+    const ok = await ns.exec('wg', ['show', ifname, 'listen-port']).then(
+      () => true,
+      () => false,
+    );
+    if (ok) return;
+    if (!proc.running || Date.now() - t0 > 10_000) throw new Error(`${name} did not come up:\n${proc.lines.join('\n')}`);
+    await sleep(20);
+  }
+}
 
 /** `path` is the wireguard-go binary, `name` its column in the report (e.g. "wireguard-go 0.0.20250522"). */
 export async function wireguardGoPeerLoad(count: number, key: KeyPair, path = 'wireguard-go', name = 'wireguard-go'): Promise<PeerLoadResult> {
@@ -72,21 +99,11 @@ export async function wireguardGoPeerLoad(count: number, key: KeyPair, path = 'w
   let proc: DaemonProcess | undefined;
   try {
     const ifname = `wgl${uniqueSuffix()}`.slice(0, 15);
-    const lines = ['[Interface]', `PrivateKey = ${key.privateKey}`, 'ListenPort = 51820', ''];
-    for (const p of randomPeers(count)) lines.push('[Peer]', `PublicKey = ${p.publicKey}`, `AllowedIPs = ${p.allowedIPs.join(', ')}`, '');
     const conf = join(dir.path, 'wg.conf');
-    await writeFile(conf, lines.join('\n'), { mode: 0o600 });
+    await writeFile(conf, wgConf(key.privateKey, randomPeers(count)), { mode: 0o600 });
     const t0 = Date.now();
-    proc = new DaemonProcess(ns.spawn(path, ['-f', ifname], { stdio: ['ignore', 'pipe', 'pipe'], env: WG_ENV }));
-    for (;;) {
-      const ok = await ns.exec('wg', ['show', ifname, 'listen-port']).then(
-        () => true,
-        () => false,
-      );
-      if (ok) break;
-      if (!proc.running || Date.now() - t0 > 10_000) throw new Error(`wireguard-go did not come up:\n${proc.lines.join('\n')}`);
-      await sleep(20);
-    }
+    proc = spawnWireguardGo(ns, path, ifname);
+    await waitForWgDevice(ns, ifname, proc, 'wireguard-go');
     await ns.exec('wg', ['setconf', ifname, conf], { timeoutMs: 60_000 });
     await ns.exec('ip', ['addr', 'add', '10.100.0.1/16', 'dev', ifname]);
     await ns.exec('ip', ['link', 'set', ifname, 'up']);
