@@ -94,6 +94,14 @@ export function usIn(m: TimeByFunction, e: { name: string; where: string }): num
   return m.get(`${e.name}@${e.where}`)?.us ?? 0;
 }
 
+/** The `top` functions with the most time in `m`, leaving out the names in `skip`. */
+export function largest(m: TimeByFunction, top: number, skip: ReadonlySet<string> = new Set()): { name: string; where: string; us: number }[] {
+  return [...m.values()]
+    .filter((e) => !skip.has(e.name))
+    .sort((a, b) => b.us - a.us)
+    .slice(0, top);
+}
+
 /** Calls `fn` once for each distinct function on the stack of `node`, from the node up to the root. */
 export function forEachOnStack(p: LoadedProfile, node: ProfileNode, root: string, fn: (k: FrameKey) => void): void {
   const seen = new Set<string>();
@@ -127,18 +135,14 @@ export function summariseProfile(file: string, root: string, top = 15): ProfileS
   }
   const busy = sampled - idle;
   const entries = (m: TimeByFunction, skip: Set<string>): ProfileEntry[] =>
-    [...m.values()]
-      .filter((e) => !skip.has(e.name))
-      .sort((a, b) => b.us - a.us)
-      .slice(0, top)
-      .map((e) => ({
-        name: e.name,
-        where: e.where,
-        selfMs: usIn(self, e) / 1000,
-        selfPercent: busy > 0 ? (100 * usIn(self, e)) / busy : 0,
-        totalMs: usIn(total, e) / 1000,
-        totalPercent: busy > 0 ? (100 * usIn(total, e)) / busy : 0,
-      }));
+    largest(m, top, skip).map((e) => ({
+      name: e.name,
+      where: e.where,
+      selfMs: usIn(self, e) / 1000,
+      selfPercent: busy > 0 ? (100 * usIn(self, e)) / busy : 0,
+      totalMs: usIn(total, e) / 1000,
+      totalPercent: busy > 0 ? (100 * usIn(total, e)) / busy : 0,
+    }));
   return {
     file,
     durationMs: (prof.endTime - prof.startTime) / 1000,

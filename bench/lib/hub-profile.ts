@@ -6,7 +6,7 @@
  * timestamps are: one clock for every process on the host), so a sample
  * belongs to a phase when its own timestamp falls inside it.
  */
-import { addTime, forEachOnStack, keyOf, loadProfile, type TimeByFunction, usIn } from './cpuprofile.js';
+import { addTime, forEachOnStack, keyOf, largest, loadProfile, type TimeByFunction, usIn } from './cpuprofile.js';
 
 /** Now on the monotonic clock, in microseconds (what V8 stamps samples with). */
 export function monotonicUs(): number {
@@ -66,15 +66,12 @@ export function profilePhases(file: string, windows: readonly PhaseWindow[], roo
     });
   }
   const list = (m: TimeByFunction, a: (typeof acc)[number]): PhaseEntry[] =>
-    [...m.values()]
-      .sort((x, y) => y.us - x.us)
-      .slice(0, top)
-      .map((e) => ({
-        name: e.name,
-        where: e.where,
-        selfMs: usIn(a.self, e) / 1000,
-        totalMs: usIn(a.total, e) / 1000,
-      }));
+    largest(m, top).map((e) => ({
+      name: e.name,
+      where: e.where,
+      selfMs: usIn(a.self, e) / 1000,
+      totalMs: usIn(a.total, e) / 1000,
+    }));
   return windows.map((w, i) => ({
     phase: w.name,
     wallMs: (w.toUs - w.fromUs) / 1000,
