@@ -97,6 +97,55 @@ function sides(a: DaemonProcess, b: DaemonProcess, comm: RegExp): DaemonSide[] {
   ];
 }
 
+/**
+ * Host A and host B as a point-to-point tunnel between them sees them:
+ * the interface (`prefix` + a/b + a suffix unique to this run), its own
+ * tunnel address and LAN, the peer's tunnel address and LAN, and the
+ * underlay addresses to bind to and to reach the peer at.
+ */
+interface TunnelHost {
+  side: 'A' | 'B';
+  name: 'a' | 'b';
+  ns: Netns;
+  ifname: string;
+  local: string;
+  peerTun: string;
+  lan: string;
+  farLan: string;
+  bind: string;
+  remote: string;
+}
+
+function tunnelHosts(bed: SiteToSite, prefix: string): [TunnelHost, TunnelHost] {
+  const sfx = uniqueSuffix();
+  return [
+    {
+      side: 'A',
+      name: 'a',
+      ns: bed.ta,
+      ifname: `${prefix}a${sfx}`.slice(0, 15),
+      local: ADDR.taTun.v4,
+      peerTun: ADDR.tbTun.v4,
+      lan: ADDR.lanA.v4,
+      farLan: ADDR.lanB.v4,
+      bind: ADDR.taUnder.v4,
+      remote: ADDR.tbUnder.v4,
+    },
+    {
+      side: 'B',
+      name: 'b',
+      ns: bed.tb,
+      ifname: `${prefix}b${sfx}`.slice(0, 15),
+      local: ADDR.tbTun.v4,
+      peerTun: ADDR.taTun.v4,
+      lan: ADDR.lanB.v4,
+      farLan: ADDR.lanA.v4,
+      bind: ADDR.tbUnder.v4,
+      remote: ADDR.taUnder.v4,
+    },
+  ];
+}
+
 const tunvpn: VpnAdapter = {
   name: 'tunvpn',
   setup: 'this repository, `tunvpn run` with one peer each side, default crypto backend',
@@ -174,27 +223,7 @@ export function wireguardGoAdapter(path: string): VpnAdapter {
     async start(ctx) {
       const { bed, dir } = ctx;
       const keys = { A: await ctx.wgKeys(), B: await ctx.wgKeys() };
-      const sfx = uniqueSuffix();
-      const hosts = [
-        {
-          side: 'A' as const,
-          ns: bed.ta,
-          ifname: `wga${sfx}`.slice(0, 15),
-          local: ADDR.taTun.v4,
-          peerTun: ADDR.tbTun.v4,
-          farLan: ADDR.lanB.v4,
-          remote: ADDR.tbUnder.v4,
-        },
-        {
-          side: 'B' as const,
-          ns: bed.tb,
-          ifname: `wgb${sfx}`.slice(0, 15),
-          local: ADDR.tbTun.v4,
-          peerTun: ADDR.taTun.v4,
-          farLan: ADDR.lanA.v4,
-          remote: ADDR.taUnder.v4,
-        },
-      ];
+      const hosts = tunnelHosts(bed, 'wg');
       const procs: DaemonProcess[] = [];
       for (const h of hosts) {
         const other = h.side === 'A' ? keys.B : keys.A;
@@ -239,29 +268,7 @@ const fastd: VpnAdapter = {
       return { secret, pub };
     };
     const keys = { A: keygen(), B: keygen() };
-    const sfx = uniqueSuffix();
-    const hosts = [
-      {
-        side: 'A' as const,
-        ns: bed.ta,
-        ifname: `fda${sfx}`.slice(0, 15),
-        local: ADDR.taTun.v4,
-        peerTun: ADDR.tbTun.v4,
-        farLan: ADDR.lanB.v4,
-        bind: ADDR.taUnder.v4,
-        remote: ADDR.tbUnder.v4,
-      },
-      {
-        side: 'B' as const,
-        ns: bed.tb,
-        ifname: `fdb${sfx}`.slice(0, 15),
-        local: ADDR.tbTun.v4,
-        peerTun: ADDR.taTun.v4,
-        farLan: ADDR.lanA.v4,
-        bind: ADDR.tbUnder.v4,
-        remote: ADDR.taUnder.v4,
-      },
-    ];
+    const hosts = tunnelHosts(bed, 'fd');
     const procs: DaemonProcess[] = [];
     for (const h of hosts) {
       const other = h.side === 'A' ? keys.B : keys.A;
@@ -300,33 +307,9 @@ const tinc: VpnAdapter = {
   version: () => debVersion('tinc'),
   async start(ctx) {
     const { bed, dir } = ctx;
-    const sfx = uniqueSuffix();
-    const hosts = [
-      {
-        side: 'A' as const,
-        name: 'a',
-        ns: bed.ta,
-        ifname: `tca${sfx}`.slice(0, 15),
-        local: ADDR.taTun.v4,
-        peerTun: ADDR.tbTun.v4,
-        farLan: ADDR.lanB.v4,
-        under: ADDR.taUnder.v4,
-        lan: ADDR.lanA.v4,
-      },
-      {
-        side: 'B' as const,
-        name: 'b',
-        ns: bed.tb,
-        ifname: `tcb${sfx}`.slice(0, 15),
-        local: ADDR.tbTun.v4,
-        peerTun: ADDR.taTun.v4,
-        farLan: ADDR.lanA.v4,
-        under: ADDR.tbUnder.v4,
-        lan: ADDR.lanB.v4,
-      },
-    ];
+    const hosts = tunnelHosts(bed, 'tc');
     const hostFile = (h: (typeof hosts)[number]): string =>
-      [`Address = ${h.under}`, 'Port = 655', `Subnet = ${h.lan}`, `Subnet = ${h.local}/32`, 'Cipher = aes-256-cbc', 'Digest = sha256', ''].join('\n');
+      [`Address = ${h.bind}`, 'Port = 655', `Subnet = ${h.lan}`, `Subnet = ${h.local}/32`, 'Cipher = aes-256-cbc', 'Digest = sha256', ''].join('\n');
     const confDirs: Record<string, string> = {};
     for (const h of hosts) {
       const cdir = join(dir.path, `tinc-${h.name}`);
@@ -338,7 +321,7 @@ const tinc: VpnAdapter = {
           `Name = ${h.name}`,
           'Mode = router',
           'AddressFamily = ipv4',
-          `BindToAddress = ${h.under}`,
+          `BindToAddress = ${h.bind}`,
           'Device = /dev/net/tun',
           'DeviceType = tun',
           `Interface = ${h.ifname}`,
@@ -376,31 +359,7 @@ const openvpn: VpnAdapter = {
     const { bed, dir } = ctx;
     const keyFile = join(dir.path, 'openvpn-static.key');
     execFileSync('openvpn', ['--genkey', 'secret', keyFile], { stdio: 'ignore' });
-    const sfx = uniqueSuffix();
-    const hosts = [
-      {
-        side: 'A' as const,
-        dirn: '0',
-        ns: bed.ta,
-        ifname: `ova${sfx}`.slice(0, 15),
-        local: ADDR.taTun.v4,
-        peerTun: ADDR.tbTun.v4,
-        farLan: ADDR.lanB.v4,
-        bind: ADDR.taUnder.v4,
-        remote: ADDR.tbUnder.v4,
-      },
-      {
-        side: 'B' as const,
-        dirn: '1',
-        ns: bed.tb,
-        ifname: `ovb${sfx}`.slice(0, 15),
-        local: ADDR.tbTun.v4,
-        peerTun: ADDR.taTun.v4,
-        farLan: ADDR.lanA.v4,
-        bind: ADDR.tbUnder.v4,
-        remote: ADDR.taUnder.v4,
-      },
-    ];
+    const hosts = tunnelHosts(bed, 'ov');
     const procs: DaemonProcess[] = [];
     for (const h of hosts) {
       const proc = spawnDaemon(h.ns, 'openvpn', [
@@ -424,7 +383,7 @@ const openvpn: VpnAdapter = {
         h.peerTun,
         '--secret',
         keyFile,
-        h.dirn,
+        h.side === 'A' ? '0' : '1',
         '--cipher',
         'AES-256-CBC',
         '--auth',
@@ -467,29 +426,7 @@ const quicktun: VpnAdapter = {
       return { secret, pub };
     };
     const keys = { A: keygen(), B: keygen() };
-    const sfx = uniqueSuffix();
-    const hosts = [
-      {
-        side: 'A' as const,
-        ns: bed.ta,
-        ifname: `qta${sfx}`.slice(0, 15),
-        local: ADDR.taTun.v4,
-        peerTun: ADDR.tbTun.v4,
-        farLan: ADDR.lanB.v4,
-        bind: ADDR.taUnder.v4,
-        remote: ADDR.tbUnder.v4,
-      },
-      {
-        side: 'B' as const,
-        ns: bed.tb,
-        ifname: `qtb${sfx}`.slice(0, 15),
-        local: ADDR.tbTun.v4,
-        peerTun: ADDR.taTun.v4,
-        farLan: ADDR.lanA.v4,
-        bind: ADDR.tbUnder.v4,
-        remote: ADDR.taUnder.v4,
-      },
-    ];
+    const hosts = tunnelHosts(bed, 'qt');
     const procs: DaemonProcess[] = [];
     for (const h of hosts) {
       const other = h.side === 'A' ? keys.B : keys.A;
