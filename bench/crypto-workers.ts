@@ -56,9 +56,13 @@ import {
   OP_SEAL,
   OP_STOP,
   type RingBuffers,
+  type RingViews,
   SLOT,
   TAG,
   allocRing,
+  nonceFromHeader,
+  publish,
+  ringViews,
 } from './lib/crypto-worker-ring.js';
 
 const PACKET = 1420;
@@ -155,8 +159,7 @@ function writeHeader(out: Uint8Array, off: number, counter: number): void {
 
 const nonce = new Uint8Array(12);
 function nonceFrom(buf: Uint8Array, off: number): Uint8Array {
-  for (let b = 0; b < 8; b++) nonce[4 + b] = buf[off + 8 + b];
-  return nonce;
+  return nonceFromHeader(nonce, buf, off);
 }
 
 for (let i = 0; i < POOL_BATCHES * BATCH; i++) {
@@ -241,13 +244,9 @@ function inlineRun(op: Op, workUs: number): Sample {
 
 // ---- workers ----
 
-interface RingWorker {
+interface RingWorker extends RingViews {
   readonly worker: Worker;
   readonly ring: RingBuffers;
-  readonly ctl: Int32Array;
-  readonly meta: Int32Array;
-  readonly input: Uint8Array;
-  readonly output: Uint8Array;
   /** Batches handed to it so far (its SUBMIT). */
   submitted: number;
 }
@@ -265,15 +264,7 @@ function startWorker(mode: 'ring' | 'port'): { worker: Worker; ring: RingBuffers
 
 function ringWorker(): RingWorker {
   const { worker, ring } = startWorker('ring');
-  return {
-    worker,
-    ring,
-    ctl: new Int32Array(ring.ctl),
-    meta: new Int32Array(ring.meta),
-    input: new Uint8Array(ring.input),
-    output: new Uint8Array(ring.output),
-    submitted: 0,
-  };
+  return { worker, ring, ...ringViews(ring), submitted: 0 };
 }
 
 /** Fills the worker's next ring slot with batch `b` (copied in), and hands it over. */
@@ -299,8 +290,7 @@ function submit(w: RingWorker, op: Op, b: number, count: number): void {
     w.meta[m + META_KEYS + i] = 0;
   }
   w.submitted++;
-  Atomics.store(w.ctl, CTL_SUBMIT, w.submitted);
-  Atomics.notify(w.ctl, CTL_SUBMIT);
+  publish(w.ctl, CTL_SUBMIT, w.submitted);
 }
 
 /** Reads the results of the worker's batch `j` in place (what sendBatch / writeBatch would be given); returns plaintext bytes. */
@@ -394,8 +384,7 @@ function stopWorker(w: RingWorker): void {
   const slot = w.submitted % DEPTH;
   w.meta[slot * META_STRIDE + META_OP] = OP_STOP;
   w.submitted++;
-  Atomics.store(w.ctl, CTL_SUBMIT, w.submitted);
-  Atomics.notify(w.ctl, CTL_SUBMIT);
+  publish(w.ctl, CTL_SUBMIT, w.submitted);
 }
 
 // ---- hand-off latency: an empty batch to a parked worker and back ----

@@ -74,6 +74,30 @@ export function allocRing(keys: SharedArrayBuffer): RingBuffers {
   };
 }
 
+/** The ring's buffers as the typed arrays both sides read and write. */
+export interface RingViews {
+  readonly ctl: Int32Array;
+  readonly meta: Int32Array;
+  readonly input: Uint8Array;
+  readonly output: Uint8Array;
+}
+
+export function ringViews(ring: RingBuffers): RingViews {
+  return { ctl: new Int32Array(ring.ctl), meta: new Int32Array(ring.meta), input: new Uint8Array(ring.input), output: new Uint8Array(ring.output) };
+}
+
+/** Bumps a control counter to `value` and wakes the other side if it sleeps on it (each counter has one writer). */
+export function publish(ctl: Int32Array, index: number, value: number): void {
+  Atomics.store(ctl, index, value);
+  Atomics.notify(ctl, index);
+}
+
+/** The ChaCha20-Poly1305 nonce of the transport header at `buf[off]`: 4 zero bytes, then the header's 64-bit little-endian counter. */
+export function nonceFromHeader(nonce: Uint8Array, buf: Uint8Array, off: number): Uint8Array {
+  for (let b = 0; b < 8; b++) nonce[4 + b] = buf[off + 8 + b];
+  return nonce;
+}
+
 export function isCryptoWorkerData(v: unknown): v is CryptoWorkerData {
   if (typeof v !== 'object' || v === null) return false;
   const o = v as Record<string, unknown>;

@@ -27,6 +27,9 @@ import {
   SLOT,
   TAG,
   isCryptoWorkerData,
+  nonceFromHeader,
+  publish,
+  ringViews,
 } from './crypto-worker-ring.js';
 
 const data: unknown = workerData;
@@ -38,10 +41,7 @@ if (data.mode === 'port') {
   port.on('message', (m: unknown) => port.postMessage(m));
 } else {
   const crypto = createSodiumNativeBackend();
-  const ctl = new Int32Array(data.ring.ctl);
-  const meta = new Int32Array(data.ring.meta);
-  const input = new Uint8Array(data.ring.input);
-  const output = new Uint8Array(data.ring.output);
+  const { ctl, meta, input, output } = ringViews(data.ring);
   const keyTable = new Uint8Array(data.ring.keys);
   const keys: Uint8Array[] = [];
   for (let k = 0; k < KEYS; k++) keys.push(keyTable.subarray(k * 32, k * 32 + 32));
@@ -49,33 +49,30 @@ if (data.mode === 'port') {
   const header = HEADER;
   const overhead = HEADER + TAG;
 
-  const sealBatch = (m: number, base: number, count: number): void => {
+  /**
+   * Seals (plaintext in `input`, the header the main thread wrote in
+   * `output`) or opens (datagram in `input`) one batch into `output`; a
+   * packet without a key or that does not fit its slot gets length -1.
+   */
+  const runBatch = (seal: boolean, m: number, base: number, count: number): void => {
+    // The nonce's counter is in the header: the one written for seal, the one received for open.
+    const headers = seal ? output : input;
     for (let i = 0; i < count; i++) {
       const len = meta[m + META_LENS + i];
       const key = keys[meta[m + META_KEYS + i]];
       const off = (base + i) * SLOT;
-      // The header (counter included) was written by the main thread.
-      for (let b = 0; b < 8; b++) nonce[4 + b] = output[off + 8 + b];
-      if (key === undefined || len + overhead > SLOT) {
+      const fits = seal ? len + overhead <= SLOT : len >= overhead && len <= SLOT;
+      if (key === undefined || !fits) {
         meta[m + META_LENS + i] = -1;
         continue;
       }
-      crypto.aeadSeal(output.subarray(off + header, off + len + overhead), input.subarray(off, off + len), null, nonce, key);
-      meta[m + META_LENS + i] = len + overhead;
-    }
-  };
-
-  const openBatch = (m: number, base: number, count: number): void => {
-    for (let i = 0; i < count; i++) {
-      const len = meta[m + META_LENS + i];
-      const key = keys[meta[m + META_KEYS + i]];
-      const off = (base + i) * SLOT;
-      if (key === undefined || len < overhead || len > SLOT) {
-        meta[m + META_LENS + i] = -1;
-        continue;
+      nonceFromHeader(nonce, headers, off);
+      if (seal) {
+        crypto.aeadSeal(output.subarray(off + header, off + len + overhead), input.subarray(off, off + len), null, nonce, key);
+        meta[m + META_LENS + i] = len + overhead;
+      } else {
+        meta[m + META_LENS + i] = crypto.aeadOpen(output.subarray(off, off + len - overhead), input.subarray(off + header, off + len), null, nonce, key);
       }
-      for (let b = 0; b < 8; b++) nonce[4 + b] = input[off + 8 + b];
-      meta[m + META_LENS + i] = crypto.aeadOpen(output.subarray(off, off + len - overhead), input.subarray(off + header, off + len), null, nonce, key);
     }
   };
 
@@ -88,10 +85,8 @@ if (data.mode === 'port') {
     const op = meta[m + META_OP];
     if (op === OP_STOP) break;
     const count = meta[m + META_COUNT];
-    if (op === OP_SEAL) sealBatch(m, slot * BATCH, count);
-    else if (op === OP_OPEN) openBatch(m, slot * BATCH, count);
+    if (op === OP_SEAL || op === OP_OPEN) runBatch(op === OP_SEAL, m, slot * BATCH, count);
     processed++;
-    Atomics.store(ctl, CTL_DONE, processed);
-    Atomics.notify(ctl, CTL_DONE);
+    publish(ctl, CTL_DONE, processed);
   }
 }
