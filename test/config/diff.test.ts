@@ -1,29 +1,9 @@
 import { describe, expect, it } from 'vitest';
-import { diffConfig, summarizeConfig, type PeerConfig, type TunvpnConfig } from '../../src/config/index.js';
-import { keyPair } from './helpers.js';
+import { diffConfig, summarizeConfig, type PeerConfig } from '../../src/config/index.js';
+import { config, keyPair } from './helpers.js';
 
 function peer(pub: string, extra: Partial<PeerConfig> = {}): PeerConfig {
   return { publicKey: pub, publicKeyBytes: new Uint8Array(Buffer.from(pub, 'base64')), allowedIPs: ['10.0.0.1/32'], persistentKeepalive: 0, ...extra };
-}
-
-function config(peers: PeerConfig[], iface: Partial<TunvpnConfig['interface']> = {}): TunvpnConfig {
-  return {
-    interface: {
-      name: 'tunvpn0',
-      privateKey: new Uint8Array(32).fill(9),
-      listenPort: 51820,
-      addresses: ['10.0.0.254/24'],
-      mtu: 1420,
-      fwmark: 0,
-      table: 'auto',
-      ...iface,
-    },
-    peers,
-    log: { level: 'info' },
-    metrics: {},
-    crypto: { backend: 'auto' },
-    warnings: [],
-  };
 }
 
 const [a, b, c, d] = [keyPair().pub, keyPair().pub, keyPair().pub, keyPair().pub];

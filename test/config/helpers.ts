@@ -1,7 +1,7 @@
 import { mkdtempSync, rmSync, writeFileSync, chmodSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ConfigError, loadConfig } from '../../src/config/index.js';
+import { ConfigError, type InterfaceConfig, loadConfig, type PeerConfig, type TunvpnConfig } from '../../src/config/index.js';
 import { makeKeyPair } from '../../src/testbed/keys.js';
 
 /** A fresh X25519 key pair as base64 (node:crypto, independent of the code under test), under the short names these tests use. */
@@ -37,4 +37,25 @@ export async function loadError(path: string, ms = 5000): Promise<ConfigError> {
     clearTimeout(timer);
   }
   throw new Error('expected a ConfigError');
+}
+
+/** A parsed config as the loader would give it (tunvpn0, a fixed private key, 10.0.0.254/24), for tests that diff configs without a file. */
+export function config(peers: PeerConfig[], iface: Partial<InterfaceConfig> = {}): TunvpnConfig {
+  return {
+    interface: {
+      name: 'tunvpn0',
+      privateKey: new Uint8Array(32).fill(9),
+      listenPort: 51820,
+      addresses: ['10.0.0.254/24'],
+      mtu: 1420,
+      fwmark: 0,
+      table: 'auto',
+      ...iface,
+    },
+    peers,
+    log: { level: 'info' },
+    metrics: {},
+    crypto: { backend: 'auto' },
+    warnings: [],
+  };
 }

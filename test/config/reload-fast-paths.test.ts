@@ -20,9 +20,9 @@ import { canonicalPrefix } from '../../src/config/formats.js';
 import { MAX_JSON_DEPTH, parseJson, parseJsonStrictly } from '../../src/config/json.js';
 import { decodeKey, keysEqual, keyTextProblem } from '../../src/config/keys.js';
 import { parseConfig } from '../../src/config/parse.js';
-import type { InterfaceConfig, PeerConfig, TunvpnConfig } from '../../src/config/types.js';
+import type { PeerConfig, TunvpnConfig } from '../../src/config/types.js';
 import { formatCidr, formatIp, parseCidr, parseIp } from '../../src/peers/cidr.js';
-import { keyPair } from './helpers.js';
+import { config, keyPair } from './helpers.js';
 
 const RUNS = 400;
 
@@ -297,26 +297,6 @@ describe('diffConfig: peers matched by index first', () => {
     }
   });
 });
-
-function config(peers: PeerConfig[], iface: Partial<InterfaceConfig> = {}): TunvpnConfig {
-  return {
-    interface: {
-      name: 'tunvpn0',
-      privateKey: new Uint8Array(32).fill(9),
-      listenPort: 51820,
-      addresses: ['10.0.0.254/24'],
-      mtu: 1420,
-      fwmark: 0,
-      table: 'auto',
-      ...iface,
-    },
-    peers,
-    log: { level: 'info' },
-    metrics: {},
-    crypto: { backend: 'auto' },
-    warnings: [],
-  };
-}
 
 describe('loader: allowed IPs kept as written until the first entry that is not canonical or is repeated', () => {
   it('gives the canonical list and every warning, whatever the mix', async () => {
