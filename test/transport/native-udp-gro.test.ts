@@ -7,19 +7,11 @@
  * own length and source, in batches no larger than the slots, and the GRO
  * counters must show that coalesced reads happened.
  */
-import dgram, { type Socket } from 'node:dgram';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { encodeEndpoint, NativeUdpSocket, sourceEquals } from '../../src/transport/native-udp.js';
+import { closeAfterEach, closeDgram, dgramSocket } from './helpers.js';
 
-const open: { close(): void }[] = [];
-afterEach(() => {
-  for (const s of open.splice(0)) s.close();
-});
-
-function track<T extends { close(): void }>(s: T): T {
-  open.push(s);
-  return s;
-}
+const track = closeAfterEach();
 
 interface Got {
   from: number;
@@ -61,14 +53,6 @@ function gsoSender(family: 4 | 6, lo: string): NativeUdpSocket {
   return track(NativeUdpSocket.open({ family, port: 0, address: lo, gso: true, sendBufferSize: 4 << 20 }));
 }
 
-function dgramSocket(type: 'udp4' | 'udp6', address: string): Promise<Socket> {
-  return new Promise((resolve, reject) => {
-    const s = dgram.createSocket({ type, ipv6Only: type === 'udp6' });
-    s.once('error', reject);
-    s.bind(0, address, () => resolve(s));
-  });
-}
-
 /** Sends plan[i] = length of datagram i from `from` to `to` in one sendBatch; returns the payloads. */
 function sendPlan(from: NativeUdpSocket, to: Uint8Array, tag: string, plan: number[]): string[] {
   const data = plan.map((len, i) => payload(tag, i, len));
@@ -96,7 +80,7 @@ describe('UDP GRO on receive', () => {
       const a = gsoSender(family, lo);
       const b = gsoSender(family, lo);
       const plain = await dgramSocket(family === 4 ? 'udp4' : 'udp6', lo);
-      track({ close: () => plain.close() });
+      track(closeDgram(plain));
       const to = encodeEndpoint(lo, rx.port);
       const senders = [a, b].map((s) => encodeEndpoint(lo, s.port));
       senders.push(encodeEndpoint(lo, plain.address().port));

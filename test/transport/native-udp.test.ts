@@ -1,28 +1,8 @@
-import dgram, { type Socket } from 'node:dgram';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { decodeEndpoint, decodeSource, encodeEndpoint, ENDPOINT_SIZE, NativeUdpError, NativeUdpSocket, sourceEquals } from '../../src/transport/native-udp.js';
+import { closeAfterEach, closeDgram, dgramSocket } from './helpers.js';
 
-const open: { close(): void }[] = [];
-afterEach(() => {
-  for (const s of open.splice(0)) s.close();
-});
-
-function track<T extends { close(): void }>(s: T): T {
-  open.push(s);
-  return s;
-}
-
-function dgramSocket(type: 'udp4' | 'udp6', address: string): Promise<Socket> {
-  return new Promise((resolve, reject) => {
-    const s = dgram.createSocket({ type, ipv6Only: type === 'udp6' });
-    s.once('error', reject);
-    s.bind(0, address, () => resolve(s));
-  });
-}
-
-function closeDgram(s: Socket): { close(): void } {
-  return { close: () => s.close() };
-}
+const track = closeAfterEach();
 
 interface Received {
   data: string;
