@@ -361,10 +361,38 @@ async function stopFigures(ns: Netns, mon: RouteMonitor, prefixes: ReadonlySet<s
   check(result.stop.routesLeft === 0, `${result.stop.routesLeft} routes left after stop`);
 }
 
-/** Marks the run failed with the error and the daemon's last lines. */
-function failed(result: HubResult, err: unknown, proc: DaemonProcess | undefined): void {
-  result.status = 'failed';
-  result.error = (err as Error).message + (proc ? `\n${proc.lines.slice(-8).join('\n')}` : '');
+/** One hub run: its workspace, its result, and the daemon and route monitor its undo stops (set by the run as it starts them). */
+interface HubRun {
+  readonly ns: Netns;
+  readonly dir: ConfigDir;
+  readonly result: HubResult;
+  proc?: DaemonProcess;
+  monitor?: RouteMonitor;
+}
+
+/**
+ * Runs `body` in a workspace of its own; a throw marks the result failed,
+ * with the daemon's last lines, and the workspace goes either way.
+ */
+async function hubRun(prefix: string, vpn: string, peers: number, pending: Set<() => Promise<void>>, body: (run: HubRun) => Promise<void>): Promise<HubResult> {
+  const result: HubResult = { vpn, peers, status: 'ok' };
+  let run: HubRun | undefined;
+  const { ns, dir, undo } = await workspace(prefix, pending, () => {
+    run?.monitor?.stop();
+    return run?.proc?.stop();
+  });
+  const r: HubRun = { ns, dir, result };
+  run = r;
+  try {
+    await body(r);
+  } catch (err) {
+    result.status = 'failed';
+    result.error = (err as Error).message + (r.proc ? `\n${r.proc.lines.slice(-8).join('\n')}` : '');
+  } finally {
+    pending.delete(undo);
+    await undo();
+  }
+  return result;
 }
 
 function numberOf(v: unknown): number {
@@ -394,31 +422,26 @@ export async function tunvpnHub(
   root = process.cwd(),
 ): Promise<HubResult> {
   const count = plan.peers.length;
-  const result: HubResult = { vpn: 'tunvpn', peers: count, status: 'ok' };
-  let proc: DaemonProcess | undefined;
-  let monitor: RouteMonitor | undefined;
-  const { ns, dir, undo } = await workspace('bkh', pending, () => {
-    monitor?.stop();
-    return proc?.stop();
-  });
-  try {
+  return hubRun('bkh', 'tunvpn', count, pending, async (run) => {
+    const { ns, dir, result } = run;
     const ifname = `tvh${uniqueSuffix()}`.slice(0, 15);
     const host = { interfaceName: ifname, privateKey: key.privateKey, listenPort: 51820, addresses: [HUB_ADDRESS], peers: plan.peers, logLevel: 'info' };
     const cfg = await dir.writeHost('hub', host);
     const prefixes = hubPrefixes(plan);
-    monitor = new RouteMonitor(ns, ifname, prefixes);
+    const mon = new RouteMonitor(ns, ifname, prefixes);
+    run.monitor = mon;
     // ip monitor has no ready signal: give it time to subscribe.
     await sleep(200);
     const windows: PhaseWindow[] = [];
     // Log records carry epoch ms; the profile, the monotonic clock.
     const mono = (epochMs: number): number => monotonicUs() + (epochMs - Date.now()) * 1000;
     const t0 = Date.now();
-    proc = await startDaemon(ns, cfg, [], [...nodeArgs, ...(profileDir ? ['--cpu-prof', '--cpu-prof-dir', profileDir] : [])]);
+    const proc = await startDaemon(ns, cfg, [], [...nodeArgs, ...(profileDir ? ['--cpu-prof', '--cpu-prof-dir', profileDir] : [])]);
+    run.proc = proc;
     const up = await proc.waitForLog(/^tunvpn up/);
     result.startMs = at(up, t0);
     windows.push({ name: 'start (spawn to "tunvpn up")', fromUs: mono(t0), toUs: mono(numberOf(up.time)) });
     result.upMeans = '"tunvpn up" log line (routes and control socket are set up before it)';
-    const mon = monitor;
     const pid = proc.child.pid ?? -1;
     await upFigures(ns, ifname, mon, prefixes, count, t0, pid, result);
 
@@ -479,13 +502,7 @@ export async function tunvpnHub(
         .pop();
       if (file) result.profile = { file: join(profileDir, file), phases: profilePhases(join(profileDir, file), windows, root) };
     }
-  } catch (err) {
-    failed(result, err, proc);
-  } finally {
-    pending.delete(undo);
-    await undo();
-  }
-  return result;
+  });
 }
 
 /** `wg set` moves the changed peer from newPrefix to setPrefix; `routes` does what the daemon does not. */
@@ -538,22 +555,18 @@ function ipBatch(ns: Netns, lines: readonly string[], timeoutMs = 60_000): Promi
 /** `path` is the wireguard-go binary, `name` its column (e.g. "wireguard-go 0.0.20250522"). */
 export async function wireguardGoHub(plan: HubPlan, key: KeyPair, pending: Set<() => Promise<void>>, path: string, name: string): Promise<HubResult> {
   const count = plan.peers.length;
-  const result: HubResult = { vpn: name, peers: count, status: 'ok' };
-  let proc: DaemonProcess | undefined;
-  let monitor: RouteMonitor | undefined;
-  const { ns, dir, undo } = await workspace('bkg', pending, () => {
-    monitor?.stop();
-    return proc?.stop();
-  });
-  try {
+  return hubRun('bkg', name, count, pending, async (run) => {
+    const { ns, dir, result } = run;
     const ifname = `wgh${uniqueSuffix()}`.slice(0, 15);
     const conf = join(dir.path, 'wg.conf');
     await writeFile(conf, wgConf(key.privateKey, plan.peers), { mode: 0o600 });
     const prefixes = hubPrefixes(plan);
-    monitor = new RouteMonitor(ns, ifname, prefixes);
+    const mon = new RouteMonitor(ns, ifname, prefixes);
+    run.monitor = mon;
     await sleep(200);
     const t0 = Date.now();
-    proc = spawnWireguardGo(ns, path, ifname);
+    const proc = spawnWireguardGo(ns, path, ifname);
+    run.proc = proc;
     await waitForWgDevice(ns, ifname, proc, name);
     await ns.exec('wg', ['setconf', ifname, conf], { timeoutMs: 60_000 });
     await ns.exec('ip', ['addr', 'add', HUB_ADDRESS, 'dev', ifname]);
@@ -564,7 +577,6 @@ export async function wireguardGoHub(plan: HubPlan, key: KeyPair, pending: Set<(
     );
     result.startMs = Date.now() - t0;
     result.upMeans = '`wg setconf`, address, link up and the route batch done';
-    const mon = monitor;
     const pid = proc.child.pid ?? -1;
     await upFigures(ns, ifname, mon, prefixes, count, t0, pid, result);
 
@@ -587,13 +599,7 @@ export async function wireguardGoHub(plan: HubPlan, key: KeyPair, pending: Set<(
     await proc.stop(20_000);
     const stopMs = Date.now() - s0;
     await stopFigures(ns, mon, prefixes, stopMs, result);
-  } catch (err) {
-    failed(result, err, proc);
-  } finally {
-    pending.delete(undo);
-    await undo();
-  }
-  return result;
+  });
 }
 
 function threadText(t: ThreadTimes | undefined): string {
