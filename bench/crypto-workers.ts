@@ -32,12 +32,12 @@
  * Atomics.wait (blocking, the floor), Atomics.waitAsync (what an event loop
  * can use) and a MessagePort ping.
  */
-import { readFileSync } from 'node:fs';
 import { availableParallelism, loadavg } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { Worker } from 'node:worker_threads';
 import { createSodiumNativeBackend } from '../src/crypto/sodium-native.js';
 import type { CryptoBackend } from '../src/crypto/types.js';
+import { threadCpuSeconds } from '../src/testbed/proc.js';
 import { numArg } from './lib/args.js';
 import {
   BATCH,
@@ -106,16 +106,12 @@ async function waitAtLeast(ctl: Int32Array, index: number, target: number): Prom
 
 // ---- CPU time of the main thread (the daemon's one JS thread) ----
 
-const CLK_TCK = 100; // getconf CLK_TCK on Linux
-const mainStat = `/proc/self/task/${process.pid}/stat`;
-
-/** utime + stime of the main thread, in ms (10 ms resolution). */
+/** utime + stime of the main thread, in ms (clock-tick resolution; the /proc reader is src/testbed/proc.ts). */
 function mainCpuMs(): number {
-  const s = readFileSync(mainStat, 'utf8');
-  const f = s.slice(s.lastIndexOf(')') + 2).split(' ');
-  // Fields 14 and 15 of stat(5); after "pid (comm) " the list starts at field 3.
-  return ((Number(f[11]) + Number(f[12])) * 1000) / CLK_TCK;
+  return threadCpuSeconds(process.pid, process.pid) * 1000;
 }
+// Once now: the reader asks getconf for the tick on its first call, which must not fall in a measured window.
+mainCpuMs();
 
 /** utime + stime of the whole process (all threads), in ms. */
 function processCpuMs(): number {

@@ -72,6 +72,15 @@ export function cpuSeconds(pid: number): number {
   }
 }
 
+/** CPU seconds (user + system) one thread (`tid`) of process `pid` has used so far; NaN when gone. */
+export function threadCpuSeconds(pid: number, tid: number): number {
+  try {
+    return statCpuSeconds(statFields(readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8')));
+  } catch {
+    return Number.NaN;
+  }
+}
+
 /** A field of /proc/PID/status in kB (VmHWM, VmRSS), as MB; NaN when gone. */
 export function statusMb(pid: number, field: 'VmHWM' | 'VmRSS'): number {
   try {
