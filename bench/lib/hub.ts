@@ -395,6 +395,14 @@ async function hubRun(prefix: string, vpn: string, peers: number, pending: Set<(
   return result;
 }
 
+/** Starts the run's route monitor (its undo stops it) before the daemon, and gives it time to subscribe: ip monitor has no ready signal. */
+async function watchRoutes(run: HubRun, ifname: string, prefixes: ReadonlySet<string>): Promise<RouteMonitor> {
+  const mon = new RouteMonitor(run.ns, ifname, prefixes);
+  run.monitor = mon;
+  await sleep(200);
+  return mon;
+}
+
 function numberOf(v: unknown): number {
   return typeof v === 'number' ? v : Number.NaN;
 }
@@ -428,10 +436,7 @@ export async function tunvpnHub(
     const host = { interfaceName: ifname, privateKey: key.privateKey, listenPort: 51820, addresses: [HUB_ADDRESS], peers: plan.peers, logLevel: 'info' };
     const cfg = await dir.writeHost('hub', host);
     const prefixes = hubPrefixes(plan);
-    const mon = new RouteMonitor(ns, ifname, prefixes);
-    run.monitor = mon;
-    // ip monitor has no ready signal: give it time to subscribe.
-    await sleep(200);
+    const mon = await watchRoutes(run, ifname, prefixes);
     const windows: PhaseWindow[] = [];
     // Log records carry epoch ms; the profile, the monotonic clock.
     const mono = (epochMs: number): number => monotonicUs() + (epochMs - Date.now()) * 1000;
@@ -561,9 +566,7 @@ export async function wireguardGoHub(plan: HubPlan, key: KeyPair, pending: Set<(
     const conf = join(dir.path, 'wg.conf');
     await writeFile(conf, wgConf(key.privateKey, plan.peers), { mode: 0o600 });
     const prefixes = hubPrefixes(plan);
-    const mon = new RouteMonitor(ns, ifname, prefixes);
-    run.monitor = mon;
-    await sleep(200);
+    const mon = await watchRoutes(run, ifname, prefixes);
     const t0 = Date.now();
     const proc = spawnWireguardGo(ns, path, ifname);
     run.proc = proc;
