@@ -39,6 +39,7 @@ import { resolveEndpoint, type Endpoint } from './transport/endpoint.js';
 import { openTransport, type DatagramTransport, type TransportOptions } from './transport/datagram-transport.js';
 import { TunDevice } from './tun/tun-device.js';
 import { warmTransportPath } from './protocol/warmup.js';
+import { warmPipeline } from './pipeline/warmup.js';
 import { HookError, NO_HOOKS, runHookPhase } from './hooks.js';
 import { LOGGED_PEERS, SOCKET_BUFFER_BYTES, TICK_MS, TRANSPORT_OVERHEAD } from './constants.js';
 import { readRuntimeOptions, type RuntimeOptions } from './runtime-options.js';
@@ -245,6 +246,10 @@ export class Daemon implements UapiDevice {
       if (runtime.warmup) {
         const w = warmTransportPath(crypto, monotonicMs, Date.now);
         log.info({ packets: w.packets, ms: Math.round(w.ms) }, 'packet path warmed up');
+      }
+      if (runtime.warmupPipeline) {
+        const w = await warmPipeline({ crypto, log, mtu: config.interface.mtu, now: monotonicMs, wallClock: Date.now });
+        log.info({ packets: w.packets, ms: Math.round(w.ms) }, 'pipeline warmed up');
       }
       daemon.refresher = daemon.makeRefresher(constants);
       pipeline.start();

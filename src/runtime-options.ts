@@ -9,7 +9,9 @@
  *                           native batched one (tests exercise both).
  *   TUNVPN_UDP_GRO=off      UDP GRO on receive off (native transport); to
  *                           measure it (docs/performance.md).
- *   TUNVPN_WARMUP=off       no warm-up of the packet path at start.
+ *   TUNVPN_WARMUP=off       no warm-up of the packet path at start;
+ *   TUNVPN_WARMUP=protocol  the protocol core's only, not the pipeline's
+ *                           (to measure the pipeline's: docs/decisions.md).
  *   TUNVPN_STATE_DIR=DIR    where IFNAME.rules.json records the policy rules
  *                           the daemon added (default /run/tunvpn).
  *   NODE_ENV=test with TUNVPN_TEST_REKEY_AFTER_TIME_MS=N
@@ -34,6 +36,8 @@ export interface RuntimeOptions {
   readonly udpGro: boolean;
   /** Warm the packet path up at start (off with TUNVPN_WARMUP=off). */
   readonly warmup: boolean;
+  /** Warm the pipeline up too, not only the protocol core (off with TUNVPN_WARMUP=off or =protocol). */
+  readonly warmupPipeline: boolean;
   /** Directory of the policy-rule record (TUNVPN_STATE_DIR, default /run/tunvpn). */
   readonly stateDir: string;
   /** Shortened protocol timers (NODE_ENV=test and TUNVPN_TEST_REKEY_AFTER_TIME_MS), else undefined. */
@@ -48,6 +52,7 @@ export function readRuntimeOptions(env: NodeJS.ProcessEnv = process.env): Runtim
     udpDgram: env.TUNVPN_UDP === 'dgram',
     udpGro: env.TUNVPN_UDP_GRO !== 'off',
     warmup: env.TUNVPN_WARMUP !== 'off',
+    warmupPipeline: env.TUNVPN_WARMUP !== 'off' && env.TUNVPN_WARMUP !== 'protocol',
     stateDir: env.TUNVPN_STATE_DIR ?? '/run/tunvpn',
     testTimers: timers === undefined ? undefined : Object.freeze(timers),
   });
