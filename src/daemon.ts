@@ -201,6 +201,17 @@ export class Daemon implements UapiDevice {
     const crypto = await loadCrypto(config.crypto.backend);
     log.info({ backend: crypto.name }, 'crypto backend loaded');
 
+    // Before any real device, peer or pipeline exists: objects made after the
+    // warm-up get the field types it settled, not maps it then deprecates.
+    if (runtime.warmup) {
+      const w = warmTransportPath(crypto, monotonicMs, Date.now);
+      log.info({ packets: w.packets, ms: Math.round(w.ms) }, 'packet path warmed up');
+    }
+    if (runtime.warmupPipeline) {
+      const w = await warmPipeline({ crypto, log, mtu: config.interface.mtu, now: monotonicMs, wallClock: Date.now });
+      log.info({ packets: w.packets, ms: Math.round(w.ms) }, 'pipeline warmed up');
+    }
+
     const constants = runtime.testTimers;
     if (constants) log.warn({ constants }, 'test timers in use (NODE_ENV=test): never in production');
     const device = new WireGuardDevice<Peer>({
@@ -243,14 +254,6 @@ export class Daemon implements UapiDevice {
         },
       });
       await daemon.syncMetrics(undefined);
-      if (runtime.warmup) {
-        const w = warmTransportPath(crypto, monotonicMs, Date.now);
-        log.info({ packets: w.packets, ms: Math.round(w.ms) }, 'packet path warmed up');
-      }
-      if (runtime.warmupPipeline) {
-        const w = await warmPipeline({ crypto, log, mtu: config.interface.mtu, now: monotonicMs, wallClock: Date.now });
-        log.info({ packets: w.packets, ms: Math.round(w.ms) }, 'pipeline warmed up');
-      }
       daemon.refresher = daemon.makeRefresher(constants);
       pipeline.start();
       const refresher = daemon.refresher;

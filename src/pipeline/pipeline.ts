@@ -61,6 +61,16 @@ export interface PipelineOptions {
 /** Transport messages never read their source; one shared placeholder avoids decoding it. */
 const TRANSPORT_SOURCE = { address: '', port: 0 };
 
+/**
+ * A slot array with its first slot allocated (the first packet would
+ * allocate it anyway): an empty literal starts with small-integer elements
+ * and changes kind at the first packet, which would deoptimise the packet
+ * path that the start-up warm-up compiled (src/pipeline/warmup.ts).
+ */
+function slotArray(size: number): Buffer[] {
+  return [Buffer.allocUnsafeSlow(size)];
+}
+
 export class Pipeline {
   readonly drops: DropCounters = newDropCounters();
   /** Packets moved, reported in the daemon's status record. */
@@ -74,13 +84,13 @@ export class Pipeline {
   private transport: DatagramTransport;
   private readonly now: () => number;
   /** Outbound datagrams of one TUN batch, sent with one sendBatch. */
-  private txBufs: Buffer[] = [];
+  private txBufs: Buffer[];
   private readonly txLens = new Uint32Array(SEND_BATCH_MAX);
   private readonly txDests: Uint8Array[] = [];
   private txSlotSize: number;
   private readonly log: Logger;
   /** Decrypted plaintext of one datagram batch, one slot each, written to the TUN after the batch. */
-  private rxBufs: Buffer[] = [];
+  private rxBufs: Buffer[];
   private readonly rxLens = new Uint32Array(TUN_WRITE_BATCH_MAX);
   private rxCount = 0;
   private rxSlotSize: number;
@@ -101,6 +111,8 @@ export class Pipeline {
     this.now = opts.now ?? Date.now;
     this.rxSlotSize = Math.max(opts.mtu, 1500) + SLOT_PADDING;
     this.txSlotSize = Math.max(opts.mtu, 1500) + SLOT_PADDING;
+    this.rxBufs = slotArray(this.rxSlotSize);
+    this.txBufs = slotArray(this.txSlotSize);
     // Padding is capped by the tunnel MTU (never past it on the wire).
     this.device.setMtu(opts.mtu);
   }
@@ -110,11 +122,11 @@ export class Pipeline {
     this.device.setMtu(mtu);
     if (this.rxSlotSize < mtu + SLOT_PADDING) {
       this.rxSlotSize = mtu + SLOT_PADDING;
-      this.rxBufs = [];
+      this.rxBufs = slotArray(this.rxSlotSize);
     }
     if (this.txSlotSize < mtu + SLOT_PADDING) {
       this.txSlotSize = mtu + SLOT_PADDING;
-      this.txBufs = [];
+      this.txBufs = slotArray(this.txSlotSize);
     }
   }
 

@@ -162,11 +162,20 @@ interface Side {
   /** Its underlay address, as the other side's peer record has it configured. */
   endpoint: Endpoint;
   v4: number;
+  lan4: number;
   v6: Uint8Array;
 }
 
-/** Tunnel addresses inside 10.255.255.0/30 and fdff::/126: only these objects ever see them. */
+/**
+ * Tunnel addresses inside 10.255.255.0/30 and fdff::/126, and each side's
+ * routed LAN 10.255.(253 + i).0/24, as a site-to-site peer has: only these
+ * objects ever see them.
+ */
 const V4 = [0x0affff01, 0x0affff02];
+const LAN4 = [0x0afffd00, 0x0afffe00];
+/** No peer routes these: a kernel's IPv6 router solicitation (ff02::2) and an unrouted IPv4 address. */
+const UNROUTED4 = 0x0a000001;
+const UNROUTED6 = Uint8Array.from([0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
 const V6 = [1, 2].map((last) => {
   const a = new Uint8Array(16);
   a[0] = 0xfd;
@@ -176,30 +185,60 @@ const V6 = [1, 2].map((last) => {
 });
 
 function side(i: number, opts: PipelineWarmupOptions): Side {
-  const device = new WireGuardDevice<Peer>({ crypto: opts.crypto, privateKey: opts.crypto.generatePrivateKey(), now: opts.now, wallClock: opts.wallClock });
+  // Rekey-Timeout 1 ms: a peer may initiate again a few iterations later
+  // (the real 5 s would allow one initiation per side).
+  const device = new WireGuardDevice<Peer>({
+    crypto: opts.crypto,
+    privateKey: opts.crypto.generatePrivateKey(),
+    now: opts.now,
+    wallClock: opts.wallClock,
+    constants: { rekeyTimeout: 1 },
+  });
   const peers = new PeerRegistry(device);
   const tun = new MemoryPacketDevice();
   const endpoint: Endpoint = { address: `192.0.2.${i + 1}`, port: 51820, family: 4 };
   const transport = new MemoryTransport(encodeEndpoint(endpoint.address, endpoint.port));
   const pipeline = new Pipeline({ peers, tun, transport, log: opts.log, mtu: opts.mtu });
-  return { device, peers, tun, transport, pipeline, endpoint, v4: V4[i], v6: V6[i] };
+  return { device, peers, tun, transport, pipeline, endpoint, v4: V4[i], lan4: LAN4[i], v6: V6[i] };
 }
 
-function peerConfig(of: Side, v4: string, v6: string): PeerConfig {
+/**
+ * Side A routes IPv6 to B, side B routes none to A (as the bench's and
+ * many real configs do): both kinds of IPv6 table get warmed, and B's
+ * IPv6 packets are dropped as the kernel's router solicitations are.
+ */
+function peerConfig(of: Side, withV6: boolean): PeerConfig {
   const publicKeyBytes = of.device.publicKey;
-  return { publicKey: Buffer.from(publicKeyBytes).toString('base64'), publicKeyBytes, allowedIPs: [v4, v6], persistentKeepalive: 0 };
+  const allowedIPs = [`${ipv4Text(of.v4)}/32`, `${ipv4Text(of.lan4)}/24`];
+  if (withV6) allowedIPs.push(`fdff::${of.v6[15]}/128`);
+  return { publicKey: Buffer.from(publicKeyBytes).toString('base64'), publicKeyBytes, allowedIPs, persistentKeepalive: 0 };
 }
 
-/** Writes an IPv4 (or IPv6) header of `len` bytes from one side to the other into a read slot. */
-function fillPacket(slot: Buffer, len: number, from: Side, to: Side, v6: boolean): void {
-  if (v6) {
+function ipv4Text(a: number): string {
+  return `${a >>> 24}.${(a >>> 16) & 255}.${(a >>> 8) & 255}.${a & 255}`;
+}
+
+/** What packet k of round i is: mostly pings between the tunnel addresses, some LAN traffic, IPv6, and packets no peer routes. */
+type Kind = 'tunnel' | 'lan' | 'v6' | 'unrouted4' | 'unrouted6';
+
+function kindOf(i: number, k: number): Kind {
+  if (k === 0) return i % 16 === 15 ? 'v6' : 'tunnel';
+  if (k === 1) return 'lan';
+  if (k === 2 && i % 32 === 7) return 'unrouted6';
+  if (k === 3 && i % 32 === 7) return 'unrouted4';
+  return k % 4 === 0 ? 'v6' : 'tunnel';
+}
+
+/** Writes an IPv4 or IPv6 header of `len` bytes from one side to the other into a read slot. */
+function fillPacket(slot: Buffer, len: number, from: Side, to: Side, kind: Kind): void {
+  if (kind === 'v6' || kind === 'unrouted6') {
     slot.fill(0, 0, 40);
     slot[0] = 0x60;
     slot.writeUInt16BE(len - 40, 4);
-    slot[6] = 17;
+    slot[6] = 58; // ICMPv6
     slot[7] = 64;
     slot.set(from.v6, 8);
-    slot.set(to.v6, 24);
+    slot.set(kind === 'v6' ? to.v6 : UNROUTED6, 24);
     return;
   }
   slot.fill(0, 0, 20);
@@ -207,8 +246,8 @@ function fillPacket(slot: Buffer, len: number, from: Side, to: Side, v6: boolean
   slot.writeUInt16BE(len, 2);
   slot[8] = 64;
   slot[9] = 1; // ICMP, as an idle ping
-  slot.writeUInt32BE(from.v4, 12);
-  slot.writeUInt32BE(to.v4, 16);
+  slot.writeUInt32BE(kind === 'lan' ? from.lan4 + 10 : from.v4, 12);
+  slot.writeUInt32BE(kind === 'lan' ? to.lan4 + 20 : kind === 'unrouted4' ? UNROUTED4 : to.v4, 16);
 }
 
 /** Delivers both ways until nothing is in flight. */
@@ -231,15 +270,33 @@ export async function warmPipeline(opts: PipelineWarmupOptions): Promise<Pipelin
   b.transport.peerEnd = a.transport;
   try {
     const y = new Yielder();
-    const bAtA = await a.peers.add(peerConfig(b, '10.255.255.2/32', 'fdff::2/128'), b.endpoint, y);
-    await b.peers.add(peerConfig(a, '10.255.255.1/32', 'fdff::1/128'), a.endpoint, y);
+    const bAtA = await a.peers.add(peerConfig(b, true), b.endpoint, y);
+    const aAtB = await b.peers.add(peerConfig(a, false), a.endpoint, y);
     a.pipeline.start();
     b.pipeline.start();
     // The handshake as at start-up: an initiation, the response, the confirming keepalive.
     a.pipeline.initiate(bAtA);
     pump(a, b);
     for (let i = 0; i < iterations; i++) {
-      // Mostly single packets (an idle ping is one packet per wake-up), some bursts, some IPv6.
+      // The daemon's ticker runs between batches: its first tick stores
+      // clock values (not small integers) in the pipeline's fields, a new
+      // field representation that would otherwise deoptimise the packet
+      // path at the first real datagram after it.
+      if (i % 64 === 0) {
+        a.pipeline.tick();
+        b.pipeline.tick();
+        pump(a, b);
+      }
+      // New handshakes now and then, from either side (rekeys, or both
+      // daemons initiating at start): the first initiation came before V8
+      // kept feedback for that branch, and a real daemon's first datagram
+      // is often one.
+      if (i % 128 === 64) {
+        if (i & 128) a.pipeline.initiate(bAtA);
+        else b.pipeline.initiate(aAtB);
+        pump(a, b);
+      }
+      // Mostly single packets (an idle ping is one packet per wake-up), some bursts.
       const count = i % 8 === 7 ? BATCH : 1;
       for (const [from, to] of [
         [a, b],
@@ -247,7 +304,7 @@ export async function warmPipeline(opts: PipelineWarmupOptions): Promise<Pipelin
       ] as const) {
         for (let k = 0; k < count; k++) {
           const len = k & 1 ? 1400 : 84;
-          fillPacket(from.tun.slots[k], len, from, to, i % 16 === 15);
+          fillPacket(from.tun.slots[k], len, from, to, kindOf(i, k));
           from.tun.lengths[k] = len;
         }
         from.tun.read(count);
