@@ -4,8 +4,11 @@
  * part src/protocol/warmup.ts leaves cold: a throwaway pair of Pipelines,
  * each with its own WireGuardDevice<Peer> and PeerRegistry (real Peer
  * records, real crypto, the daemon's logger), joined back to back by two
- * tiny in-memory seams. One handshake, then `iterations` rounds of packets
- * each way, then everything is released.
+ * tiny in-memory seams. A handshake, then `iterations` rounds of packets
+ * each way with ticks and rekeys from both sides, then everything is
+ * released. Run it before the daemon makes its real device, peers and
+ * pipeline (docs/decisions.md, "Idle round trip", lists what otherwise
+ * deoptimised the real path at its first packets).
  *
  * The seams are built to look to V8 like the real ones where the pipeline
  * reads them: read slots are Buffers over one ArrayBuffer slab in a frozen
