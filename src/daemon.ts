@@ -455,6 +455,8 @@ export class Daemon implements UapiDevice {
         },
         ms: { plan: Math.round(t1 - t0), prepare: Math.round(t2 - t1), commit: Math.round(t3 - t2) },
         pauses: opts.yielder.pauses,
+        // 'delta': the routes were planned from the diff; 'full': every prefix again (docs/apply.md section 4).
+        routePlan: plan.routes.kind,
       },
       opts.what,
     );
