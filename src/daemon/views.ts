@@ -140,7 +140,7 @@ export function uapiSnapshot(
  * change, as if the `get` had come first. wireguard-go makes such a `get`
  * wait; answering the previous state is the same linearisation.
  */
-export function snapshotBefore(config: TunvpnConfig, peers: ReadonlyMap<string, Peer>, listenPort: number): UapiInterfaceState {
+export function snapshotBefore(config: TunvpnConfig, peers: { get(publicKey: string): Peer | undefined }, listenPort: number): UapiInterfaceState {
   const out: UapiPeerState[] = [];
   for (const c of config.peers) {
     const live = peers.get(c.publicKey);
