@@ -222,7 +222,7 @@ export class Daemon implements UapiDevice {
       tun = TunDevice.open({ name: config.interface.name, mtu: config.interface.mtu, offload: runtime.tunOffload });
       const routing = await planConfigRouting(config, new Yielder());
       transport = await openTransport(transportOptions(config.interface.listenPort, config.interface.mtu, routing.mark, runtime));
-      log.info({ transport: transport.kind, tunOffload: tun.offload }, 'UDP transport open');
+      log.info({ transport: transport.kind, tunOffload: tun.offload, udpGro: transport.groStats().gro }, 'UDP transport open');
       const pipeline = new Pipeline({ peers, tun, transport, log, mtu: config.interface.mtu });
       const stateDir = opts.stateDir ?? runtime.stateDir;
       daemon = new Daemon({ config, log, configPath: opts.configPath, crypto, peers, tun, transport, pipeline, stateDir, mark: routing.mark, runtime });
@@ -691,6 +691,8 @@ export class Daemon implements UapiDevice {
         publicKey: this.device.publicKey,
         tunOffload: this.tun.offload,
         tunStats: this.tun.stats,
+        transportKind: this.transport.kind,
+        gro: this.transport.groStats(),
         routes: this.net.ownedRoutes,
         rules: this.net.ownedRules,
         fwmark: this.mark,
