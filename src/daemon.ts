@@ -147,7 +147,7 @@ export class Daemon implements UapiDevice {
   /** The mark the sockets carry: interface.fwmark, or a full tunnel's own (51820). */
   private mark: number;
   /** While a commit runs: the configuration and peers before it, which `get` reports (never a half-applied state). */
-  private committing: { config: TunvpnConfig; peers: Map<string, Peer> } | undefined;
+  private committing: { config: TunvpnConfig; peers: { get(publicKey: string): Peer | undefined } } | undefined;
   private ticker: NodeJS.Timeout | undefined;
   private control: UapiServer | undefined;
   private metrics: MetricsServer | undefined;
@@ -234,7 +234,7 @@ export class Daemon implements UapiDevice {
       tun = TunDevice.open({ name: config.interface.name, mtu: config.interface.mtu, offload: runtime.tunOffload });
       const routing = await planConfigRouting(config, new Yielder());
       transport = await openTransport(transportOptions(config.interface.listenPort, config.interface.mtu, routing.mark, runtime));
-      log.info({ transport: transport.kind, tunOffload: tun.offload }, 'UDP transport open');
+      log.info({ transport: transport.kind, tunOffload: tun.offload, udpGro: transport.groStats().gro }, 'UDP transport open');
       const pipeline = new Pipeline({ peers, tun, transport, log, mtu: config.interface.mtu });
       const stateDir = opts.stateDir ?? runtime.stateDir;
       daemon = new Daemon({ config, log, configPath: opts.configPath, crypto, peers, tun, transport, pipeline, stateDir, mark: routing.mark, runtime });
@@ -444,8 +444,13 @@ export class Daemon implements UapiDevice {
       wipeConfigSecrets(next);
       throw err;
     }
+    const intervalBefore = resolveIntervalMs(this.config);
     const summary = await this.commit(plan, prepared, opts.yielder);
-    this.refresher?.sync(this.config.peers, resolveIntervalMs(this.config));
+    // The refresher tracks the peers whose endpoint is a host name: when
+    // the change touched none of them and the interval stays, a sync
+    // (a pass over every peer) would change nothing.
+    const interval = resolveIntervalMs(this.config);
+    if (interval !== intervalBefore || touchesHostNames(plan.diff)) this.refresher?.sync(this.config.peers, interval);
     const t3 = performance.now();
     const d = plan.diff;
     this.log.info(
@@ -458,6 +463,8 @@ export class Daemon implements UapiDevice {
         },
         ms: { plan: Math.round(t1 - t0), prepare: Math.round(t2 - t1), commit: Math.round(t3 - t2) },
         pauses: opts.yielder.pauses,
+        // 'delta': the routes were planned from the diff; 'full': every prefix again (docs/apply.md section 4).
+        routePlan: plan.routes.kind,
       },
       opts.what,
     );
@@ -490,8 +497,7 @@ export class Daemon implements UapiDevice {
     // `wg showconf | wg setconf` works after listen_port=0); 0 asks for a
     // new kernel-chosen port unless it already was 0.
     const rebind = nxt.listenPort !== cur.listenPort && (nxt.listenPort === 0 || nxt.listenPort !== this.transport.port);
-    const routing = await planConfigRouting(next, y);
-    const wantedRoutes = routing.routes;
+    const routing = await this.net.planRoutes(this.config, next, diff, y);
     if (routing.mark !== 0 && this.transport.kind === 'dgram') {
       const why = nxt.fwmark !== 0 ? `fwmark ${nxt.fwmark}` : `a full tunnel (its sockets need fwmark ${routing.mark})`;
       throw new ApplyError(UAPI_EINVAL, `${why} needs the native UDP binding: node:dgram cannot set SO_MARK`, 'interface.fwmark');
@@ -501,7 +507,7 @@ export class Daemon implements UapiDevice {
     const needEndpoint: PeerConfig[] = [...diff.added];
     for (const c of diff.changed) if (c.fields.includes('endpoint')) needEndpoint.push(c.after);
     const endpoints = await this.resolveEndpoints(needEndpoint, y);
-    return { next, diff, rebind, wantedRoutes, routing, addressesToAdd, addressesToDelete, endpoints, yielder: y };
+    return { next, diff, rebind, ...routing, addressesToAdd, addressesToDelete, endpoints, yielder: y };
   }
 
   /** IP literals at once, host names looked up together; an unresolvable name is a warning (the peer can still roam to us). */
@@ -535,7 +541,7 @@ export class Daemon implements UapiDevice {
       let transport: DatagramTransport | undefined;
       if (plan.rebind) {
         try {
-          transport = await openTransport(transportOptions(nxt.listenPort, nxt.mtu, plan.routing.mark, this.runtime));
+          transport = await openTransport(transportOptions(nxt.listenPort, nxt.mtu, plan.mark, this.runtime));
         } catch (err) {
           throw portError(err, nxt.listenPort);
         }
@@ -543,12 +549,12 @@ export class Daemon implements UapiDevice {
         undo.push(() => t.close());
       }
       const markBefore = this.mark;
-      if (!plan.rebind && plan.routing.mark !== this.mark) {
+      if (!plan.rebind && plan.mark !== this.mark) {
         // SO_MARK on the running sockets: no rebind, sessions and port stay.
         try {
-          this.transport.setMark(plan.routing.mark);
+          this.transport.setMark(plan.mark);
         } catch (err) {
-          throw new ApplyError(UAPI_EINVAL, `cannot set fwmark ${plan.routing.mark}: ${(err as Error).message}`, 'interface.fwmark', { cause: err });
+          throw new ApplyError(UAPI_EINVAL, `cannot set fwmark ${plan.mark}: ${(err as Error).message}`, 'interface.fwmark', { cause: err });
         }
         undo.push(async () => this.transport.setMark(markBefore));
       }
@@ -572,13 +578,21 @@ export class Daemon implements UapiDevice {
   private async commit(plan: ApplyPlan, prepared: Prepared, y: Yielder): Promise<ApplySummary> {
     const { next, diff } = plan;
     const old = this.config;
-    const livePeers = new Map<string, Peer>();
-    // In slices (20,000 peers); nothing has changed yet, so a get meanwhile sees the old state anyway.
-    for (const p of this.peers.values()) {
-      livePeers.set(p.config.publicKey, p);
+    // A get during the commit answers the state before it. Every peer of
+    // the old config that stays (changed or unchanged) is the same Peer
+    // object throughout, updated in place; only the removed ones (a
+    // recreated one among them: its key gets a new Peer) leave the
+    // registry, so they are kept aside here, and the rest is looked up
+    // live if a get comes: no map of every peer per change (10,000 Map
+    // inserts for a reload that moves one prefix).
+    const leaving = new Map<string, Peer>();
+    for (const p of diff.removed) {
+      const peer = this.peers.get(p.publicKey);
+      if (peer !== undefined) leaving.set(p.publicKey, peer);
       if (y.due()) await y.pause();
     }
-    this.committing = { config: old, peers: livePeers };
+    const peersBefore = { get: (key: string): Peer | undefined => leaving.get(key) ?? this.peers.get(key) };
+    this.committing = { config: old, peers: peersBefore };
     const metricsBefore = old.metrics.listen;
     /** New peers with a known endpoint: they get a handshake once the change is answered. */
     const initiate: Peer[] = [];
@@ -612,7 +626,7 @@ export class Daemon implements UapiDevice {
       }
       if (next.interface.mtu !== old.interface.mtu) this.pipeline.setMtu(next.interface.mtu);
       await this.net.commitRouting(prepared, y);
-      this.mark = plan.routing.mark;
+      this.mark = plan.mark;
       await this.net.deleteAddresses(plan.addressesToDelete);
       if (next.log.level !== old.log.level) this.log.level = next.log.level;
       this.config = next;
@@ -685,6 +699,8 @@ export class Daemon implements UapiDevice {
         publicKey: this.device.publicKey,
         tunOffload: this.tun.offload,
         tunStats: this.tun.stats,
+        transportKind: this.transport.kind,
+        gro: this.transport.groStats(),
         routes: this.net.ownedRoutes,
         rules: this.net.ownedRules,
         fwmark: this.mark,
@@ -693,6 +709,16 @@ export class Daemon implements UapiDevice {
       this.pipeline,
     );
   }
+}
+
+/**
+ * Whether a change adds, removes or changes a peer whose endpoint (before
+ * or after) is a host name: the peers the refresher tracks. (It takes a
+ * host with a colon as a literal; counting one here only costs a sync.)
+ */
+function touchesHostNames(diff: ConfigDiff): boolean {
+  const named = (p: PeerConfig): boolean => p.endpoint !== undefined && isIP(p.endpoint.host) === 0;
+  return diff.added.some(named) || diff.removed.some(named) || diff.changed.some((c) => named(c.before) || named(c.after));
 }
 
 /** dns.resolveInterval in ms (configs built in code may leave it out: the default). */

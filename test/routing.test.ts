@@ -195,6 +195,33 @@ describeIntegration('owned routes on a real TUN device', ['ip'], () => {
     }
   });
 
+  it('prepareChange: only the change, with the outcome a whole prepare has (the satisfied routes looked at again)', async () => {
+    const r = new OwnedRoutes(TUN, { netns: ns.name });
+    const before = await routesOn(TUN);
+    // 10.96.0.0/16 is an operator's route on our device: satisfied, not ours.
+    await r.commit(await r.prepare(['10.97.0.0/16', '10.96.0.0/16']));
+    const moved = await r.prepareChange(['10.98.0.0/16'], ['10.97.0.0/16']);
+    expect(moved).toEqual({ added: ['10.98.0.0/16'], remove: ['10.97.0.0/16'], satisfied: ['10.96.0.0/16'] });
+    await r.commit(moved);
+    expect([...r.owned]).toEqual(['10.98.0.0/16']);
+    expect(await routesOn(TUN)).toEqual([...before, '10.98.0.0/16'].sort());
+    // A prefix another device routes: refused, nothing added, nothing owned changes.
+    const err = await r.prepareChange(['10.99.0.0/16', '10.95.0.0/16'], ['10.98.0.0/16']).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(RouteConflictError);
+    expect((err as RouteConflictError).message).toBe(`route 10.95.0.0/16 exists via dev ${veth}`);
+    expect([...r.owned]).toEqual(['10.98.0.0/16']);
+    expect(await routesOn(TUN)).toEqual([...before, '10.98.0.0/16'].sort());
+    // The operator's route goes: the next change, whatever it is, adds it (as prepare with the whole list would) and owns it.
+    await ns.exec('ip', ['route', 'del', '10.96.0.0/16', 'dev', TUN]);
+    const next = await r.prepareChange([], []);
+    expect(next).toEqual({ added: ['10.96.0.0/16'], remove: [], satisfied: [] });
+    await r.commit(next);
+    expect([...r.owned].sort()).toEqual(['10.96.0.0/16', '10.98.0.0/16']);
+    await r.removeAll();
+    await ns.exec('ip', ['route', 'add', '10.96.0.0/16', 'dev', TUN]);
+    expect(await routesOn(TUN)).toEqual(before);
+  });
+
   it('a line ip refuses undoes the lines that worked', async () => {
     const r = new OwnedRoutes(TUN, { netns: ns.name });
     // IPv6 off on the device: the IPv6 route is refused, the IPv4 ones around it were added.

@@ -28,7 +28,8 @@ function sameSet(a: readonly string[], b: readonly string[]): boolean {
   while (i < a.length && a[i] === b[i]) i++;
   if (i === a.length) return true;
   const set = new Set(a);
-  return b.every((x) => set.has(x));
+  // As sets: [x, y, y] and [x, x, x] are not the same (the route index counts peers per prefix).
+  return b.every((x) => set.has(x)) && new Set(b).size === set.size;
 }
 
 /** The fields that differ; undefined when none does (no array per unchanged peer). */

@@ -7,7 +7,7 @@
  * step runs, this file how. Sockets (port, fwmark) are not here: they are
  * the transport's, which the orchestrator swaps.
  */
-import type { TunvpnConfig } from '../config/index.js';
+import type { ConfigDiff, PeerConfig, TunvpnConfig } from '../config/index.js';
 import { UAPI_EEXIST, UAPI_EINVAL } from '../control/uapi-types.js';
 import type { Yielder } from '../cooperative.js';
 import { TunvpnError } from '../errors.js';
@@ -17,24 +17,37 @@ import {
   OwnedRules,
   RouteApplyError,
   RouteConflictError,
+  RouteIndex,
   RuleApplyError,
   describeRule,
   planRoutes,
   planRouting,
   type PendingRoutes,
   type PendingRules,
+  type RouteDelta,
   type RoutingPlan,
 } from '../routing.js';
+import type * as iproute from '../tun/iproute.js';
 import * as ip from '../tun/iproute.js';
 import { ApplyError } from './apply-error.js';
 
 // The config check `tunvpn check` also runs; the daemon logs its warnings at start and after a reload.
 export { endpointLoopWarnings } from '../routing.js';
 
+/**
+ * The routes of an apply plan: the whole wanted list, with the index of
+ * the new config (a full plan), or only what changes (planned from the
+ * diff against the index of the effective config).
+ */
+export type RoutesPlan = { kind: 'full'; wanted: string[]; index: RouteIndex } | { kind: 'delta'; delta: RouteDelta };
+
 /** The network part of an apply plan: computed in plan(), nothing touched yet. */
 export interface NetworkPlan {
-  wantedRoutes: string[];
-  routing: RoutingPlan;
+  routes: RoutesPlan;
+  /** The policy rules the new config wants (a full tunnel's). */
+  rules: iproute.PolicyRule[];
+  /** The mark the sockets must carry (planRouting). */
+  mark: number;
   addressesToAdd: string[];
   addressesToDelete: string[];
 }
@@ -43,6 +56,30 @@ export interface NetworkPlan {
 export interface PreparedNetwork {
   routes: PendingRoutes;
   rules: PendingRules;
+  /** What the route index becomes at commit. */
+  plan: RoutesPlan;
+  next: TunvpnConfig;
+}
+
+/** Interface fields whose change re-plans every route: they change which prefixes are routed, where, or the full tunnel's rules. */
+const GLOBAL_FIELDS = ['addresses', 'table', 'fwmark'];
+
+/**
+ * The change of the wanted routes that `diff` makes, against `index` (of
+ * the diff's old config); undefined when it must be planned in full: an
+ * interface address, the table or the fwmark changed, or RouteIndex.delta
+ * says so. Pure: test/routing-incremental.test.ts holds it to the full plan.
+ */
+export function routeDeltaFor(index: RouteIndex, diff: ConfigDiff): RouteDelta | undefined {
+  if (diff.interfaceChanged.some((f) => GLOBAL_FIELDS.includes(f))) return undefined;
+  const before: PeerConfig[] = [...diff.removed];
+  const after: PeerConfig[] = [...diff.added];
+  for (const c of diff.changed) {
+    if (!c.fields.includes('allowedIPs')) continue;
+    before.push(c.before);
+    after.push(c.after);
+  }
+  return index.delta(before, after);
 }
 
 /** The routes and rules a config wants, and the mark its sockets need (planRouting), in slices. */
@@ -55,6 +92,9 @@ export class NetworkSync {
   private readonly log: Logger;
   private readonly routes: OwnedRoutes;
   private readonly rules: OwnedRules;
+  /** The wanted routes of `indexed`, the effective config (its rules and mark), for plans from a diff. */
+  private index: RouteIndex | undefined;
+  private indexed: TunvpnConfig | undefined;
 
   /** `stateDir`: where OwnedRules records the rules it adds (IFNAME.rules.json). */
   constructor(ifname: string, stateDir: string, log: Logger) {
@@ -80,7 +120,8 @@ export class NetworkSync {
     await ip.setMtu(name, config.interface.mtu);
     for (const addr of config.interface.addresses) await ip.addAddress(name, addr);
     await ip.setUp(name);
-    const routing = await planConfigRouting(config, y);
+    const index = await RouteIndex.build(config, y);
+    const routing = index.plan;
     // A run that crashed (kill -9) left its rules: the interface, and every
     // route through it, went with the process; rules do not.
     for (const r of await this.rules.removeLeftovers(routing.rules))
@@ -102,6 +143,8 @@ export class NetworkSync {
       throw err;
     }
     await this.routes.commit(pending, y);
+    this.index = index;
+    this.indexed = config;
     if (this.rules.recordProblem !== undefined) {
       this.log.warn(
         { record: this.rules.record, err: this.rules.recordProblem },
@@ -114,6 +157,28 @@ export class NetworkSync {
         { table: routing.rules[0].table, fwmark: routing.mark, rules: routing.rules.map(describeRule) },
         'full tunnel: default routes in their own table',
       );
+  }
+
+  /**
+   * The routes, rules and mark `next` wants. From the diff when it can be
+   * shown to give what a full plan gives (docs/apply.md, section 4): the
+   * effective config is the one indexed, no interface address, table or
+   * fwmark changed, the change touches at most DELTA_LIMIT allowed IPs and
+   * no full tunnel's default route (RouteIndex.delta). Otherwise in full.
+   */
+  async planRoutes(
+    current: TunvpnConfig,
+    next: TunvpnConfig,
+    diff: ConfigDiff,
+    y: Yielder,
+  ): Promise<{ routes: RoutesPlan; rules: iproute.PolicyRule[]; mark: number }> {
+    const index = this.index;
+    if (index !== undefined && this.indexed === current) {
+      const delta = routeDeltaFor(index, diff);
+      if (delta !== undefined) return { routes: { kind: 'delta', delta }, rules: index.plan.rules, mark: index.plan.mark };
+    }
+    const full = await RouteIndex.build(next, y);
+    return { routes: { kind: 'full', wanted: full.plan.routes, index: full }, rules: full.plan.rules, mark: full.plan.mark };
   }
 
   /**
@@ -146,7 +211,19 @@ export class NetworkSync {
       }
       let routes: PendingRoutes;
       try {
-        routes = await this.routes.prepare(plan.wantedRoutes, y);
+        const rp = plan.routes;
+        if (rp.kind === 'full') routes = await this.routes.prepare(rp.wanted, y);
+        else {
+          // Several conflicts: the one a full plan would have named (the first in the config's order).
+          const first = (conflicts: readonly { prefix: string; via: string }[]) => {
+            const key = this.index?.firstInPlanOrder(
+              next,
+              conflicts.map((c) => c.prefix),
+            );
+            return conflicts.find((c) => c.prefix === key) ?? conflicts[0];
+          };
+          routes = await this.routes.prepareChange(rp.delta.add, rp.delta.drop, y, first);
+        }
       } catch (err) {
         if (err instanceof RouteConflictError || err instanceof RouteApplyError) {
           const errno = err instanceof RouteConflictError || err.exists ? UAPI_EEXIST : UAPI_EINVAL;
@@ -158,12 +235,12 @@ export class NetworkSync {
       undo.push(() => this.routes.undo(pendingRoutes, y));
       let rules: PendingRules;
       try {
-        rules = await this.rules.prepare(plan.routing.rules);
+        rules = await this.rules.prepare(plan.rules);
       } catch (err) {
         if (err instanceof RuleApplyError) throw new ApplyError(err.exists ? UAPI_EEXIST : UAPI_EINVAL, err.message, 'interface.table', { cause: err });
         throw new ApplyError(UAPI_EINVAL, `rules: ${(err as Error).message}`, 'interface.table', { cause: err });
       }
-      return { routes, rules };
+      return { routes, rules, plan: plan.routes, next };
     } catch (err) {
       for (const step of undo.reverse()) {
         await step().catch((e: unknown) => this.log.error({ err: (e as Error).message }, 'could not undo a prepared step'));
@@ -174,6 +251,11 @@ export class NetworkSync {
 
   /** Commit, cannot fail: the old routes and rules deleted (a failure is logged), the src_valid_mark warning. */
   async commitRouting(prepared: PreparedNetwork, y: Yielder): Promise<void> {
+    // The index follows the effective config: replaced by a full plan's, or the delta taken in.
+    const rp = prepared.plan;
+    if (rp.kind === 'full') this.index = rp.index;
+    else this.index?.apply(rp.delta);
+    this.indexed = this.index === undefined ? undefined : prepared.next;
     for (const failure of await this.routes.commit(prepared.routes, y)) this.log.warn({ route: failure }, 'could not remove route');
     for (const failure of await this.rules.commit(prepared.rules)) this.log.warn({ rule: failure }, 'could not remove rule');
     this.warnSrcValidMark();

@@ -35,6 +35,8 @@ export interface DaemonStatus {
   cookieRepliesSent: number;
   /** The TUN device's offload state and counters (see TunDevice). */
   tun: { offload: boolean } & TunStats;
+  /** The UDP transport: which one, and UDP GRO on receive (whether on; coalesced reads and the datagrams cut from them). */
+  udp: { transport: string; gro: boolean; groReads: number; groDatagrams: number };
   /** Owned routes: "prefix" (main table) or "prefix table N". */
   routes: string[];
   /** Owned policy rules (a full tunnel's), as `ip rule` arguments. */
@@ -57,6 +59,8 @@ export interface StatusParts {
   publicKey: Uint8Array;
   tunOffload: boolean;
   tunStats: Readonly<TunStats>;
+  transportKind: string;
+  gro: { gro: boolean; reads: number; datagrams: number };
   routes: string[];
   rules: string[];
   fwmark: number;
@@ -82,6 +86,7 @@ export function daemonStatus(parts: StatusParts, peers: readonly Peer[], pipelin
     packets: { ...pipeline.counters },
     cookieRepliesSent: pipeline.cookieRepliesSent,
     tun: { offload: parts.tunOffload, ...parts.tunStats },
+    udp: { transport: parts.transportKind, gro: parts.gro.gro, groReads: parts.gro.reads, groDatagrams: parts.gro.datagrams },
     routes: parts.routes,
     rules: parts.rules,
     fwmark: parts.fwmark,
@@ -140,7 +145,7 @@ export function uapiSnapshot(
  * change, as if the `get` had come first. wireguard-go makes such a `get`
  * wait; answering the previous state is the same linearisation.
  */
-export function snapshotBefore(config: TunvpnConfig, peers: ReadonlyMap<string, Peer>, listenPort: number): UapiInterfaceState {
+export function snapshotBefore(config: TunvpnConfig, peers: { get(publicKey: string): Peer | undefined }, listenPort: number): UapiInterfaceState {
   const out: UapiPeerState[] = [];
   for (const c of config.peers) {
     const live = peers.get(c.publicKey);

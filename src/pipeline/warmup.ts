@@ -148,6 +148,10 @@ class MemoryTransport implements DatagramTransport {
     return 0;
   }
 
+  groStats(): { gro: boolean; reads: number; datagrams: number } {
+    return { gro: false, reads: 0, datagrams: 0 };
+  }
+
   setMark(): void {}
 
   async close(): Promise<void> {

@@ -40,6 +40,12 @@ export interface DatagramTransport {
   /** Datagrams dropped on receive because they did not fit a slot, so far. */
   oversizedReceived(): number;
   /**
+   * UDP GRO on receive: whether the sockets have it (the kernel may refuse
+   * it, TUNVPN_UDP_GRO=off turns it off, node:dgram has none), and the
+   * coalesced reads and the datagrams cut from them so far (status output).
+   */
+  groStats(): { gro: boolean; reads: number; datagrams: number };
+  /**
    * Sets the firewall mark (SO_MARK) of every socket, for the next datagram
    * on: no rebind, sessions stay. 0 clears it. Throws FwmarkUnsupportedError
    * on node:dgram (which cannot set socket options) for a non-zero mark.
@@ -168,6 +174,12 @@ class NativeTransport implements DatagramTransport {
     return this.v4.stats.truncated + (this.v6?.stats.truncated ?? 0);
   }
 
+  groStats(): { gro: boolean; reads: number; datagrams: number } {
+    const a = this.v4.stats;
+    const b = this.v6?.stats;
+    return { gro: a.gro, reads: a.groReads + (b?.groReads ?? 0), datagrams: a.groDatagrams + (b?.groDatagrams ?? 0) };
+  }
+
   onBatch(handler: DatagramBatchHandler): void {
     this.v4.onDatagrams(handler);
     this.v6?.onDatagrams(handler);
@@ -260,6 +272,10 @@ class DgramTransport implements DatagramTransport {
 
   oversizedReceived(): number {
     return 0;
+  }
+
+  groStats(): { gro: boolean; reads: number; datagrams: number } {
+    return { gro: false, reads: 0, datagrams: 0 };
   }
 
   onBatch(handler: DatagramBatchHandler): void {

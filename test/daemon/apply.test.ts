@@ -254,6 +254,56 @@ describeIntegration('apply: all or nothing, owned routes, wireguard-go semantics
     expect(back).toMatchObject({ msg: 'configuration reloaded', removed: 1 });
   });
 
+  it('a chain of seeded peer changes through wg set: the kernel routes are the union of the allowed IPs after each, planned from the diff', async () => {
+    // Prefixes to move around (none covered by the interface's /24 and /64), three peers besides site-b.
+    const pool = ['10.81.0.0/24', '10.81.1.0/24', '10.81.2.0/24', '10.81.3.0/24', '10.82.0.0/16', '10.81.0.128/25', 'fd81::/64', 'fd81:0:0:1::/64'];
+    const extra = [makeKeyPair(), makeKeyPair(), makeKeyPair()];
+    const owner = new Map<string, string>();
+    let seed = 0x5eed;
+    const rand = (n: number): number => {
+      seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+      return (seed >>> 8) % n;
+    };
+    const poolRoutes = async (): Promise<string[]> => {
+      const out: string[] = [];
+      for (const family of ['-4', '-6']) {
+        const { stdout } = await bed.ta.exec('ip', ['-o', family, 'route', 'show', 'dev', IF]);
+        for (const line of stdout.split('\n')) {
+          const dst = line.trim().split(/\s+/)[0];
+          if (pool.includes(dst)) out.push(dst);
+        }
+      }
+      return out.sort();
+    };
+    const from = da.records().length;
+    for (let step = 0; step < 24; step++) {
+      const peer = extra[rand(extra.length)];
+      const args = ['set', IF, 'peer', peer.publicKey];
+      if (rand(4) === 0) {
+        args.push('remove');
+        for (const [prefix, key] of owner) if (key === peer.publicKey) owner.delete(prefix);
+      } else {
+        const list = pool.filter(() => rand(3) === 0);
+        if (list.length === 0) list.push(pool[rand(pool.length)]);
+        args.push('allowed-ips', list.join(','));
+        // wg set replaces the peer's allowed IPs; a prefix moves from whichever peer had it.
+        for (const [prefix, key] of owner) if (key === peer.publicKey) owner.delete(prefix);
+        for (const prefix of list) owner.set(prefix, peer.publicKey);
+      }
+      expect((await wg(bed, args)).code, `step ${step}: wg ${args.slice(4).join(' ')}`).toBe(0);
+      expect(await poolRoutes(), `step ${step}`).toEqual([...owner.keys()].sort());
+    }
+    const plans = da
+      .records()
+      .slice(from)
+      .filter((r) => r.msg === 'configuration changed through the control socket')
+      .map((r) => r.routePlan);
+    expect(plans.length).toBe(24);
+    expect(plans.every((k) => k === 'delta')).toBe(true);
+    for (const k of extra) expect((await wg(bed, ['set', IF, 'peer', k.publicKey, 'remove'])).code).toBe(0);
+    expect(await poolRoutes()).toEqual([]);
+  });
+
   it('a 20,000-peer set applies within a generous bound while tunnel pings stay low (issue 13 item 2)', async () => {
     const crypto = await loadCrypto('auto');
     const lines = ['set=1'];

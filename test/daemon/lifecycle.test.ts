@@ -18,6 +18,7 @@ interface Status {
   peers: StatusPeer[];
   drops: Record<string, number>;
   packets: { udpRx: number; tunTx: number };
+  udp: { transport: string; gro: boolean };
 }
 
 /** Asks a daemon for its status (SIGUSR1 logs it) and returns the newest one. */
@@ -72,7 +73,13 @@ describeIntegration('daemon lifecycle: reload, restart, roaming, source check', 
     });
     da = await startDaemon(bed.ta, cfgA);
     db = await startDaemon(bed.tb, cfgBPath);
-    dc = await startDaemon(tc, cfgC);
+    // Host C's sockets without UDP GRO (the A/B switch): the old receive path keeps working beside the others.
+    process.env.TUNVPN_UDP_GRO = 'off';
+    try {
+      dc = await startDaemon(tc, cfgC);
+    } finally {
+      delete process.env.TUNVPN_UDP_GRO;
+    }
     await pingUntil(bed.la, ADDR.lb.v4, 15_000);
   });
 
@@ -80,6 +87,14 @@ describeIntegration('daemon lifecycle: reload, restart, roaming, source check', 
     await Promise.all([da, db, dc].map((d) => d?.stop()));
     await Promise.all([bed?.destroy(), tc?.destroy()]);
     await dir?.destroy();
+  });
+
+  it('UDP GRO is on at the native sockets by default; TUNVPN_UDP_GRO=off reaches them and turns it off', async () => {
+    expect(await da.waitForLog(/UDP transport open/)).toMatchObject({ transport: 'native', udpGro: true });
+    if (dc === undefined) throw new Error('host C did not start');
+    expect(await dc.waitForLog(/UDP transport open/)).toMatchObject({ transport: 'native', udpGro: false });
+    expect((await status(da)).udp).toMatchObject({ transport: 'native', gro: true });
+    expect((await status(dc)).udp).toMatchObject({ transport: 'native', gro: false, groReads: 0 });
   });
 
   it("reload: adds a third peer, keeps the unchanged peer's session and its TCP transfer", async () => {

@@ -63,8 +63,8 @@ describeIntegration('site to site through two tunvpn daemons', ['ping'], () => {
 
   it('runs the native UDP transport and TUN offloads by default, node:dgram and no offloads when asked', async () => {
     const openRecord = (d: DaemonProcess): Promise<Record<string, unknown>> => d.waitForLog(/UDP transport open/);
-    expect(await openRecord(daemons[0])).toMatchObject({ transport: 'native', tunOffload: true });
-    expect(await openRecord(daemons[1])).toMatchObject({ transport: 'dgram', tunOffload: false });
+    expect(await openRecord(daemons[0])).toMatchObject({ transport: 'native', tunOffload: true, udpGro: true });
+    expect(await openRecord(daemons[1])).toMatchObject({ transport: 'dgram', tunOffload: false, udpGro: false });
     // Both warmed the transport path before carrying traffic: 2,000 packets each way.
     for (const d of daemons) expect(await d.waitForLog(/packet path warmed up/)).toMatchObject({ packets: 4000 });
   });

@@ -225,6 +225,10 @@ export class FakeTransport implements DatagramTransport {
     return this.oversized;
   }
 
+  groStats(): { gro: boolean; reads: number; datagrams: number } {
+    return { gro: false, reads: 0, datagrams: 0 };
+  }
+
   setMark(): void {}
 
   async close(): Promise<void> {}
