@@ -198,7 +198,8 @@ describeIntegration('full tunnel (issue 16 item 1)', ['ping', 'nft', 'wg', 'wire
     running.push(d2);
     expect(d2.records().filter((r) => r.msg === 'removed a rule an earlier run of this interface left behind')).toHaveLength(4);
     expect(await pingUntil(client, A.beyond.v4, 15_000)).toMatch(/1 received/);
-    await d2.stop();
+    // Exit 0: a stop that outran the 5 s grace (SIGKILL) would leave its rules, and say so here first.
+    expect(await d2.stop()).toBe(0);
     expect(await routingDump(client)).toBe(withForeign);
     await client.exec('ip', ['-4', 'rule', 'del', 'priority', '30000']);
     expect(await routingDump(client)).toBe(baseline);
@@ -222,7 +223,7 @@ describeIntegration('full tunnel (issue 16 item 1)', ['ping', 'nft', 'wg', 'wire
       const d2 = await startDaemon(client, clientCfg);
       running.push(d2);
       expect(d2.records().filter((r) => r.msg === 'removed a rule an earlier run of this interface left behind')).toHaveLength(4);
-      await d2.stop();
+      expect(await d2.stop()).toBe(0);
       expect(await routingDump(client)).toBe(baseline);
     } finally {
       process.env.TUNVPN_STATE_DIR = saved;
