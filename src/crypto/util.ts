@@ -34,3 +34,31 @@ export function checkAead(outLen: number, need: number, nonce: Uint8Array, nonce
 export function outView(out: Uint8Array, n: number): Uint8Array {
   return out.length === n ? out : out.subarray(0, n);
 }
+
+const EMPTY = new Uint8Array(0);
+
+/**
+ * The last view made of a buffer region, kept for the next call: a reused
+ * slot asked for the same region again (every full-sized segment of a bulk
+ * flow, most of its ACKs) gets the same view back instead of a new
+ * typed-array object, ~45-50 ns plus garbage each for a Buffer's subarray.
+ * The native AEAD calls take exact-length views, so each region needs one;
+ * whoever owns a slot keeps one cache per slot (and per region of it).
+ */
+export class ViewCache {
+  private base: Uint8Array | undefined;
+  private offset = -1;
+  private length = -1;
+  private view: Uint8Array = EMPTY;
+
+  /** `base[offset, offset + length)`: `base` itself when that is all of it. */
+  of(base: Uint8Array, offset: number, length: number): Uint8Array {
+    if (base !== this.base || offset !== this.offset || length !== this.length) {
+      this.base = base;
+      this.offset = offset;
+      this.length = length;
+      this.view = offset === 0 && length === base.length ? base : base.subarray(offset, offset + length);
+    }
+    return this.view;
+  }
+}

@@ -30,11 +30,12 @@ import {
   UNDER_LOAD_INITIATIONS,
   UNDER_LOAD_WINDOW_MS,
 } from '../constants.js';
+import { ViewCache } from '../crypto/util.js';
 import type { Logger } from '../log.js';
 import type { PeerTable } from '../peers/peer-table.js';
 import type { Peer, PeerRegistry } from '../peers/registry.js';
 import type { WireGuardDevice } from '../protocol/device.js';
-import { MESSAGE_COOKIE_REPLY, MESSAGE_INITIATION, MESSAGE_TRANSPORT } from '../protocol/messages.js';
+import { MESSAGE_COOKIE_REPLY, MESSAGE_INITIATION, MESSAGE_TRANSPORT, TRANSPORT_OVERHEAD as MESSAGE_OVERHEAD } from '../protocol/messages.js';
 import type { DatagramTransport } from '../transport/datagram-transport.js';
 import { decodeSource, sourceAt, sourceEquals } from '../transport/endpoint-codec.js';
 import { writtenBefore, type PacketDevice } from '../tun/packet-device.js';
@@ -93,6 +94,16 @@ export class Pipeline {
   private rxBufs: Buffer[];
   private readonly rxLens = new Uint32Array(TUN_WRITE_BATCH_MAX);
   private rxCount = 0;
+  /**
+   * Exact-length views of the slots, one cache per batch position: the TUN
+   * packets and the datagrams as the protocol takes them, and each
+   * plaintext slot at a transport message's plaintext length (what the
+   * AEAD open writes). A slot read again at the same length (a bulk flow)
+   * reuses its view instead of allocating one per packet.
+   */
+  private readonly tunViews: ViewCache[] = [];
+  private readonly udpViews: ViewCache[] = [];
+  private readonly rxViews: ViewCache[] = [];
   private rxSlotSize: number;
   private lastSendErrors = 0;
   private lastOversized = 0;
@@ -201,7 +212,7 @@ export class Pipeline {
         out = Buffer.allocUnsafeSlow(this.txSlotSize);
         this.txBufs[n] = out;
       }
-      const written = peer.proto.encapsulate(pkt.subarray(0, len), out);
+      const written = peer.proto.encapsulate(cacheAt(this.tunViews, i).of(pkt, 0, len), out);
       if (written > 0) {
         this.txLens[n] = written;
         this.txDests[n] = dest;
@@ -277,7 +288,9 @@ export class Pipeline {
     }
     // Only handshake messages read the source (cookies, rate limiting).
     const source = length > 0 && slot[0] !== MESSAGE_TRANSPORT ? decodeSource(sources, i) : TRANSPORT_SOURCE;
-    const res = this.device.decapsulate(slot.subarray(0, length), source, out);
+    const datagram = cacheAt(this.udpViews, i).of(slot, 0, length);
+    const plain = length > MESSAGE_OVERHEAD ? cacheAt(this.rxViews, this.rxCount).of(out, 0, length - MESSAGE_OVERHEAD) : out;
+    const res = this.device.decapsulate(datagram, source, plain);
     switch (res.kind) {
       case 'data': {
         const peer = res.peer.owner;
@@ -385,4 +398,14 @@ export class Pipeline {
       this.lastSendErrorLog = now;
     }
   }
+}
+
+/** The view cache of batch position `i`, made the first time a batch reaches it. */
+function cacheAt(caches: ViewCache[], i: number): ViewCache {
+  let c = caches[i];
+  if (c === undefined) {
+    c = new ViewCache();
+    caches[i] = c;
+  }
+  return c;
 }

@@ -5,6 +5,7 @@
  * and headers are written byte by byte into the caller's buffer.
  */
 import type { CryptoBackend } from '../crypto/types.js';
+import { ViewCache } from '../crypto/util.js';
 import { MESSAGE_TRANSPORT, TRANSPORT_COUNTER, TRANSPORT_HEADER_SIZE, TRANSPORT_OVERHEAD, TRANSPORT_RECEIVER, writeCounterLE, writeU32LE } from './messages.js';
 import type { TransportKeys } from './noise-handshake.js';
 import { ReplayWindow } from './replay.js';
@@ -42,6 +43,8 @@ export class Session<P = unknown> {
   readonly replay: ReplayWindow;
   private readonly sendNonce = new Uint8Array(12);
   private readonly receiveNonce = new Uint8Array(12);
+  /** The padded plaintext's view of the scratch buffer (one buffer, so a repeated padded length reuses it). */
+  private readonly paddedView = new ViewCache();
   private zeroed = false;
 
   constructor(
@@ -96,7 +99,7 @@ export class Session<P = unknown> {
     if (padded !== len) {
       scratch.set(packet, 0);
       scratch.fill(0, len, padded);
-      plaintext = scratch.subarray(0, padded);
+      plaintext = this.paddedView.of(scratch, 0, padded);
     }
     this.crypto.aeadSeal(out.subarray(TRANSPORT_HEADER_SIZE, total), plaintext, null, nonce, this.sendKey);
     return total;
