@@ -99,11 +99,12 @@ export class Pipeline {
    * packets and the datagrams as the protocol takes them, and each
    * plaintext slot at a transport message's plaintext length (what the
    * AEAD open writes). A slot read again at the same length (a bulk flow)
-   * reuses its view instead of allocating one per packet.
+   * reuses its view instead of allocating one per packet. Each list starts
+   * with its first cache, for the reason slotArray does.
    */
-  private readonly tunViews: ViewCache[] = [];
-  private readonly udpViews: ViewCache[] = [];
-  private readonly rxViews: ViewCache[] = [];
+  private readonly tunViews: ViewCache[] = [new ViewCache()];
+  private readonly udpViews: ViewCache[] = [new ViewCache()];
+  private readonly rxViews: ViewCache[] = [new ViewCache()];
   private rxSlotSize: number;
   private lastSendErrors = 0;
   private lastOversized = 0;
