@@ -6,7 +6,7 @@
  * under the 16 MiB limit; plus a file one byte over the limit (refused
  * before reading). Prints the median wall time, the median CPU time (user +
  * system, steadier than wall time on a shared machine) and the peak RSS per
- * config. --bin runs another build (e.g. /work/main/dist/src/cli/main.js)
+ * config. --bin runs another build (e.g. /path/to/other/tree/dist/src/cli/main.js)
  * on the same files, for before/after figures.
  */
 import { randomBytes } from 'node:crypto';
