@@ -1,9 +1,9 @@
-import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { COMMANDS } from '../../src/cli/main.js';
-import { keyPair } from '../config/helpers.js';
+import { keyPair, writeFile } from '../config/helpers.js';
 import { tunvpn } from './helpers.js';
 
 const me = keyPair();
@@ -13,10 +13,7 @@ let good: string;
 let bad: string;
 
 function write(name: string, content: string, mode = 0o600): string {
-  const path = join(dir, name);
-  writeFileSync(path, content);
-  chmodSync(path, mode);
-  return path;
+  return writeFile(dir, name, content, mode);
 }
 
 beforeAll(() => {

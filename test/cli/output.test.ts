@@ -12,9 +12,8 @@ import { join } from 'node:path';
 import { Readable, Writable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { main } from '../../src/cli/main.js';
-import { keyPair } from '../config/helpers.js';
+import { keyPair, writeFile } from '../config/helpers.js';
 import { tunvpn } from './helpers.js';
-import { chmodSync, writeFileSync } from 'node:fs';
 
 const me = keyPair();
 const peer = keyPair();
@@ -24,10 +23,7 @@ let dir: string;
 const RAW_CONTROL = /[\u0000-\u0009\u000b-\u001f\u007f-\u009f]/;
 
 function write(name: string, content: string, mode = 0o600): string {
-  const path = join(dir, name);
-  writeFileSync(path, content);
-  chmodSync(path, mode);
-  return path;
+  return writeFile(dir, name, content, mode);
 }
 
 beforeAll(() => {
