@@ -105,6 +105,10 @@ export class Pipeline {
   private readonly tunViews: ViewCache[] = [new ViewCache()];
   private readonly udpViews: ViewCache[] = [new ViewCache()];
   private readonly rxViews: ViewCache[] = [new ViewCache()];
+  /** Per transmit slot: the sealed part of a datagram (past its 16-byte header). */
+  private readonly sealViews: ViewCache[] = [new ViewCache()];
+  /** Per datagram slot: its ciphertext (past the header), what the AEAD opens. */
+  private readonly bodyViews: ViewCache[] = [new ViewCache()];
   private rxSlotSize: number;
   private lastSendErrors = 0;
   private lastOversized = 0;
@@ -176,6 +180,16 @@ export class Pipeline {
    * during the send.
    */
   private readonly onTunBatch = (slots: readonly Uint8Array[], lengths: Uint32Array, count: number): void => {
+    // One clock read for the batch (WireGuardDevice.holdClock).
+    this.device.holdClock();
+    try {
+      this.sealBatch(slots, lengths, count);
+    } finally {
+      this.device.releaseClock();
+    }
+  };
+
+  private sealBatch(slots: readonly Uint8Array[], lengths: Uint32Array, count: number): void {
     let n = 0;
     for (let i = 0; i < count; i++) {
       const len = lengths[i];
@@ -213,7 +227,7 @@ export class Pipeline {
         out = Buffer.allocUnsafeSlow(this.txSlotSize);
         this.txBufs[n] = out;
       }
-      const written = peer.proto.encapsulate(cacheAt(this.tunViews, i).of(pkt, 0, len), out);
+      const written = peer.proto.encapsulate(cacheAt(this.tunViews, i).of(pkt, 0, len), out, cacheAt(this.sealViews, n));
       if (written > 0) {
         this.txLens[n] = written;
         this.txDests[n] = dest;
@@ -232,7 +246,7 @@ export class Pipeline {
       this.transport.sendBatch(this.txBufs, this.txLens, this.txDests, n);
       this.counters.udpTx += n;
     }
-  };
+  }
 
   /** Sends whatever the protocol produced outside encapsulate (handshakes, staged data). */
   private flushOutbound(peer: Peer): void {
@@ -259,7 +273,12 @@ export class Pipeline {
    * handshake messages and when a peer roams.
    */
   private readonly onDatagrams = (slots: readonly Uint8Array[], lengths: Uint32Array, sources: Uint8Array, count: number): void => {
-    for (let i = 0; i < count; i++) this.onDatagram(slots[i], lengths[i], sources, i);
+    this.device.holdClock();
+    try {
+      for (let i = 0; i < count; i++) this.onDatagram(slots[i], lengths[i], sources, i);
+    } finally {
+      this.device.releaseClock();
+    }
     this.flushTun();
   };
 
@@ -291,7 +310,7 @@ export class Pipeline {
     const source = length > 0 && slot[0] !== MESSAGE_TRANSPORT ? decodeSource(sources, i) : TRANSPORT_SOURCE;
     const datagram = cacheAt(this.udpViews, i).of(slot, 0, length);
     const plain = length > MESSAGE_OVERHEAD ? cacheAt(this.rxViews, this.rxCount).of(out, 0, length - MESSAGE_OVERHEAD) : out;
-    const res = this.device.decapsulate(datagram, source, plain);
+    const res = this.device.decapsulate(datagram, source, plain, cacheAt(this.bodyViews, i));
     switch (res.kind) {
       case 'data': {
         const peer = res.peer.owner;

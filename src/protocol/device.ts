@@ -27,6 +27,7 @@
  * valid until the next decapsulate call.
  */
 import type { CryptoBackend } from '../crypto/types.js';
+import type { ViewCache } from '../crypto/util.js';
 import { TunvpnError } from '../errors.js';
 import { STAGED_PACKETS_MAX } from '../constants.js';
 import { IndexTable } from './index-table.js';
@@ -158,6 +159,10 @@ export class WireGuardDevice<O = void> {
   private readonly random: (out: Uint8Array) => void;
   private readonly rand4 = new Uint8Array(4);
   private underLoad = false;
+  /** holdClock(): the protocol's clock reads `heldAt` until releaseClock(). */
+  private clockHeld = false;
+  private heldAt = 0;
+  private readonly clock: () => number;
   private readonly lookupPeer = (staticKey: Uint8Array): { peer: ProtocolPeer<O>; handshake: ProtocolPeer<O>['handshake'] } | undefined => {
     const p = this.peers.get(b64(staticKey));
     return p === undefined ? undefined : { peer: p, handshake: p.handshake };
@@ -168,6 +173,8 @@ export class WireGuardDevice<O = void> {
     const crypto = opts.crypto;
     this.random = opts.random ?? ((out: Uint8Array) => crypto.randomBytes(out));
     const constants = resolveConstants(opts.constants);
+    const clock = opts.now;
+    this.clock = clock;
     const random32 = (): number => {
       this.random(this.rand4);
       return readU32LE(this.rand4, 0);
@@ -189,7 +196,7 @@ export class WireGuardDevice<O = void> {
       maxQueuedPackets: opts.maxQueuedPackets ?? STAGED_PACKETS_MAX,
       scratch: new Uint8Array(65536 + 16),
       mtu: checkMtu(opts.mtu ?? 0),
-      now: opts.now,
+      now: () => (this.clockHeld ? this.heldAt : clock()),
       wallClock: opts.wallClock,
       random32,
       jitter32,
@@ -284,11 +291,12 @@ export class WireGuardDevice<O = void> {
   /**
    * Processes one received datagram. `out` receives the plaintext of a
    * transport message and must hold datagram.length bytes. Never throws for
-   * any input; every outcome is a DecapResult.
+   * any input; every outcome is a DecapResult. `body`: an optional view
+   * memo for the datagram's ciphertext (Session.decrypt).
    */
-  decapsulate(datagram: Uint8Array, source: SourceAddress, out: Uint8Array): DecapResult<O> {
+  decapsulate(datagram: Uint8Array, source: SourceAddress, out: Uint8Array, body?: ViewCache): DecapResult<O> {
     const t = messageType(datagram);
-    if (t === MESSAGE_TRANSPORT) return this.decapsulateTransport(datagram, out);
+    if (t === MESSAGE_TRANSPORT) return this.decapsulateTransport(datagram, out, body);
     try {
       switch (t) {
         case MESSAGE_INITIATION:
@@ -307,6 +315,22 @@ export class WireGuardDevice<O = void> {
     }
   }
 
+  /**
+   * Reads the clock once for a batch of packets: until releaseClock(),
+   * every timer check and stamp of the protocol sees this instant. A clock
+   * read per packet was 1.5-2.4% of each daemon's busy time under TCP load
+   * (docs/performance.md, "Per-packet JavaScript costs"); a batch spans well
+   * under the millisecond the protocol's timers are measured in.
+   */
+  holdClock(): void {
+    this.heldAt = this.clock();
+    this.clockHeld = true;
+  }
+
+  releaseClock(): void {
+    this.clockHeld = false;
+  }
+
   /** Runs every peer's timers; returns the datagrams to send. */
   tick(): OutboundDatagram<O>[] {
     const now = this.ctx.now();
@@ -319,7 +343,7 @@ export class WireGuardDevice<O = void> {
     return result;
   }
 
-  private decapsulateTransport(d: Uint8Array, out: Uint8Array): DecapResult<O> {
+  private decapsulateTransport(d: Uint8Array, out: Uint8Array, body: ViewCache | undefined): DecapResult<O> {
     const entry = this.ctx.indices.get(readU32LE(d, TRANSPORT_RECEIVER));
     if (!(entry instanceof Session)) return drop<O>('unknown-index');
     const s = entry;
@@ -329,7 +353,7 @@ export class WireGuardDevice<O = void> {
     const counter = readCounterLE(d, TRANSPORT_COUNTER);
     if (!s.replay.check(counter)) return drop(counter >= this.ctx.constants.rejectAfterMessages ? 'expired' : 'replay', peer);
     if (out.length < d.length - TRANSPORT_OVERHEAD || d.length < TRANSPORT_MIN_SIZE) return drop('malformed', peer);
-    const n = s.decrypt(d, out);
+    const n = s.decrypt(d, out, body);
     if (n < 0) return drop('bad-auth', peer);
     if (!s.replay.accept(counter)) return drop('replay', peer);
     peer.receivedData(s, n, d.length, now);

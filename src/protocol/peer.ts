@@ -11,6 +11,7 @@
  * `current` stays as `previous` so packets in flight still decrypt.
  */
 import type { CryptoBackend } from '../crypto/types.js';
+import type { ViewCache } from '../crypto/util.js';
 import { KEY_LEN } from './constants.js';
 import type { ProtocolConstants } from './constants.js';
 import { CookieGenerator } from './cookie.js';
@@ -198,8 +199,9 @@ export class ProtocolPeer<O = void> {
    * length. Returns 0 when there is no usable session (or older packets are
    * still queued): the packet is copied into the bounded queue and a
    * handshake is started; fetch what to send with takeOutbound().
+   * `sealed`: an optional view memo for `out` (Session.encrypt).
    */
-  encapsulate(packet: Uint8Array, out: Uint8Array): number {
+  encapsulate(packet: Uint8Array, out: Uint8Array, sealed?: ViewCache): number {
     const now = this.ctx.now();
     const s = this.current;
     if (s === undefined || this.staged.length > 0 || !s.canSend(now)) {
@@ -207,7 +209,7 @@ export class ProtocolPeer<O = void> {
       this.sendStaged(now, packet.length > 0);
       return 0;
     }
-    return this.seal(s, packet, out, now);
+    return this.seal(s, packet, out, now, sealed);
   }
 
   /** Datagrams produced outside the caller's buffers: handshakes, flushed queue, keepalives. */
@@ -526,8 +528,8 @@ export class ProtocolPeer<O = void> {
     this.sendStaged(now, false);
   }
 
-  private seal(s: Session<ProtocolPeer<O>>, packet: Uint8Array, out: Uint8Array, now: number): number {
-    const n = s.encrypt(packet, out, this.ctx.scratch, this.ctx.mtu);
+  private seal(s: Session<ProtocolPeer<O>>, packet: Uint8Array, out: Uint8Array, now: number, sealed?: ViewCache): number {
+    const n = s.encrypt(packet, out, this.ctx.scratch, this.ctx.mtu, sealed);
     this.stats.txBytes += n;
     if (packet.length > 0) this.onDataSent(now);
     this.onAnyAuthenticatedSent();

@@ -79,9 +79,11 @@ export class Session<P = unknown> {
    * Encrypts `packet` as a transport message into `out` and returns its length.
    * `scratch` (>= padded length) holds the zero-padded plaintext when the
    * packet needs padding. `mtu` caps the padding (see paddedLength). Caller
-   * checked canSend().
+   * checked canSend(). `sealed`, when given, keeps the view of `out` the
+   * AEAD writes into: a caller that reuses its transmit slots passes one
+   * per slot, so a bulk flow makes no view per packet.
    */
-  encrypt(packet: Uint8Array, out: Uint8Array, scratch: Uint8Array, mtu: number): number {
+  encrypt(packet: Uint8Array, out: Uint8Array, scratch: Uint8Array, mtu: number, sealed?: ViewCache): number {
     const len = packet.length;
     const padded = paddedLength(len, mtu);
     const total = padded + TRANSPORT_OVERHEAD;
@@ -101,7 +103,8 @@ export class Session<P = unknown> {
       scratch.fill(0, len, padded);
       plaintext = this.paddedView.of(scratch, 0, padded);
     }
-    this.crypto.aeadSeal(out.subarray(TRANSPORT_HEADER_SIZE, total), plaintext, null, nonce, this.sendKey);
+    const body = sealed === undefined ? out.subarray(TRANSPORT_HEADER_SIZE, total) : sealed.of(out, TRANSPORT_HEADER_SIZE, total - TRANSPORT_HEADER_SIZE);
+    this.crypto.aeadSeal(body, plaintext, null, nonce, this.sendKey);
     return total;
   }
 
@@ -109,12 +112,16 @@ export class Session<P = unknown> {
    * Decrypts a transport message (size-checked, counter already checked
    * against the window) into `out`. Returns the padded plaintext length, or
    * -1 when authentication fails. Does not touch the replay window.
+   * `body`, when given, keeps the view of the datagram past its header (one
+   * per receive slot, as for encrypt's `sealed`).
    */
-  decrypt(datagram: Uint8Array, out: Uint8Array): number {
+  decrypt(datagram: Uint8Array, out: Uint8Array, body?: ViewCache): number {
     const nonce = this.receiveNonce;
     for (let i = 0; i < 8; i++) nonce[4 + i] = datagram[TRANSPORT_COUNTER + i];
     if (out.length < datagram.length - TRANSPORT_OVERHEAD) return -1;
-    return this.crypto.aeadOpen(out, datagram.subarray(TRANSPORT_HEADER_SIZE), null, nonce, this.receiveKey);
+    const sealed =
+      body === undefined ? datagram.subarray(TRANSPORT_HEADER_SIZE) : body.of(datagram, TRANSPORT_HEADER_SIZE, datagram.length - TRANSPORT_HEADER_SIZE);
+    return this.crypto.aeadOpen(out, sealed, null, nonce, this.receiveKey);
   }
 
   zero(): void {

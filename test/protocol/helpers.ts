@@ -37,7 +37,12 @@ export function seededRandom(seed: number): (out: Uint8Array) => void {
 export class SimClock {
   mono = 1_000_000;
   wall = 1_700_000_000_000;
-  now = (): number => this.mono;
+  /** How often the monotonic clock was read (the batch-clock tests count them). */
+  reads = 0;
+  now = (): number => {
+    this.reads++;
+    return this.mono;
+  };
   wallClock = (): number => this.wall;
   advance(ms: number): void {
     this.mono += ms;
