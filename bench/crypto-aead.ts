@@ -4,10 +4,16 @@
  * cipher per packet, since the nonce changes) as the reference measured in
  * the same run. Also the cost of a failed open (what a flood of forged
  * packets costs), and the allocating libsodium-wrappers API and the throwing
- * sodium-native wrapper that the backends avoid.
+ * sodium-native wrapper that the backends avoid. Then where libsodium's
+ * AEAD time goes (its ChaCha20 and its Poly1305 alone), and, when the
+ * `openssl` tool is installed, OpenSSL's own loop over the same cipher
+ * (`openssl speed -evp chacha20-poly1305`, no JavaScript or N-API in it):
+ * the fastest ChaCha20-Poly1305 on this CPU, the yardstick for the AEAD
+ * ceiling in docs/performance.md ("The AEAD sets the ceiling").
  *
  * Run: npx tsc -p tsconfig.json && node dist/bench/crypto-aead.js [packets]
  */
+import { execFileSync } from 'node:child_process';
 import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
 import { createRequire } from 'node:module';
 import sodium from 'libsodium-wrappers';
@@ -98,6 +104,43 @@ function nodeRows(): Row[] {
 interface SodiumNativePublic {
   crypto_aead_chacha20poly1305_ietf_decrypt(m: Uint8Array, nsec: null, c: Uint8Array, ad: null, npub: Uint8Array, k: Uint8Array): number;
   crypto_aead_chacha20poly1305_ietf_encrypt(c: Uint8Array, m: Uint8Array, ad: null, nsec: null, npub: Uint8Array, k: Uint8Array): number;
+  crypto_stream_chacha20_ietf_xor(c: Uint8Array, m: Uint8Array, n: Uint8Array, k: Uint8Array): void;
+  crypto_onetimeauth(out: Uint8Array, m: Uint8Array, k: Uint8Array): void;
+}
+
+/** libsodium's AEAD in its two parts, through the same binding (one N-API call each). */
+function partRows(): Row[] {
+  const sn = createRequire(import.meta.url)('sodium-native') as SodiumNativePublic;
+  const stream = new Uint8Array(PACKET);
+  const tag = new Uint8Array(16);
+  const chacha = measure((i) => {
+    setCounter(i);
+    sn.crypto_stream_chacha20_ietf_xor(stream, plaintext, nonce, key);
+  });
+  const poly = measure(() => sn.crypto_onetimeauth(tag, plaintext, key));
+  return [
+    { name: 'libsodium ChaCha20 alone (sodium-native)', us: chacha },
+    { name: 'libsodium Poly1305 alone (sodium-native)', us: poly },
+  ];
+}
+
+/** OpenSSL's own benchmark loop, or nothing when the tool is missing. */
+function opensslRows(): Row[] {
+  let out: string;
+  try {
+    out = execFileSync('openssl', ['speed', '-evp', 'chacha20-poly1305', '-bytes', String(PACKET), '-seconds', '2'], {
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'ignore'],
+    });
+  } catch {
+    console.log('openssl not installed: no OpenSSL reference row');
+    return [];
+  }
+  // The last line: "ChaCha20-Poly1305  1960129.66k" (thousands of bytes per second).
+  const m = /ChaCha20-Poly1305\s+([\d.]+)k\s*$/m.exec(out);
+  if (!m) return [];
+  const bytesPerSecond = Number(m[1]) * 1000;
+  return [{ name: 'OpenSSL seal, its own loop (openssl speed -evp)', us: (PACKET / bytesPerSecond) * 1e6 }];
 }
 
 function avoidedRows(): Row[] {
@@ -132,7 +175,7 @@ async function main(): Promise<void> {
   await sodium.ready;
   const native = await loadCrypto('sodium-native');
   const wasm = await loadCrypto('libsodium-wrappers');
-  const rows = [...nodeRows(), ...backendRows(native), ...backendRows(wasm), ...avoidedRows()];
+  const rows = [...nodeRows(), ...backendRows(native), ...backendRows(wasm), ...avoidedRows(), ...partRows(), ...opensslRows()];
   const ref = rows[0]?.us ?? Number.NaN;
   console.log(`AEAD per ${PACKET}-byte packet, ${N} packets x ${ROUNDS} rounds (median), node ${process.version}`);
   console.log(`${'case'.padEnd(52)} ${'µs/pkt'.padStart(8)} ${'vs node seal'.padStart(13)}`);
