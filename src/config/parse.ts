@@ -383,7 +383,8 @@ async function parseFully(raw: unknown, opts: ParseOptions, wantMemo: boolean): 
   if (wantMemo && warnings.count === warningsBeforePeers && valid.length === rawPeers.length && c.prefixOwner.size + 2 * valid.length <= MAX_MEMO_ENTRIES) {
     const reusable = new Uint8Array(rawPeers.length);
     for (let i = 0; i < rawPeers.length; i++) reusable[i] = namesPresharedKey(section(rawPeers[i])) ? 0 : 1;
-    memo = new ConfigMemo(opts.path, opts.baseDir, raw, rawPeers, valid, reusable, c.names, c.publicKeys, c.prefixOwner);
+    // Its own list (the config's may be handed on); the PeerConfig objects are shared.
+    memo = new ConfigMemo(opts.path, opts.baseDir, raw, rawPeers, valid.slice(), reusable, c.names, c.publicKeys, c.prefixOwner);
   }
   return { config, memo, incremental: false, reused: 0, rewalked: valid.length };
 }
@@ -498,7 +499,7 @@ async function parseIncrementally(raw: Plain, opts: ParseOptions, memo: ConfigMe
     const reusable = new Uint8Array(rawPeers.length);
     reusable.set(memo.reusable);
     for (const i of changed) reusable[i] = namesPresharedKey(section(rawPeers[i])) ? 0 : 1;
-    next = new ConfigMemo(opts.path, opts.baseDir, raw, rawPeers, peers, reusable, names, publicKeys, prefixOwner);
+    next = new ConfigMemo(opts.path, opts.baseDir, raw, rawPeers, peers.slice(), reusable, names, publicKeys, prefixOwner);
   }
   return { config, memo: next, incremental: true, reused: peers.length - changed.length, rewalked: changed.length };
 }

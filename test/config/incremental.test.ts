@@ -366,6 +366,19 @@ describe('incremental load: the path is taken', () => {
     expect((await loadConfigMemo(otherPath, { memo: other.memo })).incremental).toBe(false);
   });
 
+  it('keeps its own peer list: a config’s list changed after the load does not reach the next load', async () => {
+    reset();
+    const raw = hub();
+    const path = write(raw);
+    const first = await loadConfigMemo(path);
+    first.config.peers.splice(0, 10);
+    (raw.peers[42] as RawPeer).persistentKeepalive = 25;
+    write(raw);
+    const second = await loadConfigMemo(path, { memo: first.memo });
+    expect(second).toMatchObject({ incremental: true, reused: PEERS - 1, rewalked: 1 });
+    expect(second.config).toStrictEqual(await loadConfig(path));
+  });
+
   it('reads the private key file on every load and never reuses a peer with a preshared key', async () => {
     reset();
     const raw = hub();
