@@ -3,7 +3,7 @@
  * wires signals: HUP reloads, TERM and INT stop cleanly and exit 0.
  */
 import { parseArgs } from 'node:util';
-import { loadConfig, resolveConfigPath, ConfigError } from '../config/index.js';
+import { loadConfigMemo, resolveConfigPath, ConfigError } from '../config/index.js';
 import { ControlSocketActivationError, inheritedControlSocket } from '../control/socket-activation.js';
 import { Daemon } from '../daemon.js';
 import { createLogger } from '../log.js';
@@ -47,8 +47,10 @@ export async function runCommand(args: string[], io: CliIo): Promise<number> {
   }
   const configPath = resolveConfigPath({ config: values.config }, process.env);
   let config;
+  let configMemo;
   try {
-    config = await loadConfig(configPath);
+    // With its memo, so that the daemon's first reload checks only the peers that changed.
+    ({ config, memo: configMemo } = await loadConfigMemo(configPath));
   } catch (err) {
     if (err instanceof ConfigError) {
       io.stderr.write(`tunvpn: ${err.message}\n`);
@@ -71,7 +73,14 @@ export async function runCommand(args: string[], io: CliIo): Promise<number> {
   const log = createLogger({ level: level ?? config.log.level });
   let daemon: Daemon;
   try {
-    daemon = await Daemon.start({ config, configPath, logger: log, controlSocketFd, onShutdownRequest: () => process.kill(process.pid, 'SIGTERM') });
+    daemon = await Daemon.start({
+      config,
+      configPath,
+      configMemo,
+      logger: log,
+      controlSocketFd,
+      onShutdownRequest: () => process.kill(process.pid, 'SIGTERM'),
+    });
   } catch (err) {
     io.stderr.write(`tunvpn: cannot start: ${describeStartError(err, config.interface.name)}\n`);
     return (err as { code?: string }).code === 'CONFIG_INVALID' ? 78 : 1;

@@ -144,7 +144,8 @@ function* diffSteps(before: TunvpnConfig, after: TunvpnConfig, recreated: Readon
     }
     kept[j] = 1;
     const prev = was[j];
-    const fields = peerFields(prev, peer);
+    // The same object: an incremental load reused this peer's PeerConfig (parse.ts, parseConfigMemo).
+    const fields = prev === peer ? undefined : peerFields(prev, peer);
     if (fields !== undefined) diff.changed.push({ before: prev, after: peer, fields });
     else diff.unchanged.push(peer);
   }

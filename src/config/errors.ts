@@ -44,6 +44,11 @@ export class WarningList {
     else this.omitted++;
   }
 
+  /** Warnings pushed so far, kept or not. */
+  get count(): number {
+    return this.kept.length + this.omitted;
+  }
+
   /** The kept warnings, sanitized (they reach logs and terminals), and a count of the rest. */
   lines(): string[] {
     const out = this.kept.map(sanitize);

@@ -1,7 +1,8 @@
 export type { CryptoBackendChoice, EndpointConfig, InterfaceConfig, PeerConfig, TunvpnConfig } from './types.js';
 export { ConfigError, formatIssue, sanitize, MAX_REPORTED_ISSUES, type ConfigIssue } from './errors.js';
-export { loadConfig, resolveConfigPath, DEFAULT_CONFIG_PATH, CONFIG_ENV, MAX_CONFIG_BYTES } from './load.js';
-export { parseConfig, type ParseOptions } from './parse.js';
+export { loadConfig, loadConfigMemo, type LoadOptions, resolveConfigPath, DEFAULT_CONFIG_PATH, CONFIG_ENV, MAX_CONFIG_BYTES } from './load.js';
+export { parseConfig, parseConfigMemo, type MemoParse, type ParseOptions } from './parse.js';
+export { ConfigMemo, MAX_MEMO_ENTRIES } from './memo.js';
 export { diffConfig, type ConfigDiff } from './diff.js';
 export { summarizeConfig } from './summary.js';
 export { configSchema, peerSchema, interfaceSchema, describeSchema, LOG_LEVELS, CRYPTO_BACKENDS, type FieldDoc } from './schema.js';

@@ -2,7 +2,8 @@ import { dirname, resolve } from 'node:path';
 import { ConfigError } from './errors.js';
 import { FileReadError, readRegularFile } from './file.js';
 import { JsonSyntaxError, parseJson } from './json.js';
-import { parseConfig } from './parse.js';
+import type { ConfigMemo } from './memo.js';
+import { type MemoParse, parseConfig, parseConfigMemo } from './parse.js';
 import { formatMode } from './secrets.js';
 import type { TunvpnConfig } from './types.js';
 import { isPlainObject } from './validate.js';
@@ -41,6 +42,29 @@ function hasInlineSecret(raw: unknown): boolean {
  * MAX_CONFIG_BYTES, or a JSON syntax error (with line and column).
  */
 export async function loadConfig(path: string): Promise<TunvpnConfig> {
+  return (await loadWith(path, false, undefined)).config;
+}
+
+export interface LoadOptions {
+  /**
+   * The memo an earlier loadConfigMemo of this file returned (the daemon
+   * keeps the one of the config it runs): peers unchanged since are not
+   * checked again (parse.ts, parseConfigMemo). Consumed by the load.
+   */
+  memo?: ConfigMemo;
+}
+
+/**
+ * loadConfig, incremental when given the memo of an earlier load: the
+ * same config, warnings and errors as loadConfig, plus the memo for the
+ * next load (absent when this config cannot give one) and which way the
+ * load went (`incremental`, the number of peers `reused` and `rewalked`).
+ */
+export async function loadConfigMemo(path: string, opts: LoadOptions = {}): Promise<MemoParse> {
+  return loadWith(path, true, opts.memo);
+}
+
+async function loadWith(path: string, wantMemo: boolean, memo: ConfigMemo | undefined): Promise<MemoParse> {
   const abs = resolve(path);
   let text: string;
   let mode: number;
@@ -60,12 +84,16 @@ export async function loadConfig(path: string): Promise<TunvpnConfig> {
     if (err instanceof JsonSyntaxError) throw new ConfigError([{ path: '', message: err.message }], abs);
     throw err;
   }
-  const cfg = await parseConfig(raw, { baseDir: dirname(abs), path: abs });
+  const opts = { baseDir: dirname(abs), path: abs };
+  const result = wantMemo
+    ? await parseConfigMemo(raw, opts, memo)
+    : { config: await parseConfig(raw, opts), memo: undefined, incremental: false, reused: 0, rewalked: 0 };
+  const cfg = result.config;
   // Legal (wg-quick files often hold keys inline) but worth saying once.
   if ((mode & 0o077) !== 0 && hasInlineSecret(raw)) {
     cfg.warnings.push(
       `${abs} holds a key inline and has mode ${formatMode(mode)} (group or others can access it); chmod 600 it or use privateKeyFile/presharedKeyFile`,
     );
   }
-  return cfg;
+  return result;
 }

@@ -15,6 +15,13 @@ export interface EndpointConfig {
   port: number;
 }
 
+/**
+ * Not changed once loaded, but for the wipe of its preshared key: an
+ * incremental reload hands the same object to the next config when the
+ * peer's text did not change and it has no preshared key (memo.ts), so
+ * anything that needs another value builds a new PeerConfig (as the
+ * control socket's merge does).
+ */
 export interface PeerConfig {
   name?: string;
   /** Canonical base64. */
