@@ -272,13 +272,13 @@ export function parseJsonStrictly(text: string, opts: { expectObject?: boolean }
 }
 
 /**
- * One pass over text the fast path may take: the number of property names
+ * One pass over text the fast path may take (exported for its test): the number of property names
  * (colons outside strings), or undefined when the strict parser could
  * decide differently (too deep, too many values, a long number, not an
  * object at the root when one is expected). For well-formed JSON the
  * counts are exact; for anything else JSON.parse throws anyway.
  */
-function scanJson(text: string, expectObject: boolean): { names: number } | undefined {
+export function scanJson(text: string, expectObject: boolean): { names: number } | undefined {
   const n = text.length;
   let i = 0;
   while (i < n) {
