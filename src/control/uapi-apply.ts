@@ -113,11 +113,19 @@ type Pause = Pick<Yielder, 'due' | 'pause'> | undefined;
  */
 const STEP_MASK = 63;
 
-/** One step of Draft.of's pass: up to STEP_MASK + 1 prefixes and peers from `at`, which it advances. */
-function indexStep(current: readonly PeerConfig[], at: { peer: number; prefix: number }, lastOwner: Map<string, number>, normalised: number[]): void {
+/** One step of Draft.of's pass: up to STEP_MASK + 1 prefixes and peers from `at`, which it advances; notes the peers with a preshared key on the way. */
+function indexStep(
+  current: readonly PeerConfig[],
+  at: { peer: number; prefix: number },
+  lastOwner: Map<string, number>,
+  normalised: number[],
+  withKey: number[],
+): void {
   let budget = STEP_MASK + 1;
   while (at.peer < current.length) {
-    const list = current[at.peer].allowedIPs;
+    const p = current[at.peer];
+    if (at.prefix === 0 && p.presharedKey !== undefined) withKey.push(at.peer);
+    const list = p.allowedIPs;
     while (at.prefix < list.length) {
       if (budget-- === 0) return;
       const cidr = list[at.prefix++];
@@ -150,13 +158,18 @@ class Draft {
   private readonly owners = new Map<string, DraftPeer>();
   /** Prefix to the index of the last peer of `current` that lists it: its owner while that peer is untouched. */
   private readonly lastOwner: Map<string, number>;
+  /** Indexes of `current`'s peers that have a preshared key: never shared with the result. */
+  private readonly withKey: readonly number[];
+  /** Peers of `current` in state REMOVED. */
+  private removed = 0;
   private byKey: Map<string, number> | undefined;
   private scans = 0;
 
-  private constructor(current: readonly PeerConfig[], lastOwner: Map<string, number>) {
+  private constructor(current: readonly PeerConfig[], lastOwner: Map<string, number>, withKey: readonly number[]) {
     this.current = current;
     this.state = new Uint8Array(current.length);
     this.lastOwner = lastOwner;
+    this.withKey = withKey;
   }
 
   /** One pass over `current`'s prefixes (Map work only, in slices: one peer can have 50,000); drafts the peers whose lists the merge normalises. */
@@ -164,12 +177,13 @@ class Draft {
     const lastOwner = new Map<string, number>();
     /** Peers that lose a prefix to a later peer or list one twice (rare: the loader warns of both). */
     const normalised: number[] = [];
+    const withKey: number[] = [];
     const at = { peer: 0, prefix: 0 };
     while (at.peer < current.length) {
-      indexStep(current, at, lastOwner, normalised);
+      indexStep(current, at, lastOwner, normalised, withKey);
       if (y?.due()) await y.pause();
     }
-    const draft = new Draft(current, lastOwner);
+    const draft = new Draft(current, lastOwner, withKey);
     for (const i of normalised) if (draft.state[i] === UNTOUCHED) await draft.draft(i, y);
     return draft;
   }
@@ -266,6 +280,7 @@ class Draft {
     peer.presharedKey?.fill(0);
     if (peer.origin >= 0) {
       this.state[peer.origin] = REMOVED;
+      this.removed++;
       this.drafted.delete(peer.origin);
     } else this.created.delete(peer.publicKey);
   }
@@ -273,6 +288,7 @@ class Draft {
   removeAll(): void {
     this.wipe();
     this.state.fill(REMOVED);
+    this.removed = this.current.length;
     this.drafted.clear();
     this.created.clear();
     this.owners.clear();
@@ -287,10 +303,18 @@ class Draft {
 
   /** The result's peers: `current`'s in their order (untouched ones as they are, but copied if they have a preshared key), then the created ones. */
   async peers(y: Pause): Promise<PeerConfig[]> {
-    const out: PeerConfig[] = [];
-    for (let from = 0; from < this.current.length; from += STEP_MASK + 1) {
-      this.outputStep(out, from, Math.min(from + STEP_MASK + 1, this.current.length));
-      if (y?.due()) await y.pause();
+    let out: PeerConfig[];
+    if (this.removed === 0) {
+      // Every peer keeps its place (a `wg set` that removes nothing): a copy of the list, then the few that differ.
+      out = this.current.slice();
+      for (const i of this.withKey) if (this.state[i] === UNTOUCHED) out[i] = ownCopy(this.current[i]);
+      for (const [i, d] of this.drafted) out[i] = peerOf(d);
+    } else {
+      out = [];
+      for (let from = 0; from < this.current.length; from += STEP_MASK + 1) {
+        this.outputStep(out, from, Math.min(from + STEP_MASK + 1, this.current.length));
+        if (y?.due()) await y.pause();
+      }
     }
     for (const d of this.created.values()) {
       out.push(peerOf(d));
@@ -304,8 +328,7 @@ class Draft {
       const state = this.state[i];
       if (state === UNTOUCHED) {
         const p = this.current[i];
-        // Shared, the daemon's wipe of one config's preshared keys would reach the other's.
-        out.push(p.presharedKey === undefined ? p : copyPeer(p, p.allowedIPs, Uint8Array.from(p.presharedKey), p.endpoint && { ...p.endpoint }));
+        out.push(p.presharedKey === undefined ? p : ownCopy(p));
       } else if (state === DRAFTED) {
         const d = this.drafted.get(i);
         if (d !== undefined) out.push(peerOf(d));
@@ -317,6 +340,11 @@ class Draft {
     for (const p of this.drafted.values()) p.presharedKey?.fill(0);
     for (const p of this.created.values()) p.presharedKey?.fill(0);
   }
+}
+
+/** An untouched peer with a preshared key: shared, the daemon's wipe of one config's preshared keys would reach the other's. */
+function ownCopy(p: PeerConfig): PeerConfig {
+  return copyPeer(p, p.allowedIPs, p.presharedKey && Uint8Array.from(p.presharedKey), p.endpoint && { ...p.endpoint });
 }
 
 function peerOf(d: DraftPeer): PeerConfig {
