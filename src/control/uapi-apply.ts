@@ -108,8 +108,8 @@ type Pause = Pick<Yielder, 'due' | 'pause'> | undefined;
 /**
  * Items (peers, prefixes) per synchronous step, less one, as a mask: the
  * config-sized loops run in steps with one `due()` each. A `due()` per item
- * in an async loop cost three times the Map work it sliced (about 150 ns a
- * call: such a loop runs once per request and is never optimised).
+ * in an async loop cost two to three times the Map work it sliced (about
+ * 150 ns a call: such a loop runs once per request and is never optimised).
  */
 const STEP_MASK = 63;
 
@@ -124,7 +124,6 @@ function indexStep(
   let budget = STEP_MASK + 1;
   while (at.peer < current.length) {
     const p = current[at.peer];
-    if (at.prefix === 0 && p.presharedKey !== undefined) withKey.push(at.peer);
     const list = p.allowedIPs;
     while (at.prefix < list.length) {
       if (budget-- === 0) return;
@@ -133,6 +132,9 @@ function indexStep(
       if (before !== undefined) normalised.push(before);
       lastOwner.set(cidr, at.peer);
     }
+    // Here, once per peer (a step can end and resume inside its list): a
+    // second entry would be a second copy of its key, never wiped.
+    if (p.presharedKey !== undefined) withKey.push(at.peer);
     at.peer++;
     at.prefix = 0;
     if (budget-- === 0) return;
@@ -146,7 +148,7 @@ function indexStep(
  * oracle in test/control/uapi-apply-reference.ts): a prefix listed by two
  * peers of `current` belongs to the later one, a prefix listed twice by one
  * peer is listed once. A peer whose list that changes (`normalised`) is
- * drafted from the start, so an untouched peer's list is its list as it is.
+ * drafted from the start, so an untouched peer's list is its own as it is.
  */
 class Draft {
   private readonly current: readonly PeerConfig[];
@@ -307,8 +309,15 @@ class Draft {
     if (this.removed === 0) {
       // Every peer keeps its place (a `wg set` that removes nothing): a copy of the list, then the few that differ.
       out = this.current.slice();
-      for (const i of this.withKey) if (this.state[i] === UNTOUCHED) out[i] = ownCopy(this.current[i]);
-      for (const [i, d] of this.drafted) out[i] = peerOf(d);
+      let k = 0;
+      for (const i of this.withKey) {
+        if (this.state[i] === UNTOUCHED) out[i] = ownCopy(this.current[i]);
+        if ((++k & STEP_MASK) === 0 && y?.due()) await y.pause();
+      }
+      for (const [i, d] of this.drafted) {
+        out[i] = peerOf(d);
+        if ((++k & STEP_MASK) === 0 && y?.due()) await y.pause();
+      }
     } else {
       out = [];
       for (let from = 0; from < this.current.length; from += STEP_MASK + 1) {

@@ -70,19 +70,21 @@ interface Pools {
   prefixes: string[];
 }
 
-function makePools(g: Gen): Pools {
+/** Small pools by default (collisions everywhere); larger ones cross the merge's 64-item steps. */
+function makePools(g: Gen, otherKeys = 6, extraPrefixes = 0): Pools {
   const privateKeys = [0, 1, 2].map(() => crypto.generatePrivateKey());
   const peerKeys = [...privateKeys.map((k) => crypto.publicKey(k))];
-  for (let i = 0; i < 6; i++) peerKeys.push(g.bytes());
+  for (let i = 0; i < otherKeys; i++) peerKeys.push(g.bytes());
   const prefixes = ['10.0.0.0/24', '10.0.1.0/24', '10.0.2.0/24', '10.0.3.0/24', '10.1.0.0/16', '192.168.7.1/32', 'fd00::/64', 'fd00:1::/64'];
+  for (let i = 0; i < extraPrefixes; i++) prefixes.push(`10.${100 + (i >> 8)}.${i & 255}.0/24`);
   return { privateKeys, peerKeys, prefixes };
 }
 
-function randomPeer(g: Gen, pools: Pools, k: Uint8Array): PeerConfig {
+function randomPeer(g: Gen, pools: Pools, k: Uint8Array, maxPrefixes: number): PeerConfig {
   const allowedIPs: string[] = [];
   // Duplicates within a peer and across peers on purpose: a hand-built or
   // older config can have them, and the merge normalises them.
-  for (let n = g.int(4); n > 0; n--) allowedIPs.push(g.pick(pools.prefixes));
+  for (let n = g.int(maxPrefixes + 1); n > 0; n--) allowedIPs.push(g.pick(pools.prefixes));
   const p: PeerConfig = { publicKey: b64(k), publicKeyBytes: Uint8Array.from(k), allowedIPs, persistentKeepalive: g.pick([0, 0, 25]) };
   if (g.chance(0.3)) p.name = `site-${g.int(100)}`;
   if (g.chance(0.35)) p.presharedKey = g.bytes();
@@ -90,15 +92,17 @@ function randomPeer(g: Gen, pools: Pools, k: Uint8Array): PeerConfig {
   return p;
 }
 
-function randomConfig(g: Gen, pools: Pools): TunvpnConfig {
+function randomConfig(g: Gen, pools: Pools, maxPrefixes = 3, bigPeer = 0): TunvpnConfig {
   const privateKey = Uint8Array.from(g.pick(pools.privateKeys));
   const own = b64(crypto.publicKey(privateKey));
   const peers: PeerConfig[] = [];
   for (const k of pools.peerKeys) {
     // Our own public key as a peer only now and then (the loader refuses it; the merge must still agree).
     if (b64(k) === own && !g.chance(0.1)) continue;
-    if (g.chance(0.6)) peers.push(randomPeer(g, pools, k));
+    if (g.chance(0.6)) peers.push(randomPeer(g, pools, k, maxPrefixes));
   }
+  // One peer with many prefixes: the pass ends and resumes inside its list.
+  if (bigPeer > 0 && peers.length > 0) peers[g.int(peers.length)].allowedIPs = Array.from({ length: g.int(bigPeer) }, () => g.pick(pools.prefixes));
   // Config order is not key order.
   for (let i = peers.length - 1; i > 0; i--) {
     const j = g.int(i + 1);
@@ -148,7 +152,7 @@ function randomPeerOp(g: Gen, pools: Pools): UapiPeerOp {
   }
 }
 
-function randomRequest(g: Gen, pools: Pools, current: TunvpnConfig): UapiSetRequest {
+function randomRequest(g: Gen, pools: Pools, current: TunvpnConfig, maxSections = 5): UapiSetRequest {
   const device: UapiDeviceOp[] = [];
   // replace_peers rarely: it makes every peer a new one and hides the rest.
   for (let n = g.int(3); n > 0; n--) {
@@ -156,7 +160,7 @@ function randomRequest(g: Gen, pools: Pools, current: TunvpnConfig): UapiSetRequ
     if (op.kind !== 'replace-peers' || g.chance(0.25)) device.push(op);
   }
   const peers: UapiPeerSection[] = [];
-  for (let n = g.int(6); n > 0; n--) {
+  for (let n = g.int(maxSections + 1); n > 0; n--) {
     const ops: UapiPeerOp[] = [];
     for (let m = g.int(5); m > 0; m--) ops.push(randomPeerOp(g, pools));
     peers.push({ publicKey: Uint8Array.from(g.pick(pools.peerKeys)), ops });
@@ -205,69 +209,90 @@ function canon(v: unknown): string {
   return JSON.stringify(v);
 }
 
+interface Tally {
+  refused: number;
+  shared: number;
+  recreated: number;
+}
+
+/** One differential round: the oracle and the lazy merge on the same input, and what the daemon does next. */
+async function compareOnce(current: TunvpnConfig, request: UapiSetRequest, yielder: Yielder | undefined, label: string, tally: Tally): Promise<void> {
+  const before = structuredClone(current);
+  const beforeText = canon(current);
+  const requestText = canon(request);
+  const want = await outcome(referenceMergeUapiRequest(current, request, ctx));
+  expect(canon(current), label).toBe(beforeText);
+  const got = await outcome(mergeUapiRequest(current, request, { ...ctx, yielder }));
+  expect(canon(current), label).toBe(beforeText);
+  expect(canon(request), label).toBe(requestText);
+  if (!want.ok || !got.ok) {
+    expect(canon(got), label).toBe(canon(want));
+    tally.refused++;
+    return;
+  }
+  expect(canon(got.result.config), label).toBe(canon(want.result.config));
+  // As sets: the daemon's diff only asks has() (the oracle iterates in removal order, the lazy merge in creation order).
+  expect([...got.result.recreated].sort(), label).toStrictEqual([...want.result.recreated].sort());
+  tally.recreated += got.result.recreated.size;
+
+  // Sharing: a peer object of `current` only without a preshared key;
+  // no secret buffer shared with `current` or the request.
+  const old = new Set(current.peers);
+  for (const p of got.result.config.peers) {
+    if (old.has(p)) {
+      tally.shared++;
+      expect(p.presharedKey, label).toBeUndefined();
+    }
+  }
+  const mine = secretBuffers(got.result.config);
+  const theirs = new Set([...secretBuffers(current), ...requestBuffers(request)]);
+  expect(
+    mine.some((buf) => theirs.has(buf)),
+    label,
+  ).toBe(false);
+
+  // What the daemon does next: wipe the old config after a successful
+  // apply, or the new one after a refused apply. Neither reaches the other.
+  const next = got.result.config;
+  const nextSecrets = canon(secretBuffers(next));
+  wipeConfigSecrets(current);
+  expect(canon(secretBuffers(next)), label).toBe(nextSecrets);
+  const again = await mergeUapiRequest(before, request, ctx);
+  const beforeSecrets = canon(secretBuffers(before));
+  wipeConfigSecrets(again.config);
+  expect(canon(secretBuffers(before)), label).toBe(beforeSecrets);
+}
+
 describe('the lazy merge against the merge that drafted every peer (differential)', () => {
-  it('same config, same recreated set, same errors, over 4,000 random configs and requests', async () => {
-    const seed = Number(process.env.UAPI_MERGE_SEED ?? 0x5eed14);
+  const seed = Number(process.env.UAPI_MERGE_SEED ?? 0x5eed14);
+
+  it('same config, same recreated set, same errors, over 4,000 small random configs and requests', async () => {
     const g = new Gen(rng(seed));
     const pools = makePools(g);
-    let refused = 0;
-    let shared = 0;
-    let recreatedSeen = 0;
+    const tally: Tally = { refused: 0, shared: 0, recreated: 0 };
     for (let round = 0; round < 4000; round++) {
       const current = randomConfig(g, pools);
       const request = randomRequest(g, pools, current);
-      const before = structuredClone(current);
-      const beforeText = canon(current);
-      const requestText = canon(request);
-      const label = `seed ${seed} round ${round}`;
-      const want = await outcome(referenceMergeUapiRequest(current, request, ctx));
-      expect(canon(current), label).toBe(beforeText);
       // Half the rounds with a zero-length slice: every clock check pauses, the result must not change.
-      const yielder = round % 2 === 0 ? new Yielder(0) : undefined;
-      const got = await outcome(mergeUapiRequest(current, request, { ...ctx, yielder }));
-      expect(canon(current), label).toBe(beforeText);
-      expect(canon(request), label).toBe(requestText);
-      if (!want.ok || !got.ok) {
-        expect(canon(got), label).toBe(canon(want));
-        refused++;
-        continue;
-      }
-      expect(canon(got.result.config), label).toBe(canon(want.result.config));
-      // As sets: the daemon's diff only asks has() (the oracle iterates in removal order, the lazy merge in creation order).
-      expect([...got.result.recreated].sort(), label).toStrictEqual([...want.result.recreated].sort());
-      recreatedSeen += got.result.recreated.size;
-
-      // Sharing: a peer object of `current` only without a preshared key;
-      // no secret buffer shared with `current` or the request.
-      const old = new Set(current.peers);
-      for (const p of got.result.config.peers) {
-        if (old.has(p)) {
-          shared++;
-          expect(p.presharedKey, label).toBeUndefined();
-        }
-      }
-      const mine = secretBuffers(got.result.config);
-      const theirs = new Set([...secretBuffers(current), ...requestBuffers(request)]);
-      expect(
-        mine.some((buf) => theirs.has(buf)),
-        label,
-      ).toBe(false);
-
-      // What the daemon does next: wipe the old config after a successful
-      // apply, or the new one after a refused apply. Neither reaches the other.
-      const next = got.result.config;
-      const nextSecrets = canon(secretBuffers(next));
-      wipeConfigSecrets(current);
-      expect(canon(secretBuffers(next)), label).toBe(nextSecrets);
-      const again = await mergeUapiRequest(before, request, ctx);
-      const beforeSecrets = canon(secretBuffers(before));
-      wipeConfigSecrets(again.config);
-      expect(canon(secretBuffers(before)), label).toBe(beforeSecrets);
+      await compareOnce(current, request, round % 2 === 0 ? new Yielder(0) : undefined, `seed ${seed} round ${round}`, tally);
     }
     // The draw covers what it means to: refusals, shared peers, recreated ones.
-    expect(refused).toBeGreaterThan(50);
-    expect(shared).toBeGreaterThan(1000);
-    expect(recreatedSeen).toBeGreaterThan(50);
+    expect(tally.refused).toBeGreaterThan(50);
+    expect(tally.shared).toBeGreaterThan(1000);
+    expect(tally.recreated).toBeGreaterThan(50);
+  });
+
+  it('the same over 150 configs of up to 300 peers (the merge works in steps of 64 items; one peer with up to 200 prefixes)', async () => {
+    const g = new Gen(rng(seed + 1));
+    const pools = makePools(g, 300, 400);
+    const tally: Tally = { refused: 0, shared: 0, recreated: 0 };
+    for (let round = 0; round < 150; round++) {
+      const current = randomConfig(g, pools, 4, 200);
+      const request = randomRequest(g, pools, current, g.pick([2, 5, 40]));
+      await compareOnce(current, request, round % 2 === 0 ? new Yielder(0) : undefined, `seed ${seed + 1} big round ${round}`, tally);
+    }
+    expect(tally.shared).toBeGreaterThan(5000);
+    expect(tally.recreated).toBeGreaterThan(5);
   });
 });
 
