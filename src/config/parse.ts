@@ -300,6 +300,29 @@ export interface MemoParse {
 }
 
 /**
+ * What both loads do first: the schema walk of `walked` (the whole root for
+ * the full load; the root without its peers for the incremental one), the
+ * private key's resolution (started, awaited later), and the interface's
+ * cross-field checks. `warningsBeforePeers` tells a peer's warnings from
+ * the interface's.
+ */
+function walkRoot(
+  raw: Plain,
+  walked: Plain,
+  opts: ParseOptions,
+  issues: IssueSink,
+  warnings: WarningList,
+): { checked: Plain; keyFiles: KeyFileReader; iface: Plain; privateKeyP: Promise<Uint8Array | undefined>; addresses: string[]; warningsBeforePeers: number } {
+  const checked = checkSection(configSchema, walked, '', issues);
+  const keyFiles = new KeyFileReader();
+  const rawIface = section(raw.interface);
+  const iface = section(checked.interface);
+  const privateKeyP = resolveSecret(rawIface, iface, 'privateKey', 'privateKeyFile', 'interface', true, opts.baseDir, issues, keyFiles);
+  const addresses = checkInterface(rawIface, iface, issues, warnings);
+  return { checked, keyFiles, iface, privateKeyP, addresses, warningsBeforePeers: warnings.count };
+}
+
+/**
  * parseConfig, reusing what `previous` (the memo of an earlier load of
  * the same file) knows: each peer whose raw value is deep-equal to the
  * one at its index then, and whose PeerConfig came from nothing but its
@@ -333,15 +356,7 @@ async function parseFully(raw: unknown, opts: ParseOptions, wantMemo: boolean): 
   if (!isPlainObject(raw)) {
     throw new ConfigError([{ path: '', message: 'the configuration must be a JSON object' }], opts.path);
   }
-  const checked = checkSection(configSchema, raw, '', issues);
-  const keyFiles = new KeyFileReader();
-
-  // --- interface
-  const rawIface = section(raw.interface);
-  const iface = section(checked.interface);
-  const privateKeyP = resolveSecret(rawIface, iface, 'privateKey', 'privateKeyFile', 'interface', true, opts.baseDir, issues, keyFiles);
-  const addresses = checkInterface(rawIface, iface, issues, warnings);
-  const warningsBeforePeers = warnings.count;
+  const { checked, keyFiles, iface, privateKeyP, addresses, warningsBeforePeers } = walkRoot(raw, raw, opts, issues, warnings);
 
   // --- peers
   const rawPeers = Array.isArray(raw.peers) ? raw.peers : [];
@@ -448,13 +463,7 @@ async function parseIncrementally(raw: Plain, opts: ParseOptions, memo: ConfigMe
   const issues = new IssueList();
   const warnings = new WarningList();
   // The root walked with no peers; the changed peers one by one as checkItems would walk them.
-  const checked = checkSection(configSchema, { ...raw, peers: [] }, '', issues);
-  const keyFiles = new KeyFileReader();
-  const rawIface = section(raw.interface);
-  const iface = section(checked.interface);
-  const privateKeyP = resolveSecret(rawIface, iface, 'privateKey', 'privateKeyFile', 'interface', true, opts.baseDir, issues, keyFiles);
-  const addresses = checkInterface(rawIface, iface, issues, warnings);
-  const warningsBeforePeers = warnings.count;
+  const { checked, keyFiles, iface, privateKeyP, addresses, warningsBeforePeers } = walkRoot(raw, { ...raw, peers: [] }, opts, issues, warnings);
 
   const rewalked: unknown[] = [];
   const checkedPeers: unknown[] = [];

@@ -6,17 +6,8 @@
  * one outside missed) and a duplicate key could slip through.
  */
 import { describe, expect, it } from 'vitest';
+import { Rng } from '../../bench/lib/config-fuzz.js';
 import { parseJson, parseJsonStrictly, scanJson } from '../../src/config/json.js';
-
-function xorshift(seed: number): () => number {
-  let s = seed | 1;
-  return () => {
-    s ^= s << 13;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    return (s >>> 0) / 4294967296;
-  };
-}
 
 const ATOMS = ['"', '\\', '\\"', '\\\\', '\\\\\\"', 'a', ':', ',', '{', '}', '[', ']', ' ', '1', '"k":', '"k":1,"k":2', '\\u0041', '\n', '"x"', 'null'];
 
@@ -36,7 +27,8 @@ function countNames(v: unknown): number {
 
 describe('parseJson fast path: strings skipped exactly', () => {
   it('gives the strict parser’s value or error on 30,000 escape-heavy texts', () => {
-    const rnd = xorshift(20261201);
+    const g = new Rng(20261201);
+    const rnd = (): number => g.next();
     let valid = 0;
     for (let i = 0; i < 30_000; i++) {
       let text: string;

@@ -21,6 +21,7 @@ import { UapiError, type UapiDeviceOp, type UapiPeerOp, type UapiPeerSection, ty
 import { Yielder } from '../../src/cooperative.js';
 import { loadCrypto } from '../../src/crypto/index.js';
 import type { CryptoBackend } from '../../src/crypto/types.js';
+import { Rng } from '../../bench/lib/config-fuzz.js';
 import { referenceMergeUapiRequest } from './uapi-apply-reference.js';
 
 let crypto: CryptoBackend;
@@ -33,34 +34,12 @@ beforeAll(async () => {
 
 const b64 = (k: Uint8Array): string => Buffer.from(k).toString('base64');
 
-/** mulberry32: a small seeded generator, so a failing case can be replayed from its seed. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** The config fuzzer's seeded generator (mulberry32), so a failing case can be replayed from its seed. */
+type Gen = Rng;
 
-class Gen {
-  constructor(readonly next: () => number) {}
-  int(n: number): number {
-    return Math.floor(this.next() * n);
-  }
-  chance(p: number): boolean {
-    return this.next() < p;
-  }
-  pick<T>(xs: readonly T[]): T {
-    return xs[this.int(xs.length)];
-  }
-  bytes(n = 32): Uint8Array {
-    const out = new Uint8Array(n);
-    for (let i = 0; i < n; i++) out[i] = this.int(256);
-    return out;
-  }
+/** A 32-byte key as a plain Uint8Array, as the control socket's parser hands keys over. */
+function key32(g: Gen): Uint8Array {
+  return Uint8Array.from(g.bytes(32));
 }
 
 interface Pools {
@@ -74,7 +53,7 @@ interface Pools {
 function makePools(g: Gen, otherKeys = 6, extraPrefixes = 0): Pools {
   const privateKeys = [0, 1, 2].map(() => crypto.generatePrivateKey());
   const peerKeys = [...privateKeys.map((k) => crypto.publicKey(k))];
-  for (let i = 0; i < otherKeys; i++) peerKeys.push(g.bytes());
+  for (let i = 0; i < otherKeys; i++) peerKeys.push(key32(g));
   const prefixes = ['10.0.0.0/24', '10.0.1.0/24', '10.0.2.0/24', '10.0.3.0/24', '10.1.0.0/16', '192.168.7.1/32', 'fd00::/64', 'fd00:1::/64'];
   for (let i = 0; i < extraPrefixes; i++) prefixes.push(`10.${100 + (i >> 8)}.${i & 255}.0/24`);
   return { privateKeys, peerKeys, prefixes };
@@ -87,7 +66,7 @@ function randomPeer(g: Gen, pools: Pools, k: Uint8Array, maxPrefixes: number): P
   for (let n = g.int(maxPrefixes + 1); n > 0; n--) allowedIPs.push(g.pick(pools.prefixes));
   const p: PeerConfig = { publicKey: b64(k), publicKeyBytes: Uint8Array.from(k), allowedIPs, persistentKeepalive: g.pick([0, 0, 25]) };
   if (g.chance(0.3)) p.name = `site-${g.int(100)}`;
-  if (g.chance(0.35)) p.presharedKey = g.bytes();
+  if (g.chance(0.35)) p.presharedKey = key32(g);
   if (g.chance(0.4)) p.endpoint = { host: g.pick(['192.0.2.1', '2001:db8::1', 'hub.example']), port: 51820 + g.int(3) };
   return p;
 }
@@ -140,7 +119,7 @@ function randomPeerOp(g: Gen, pools: Pools): UapiPeerOp {
     case 1:
       return { kind: 'update-only' };
     case 2:
-      return { kind: 'preshared-key', key: g.chance(0.3) ? null : g.bytes() };
+      return { kind: 'preshared-key', key: g.chance(0.3) ? null : key32(g) };
     case 3:
       return { kind: 'endpoint', endpoint: { host: g.pick(['198.51.100.4', 'fe80::1%eth0']), port: 1 + g.int(65535) } };
     case 4:
@@ -267,7 +246,7 @@ describe('the lazy merge against the merge that drafted every peer (differential
   const seed = Number(process.env.UAPI_MERGE_SEED ?? 0x5eed14);
 
   it('same config, same recreated set, same errors, over 4,000 small random configs and requests', async () => {
-    const g = new Gen(rng(seed));
+    const g = new Rng(seed);
     const pools = makePools(g);
     const tally: Tally = { refused: 0, shared: 0, recreated: 0 };
     for (let round = 0; round < 4000; round++) {
@@ -283,7 +262,7 @@ describe('the lazy merge against the merge that drafted every peer (differential
   });
 
   it('the same over 150 configs of up to 300 peers (the merge works in steps of 64 items; one peer with up to 200 prefixes)', async () => {
-    const g = new Gen(rng(seed + 1));
+    const g = new Rng(seed + 1);
     const pools = makePools(g, 300, 400);
     const tally: Tally = { refused: 0, shared: 0, recreated: 0 };
     for (let round = 0; round < 150; round++) {

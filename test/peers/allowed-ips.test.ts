@@ -1,17 +1,12 @@
 import { describe, expect, it } from 'vitest';
 import { AllowedIps } from '../../src/peers/allowed-ips.js';
 import { formatCidr, parseCidr, parseIp, type Cidr } from '../../src/peers/cidr.js';
+import { Rng } from '../../bench/lib/config-fuzz.js';
 
-/** Deterministic PRNG (mulberry32) so a failure reproduces. */
+/** Deterministic PRNG (the config fuzzer's mulberry32) so a failure reproduces. */
 function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const r = new Rng(seed);
+  return () => r.next();
 }
 
 function keyOf(c: Cidr): string {
