@@ -28,8 +28,12 @@ export class ConfigMemo {
     /** The config file (ParseOptions.path) and its directory: another file is a full load. */
     readonly path: string | undefined,
     readonly baseDir: string,
-    /** The raw root object as parsed from JSON; its `peers` is `rawPeers`. */
+    /**
+     * The raw root object as parsed from JSON, without key text (memoRoot):
+     * its `interface` has no inline `privateKey`, its `peers` is `rawPeers`.
+     */
     readonly root: Plain,
+    /** The raw peers by index; null for one that is not reusable (memoPeers). */
     readonly rawPeers: readonly unknown[],
     /** The PeerConfig each raw peer gave, by index. */
     readonly peers: readonly PeerConfig[],
@@ -40,6 +44,33 @@ export class ConfigMemo {
     readonly publicKeys: Map<string, number>,
     readonly prefixOwner: Map<string, number>,
   ) {}
+}
+
+/**
+ * A memo lives as long as the daemon, and a JavaScript string cannot be
+ * wiped: so the raw values it keeps hold no key text. The interface is
+ * kept without an inline `privateKey` (every load resolves the key again,
+ * so the comparison need not see it: compare `withoutKeyText` of the new
+ * interface), and a peer that is not reusable (it names a preshared key,
+ * inline or by file) is kept as null (every load checks it again).
+ */
+export function withoutKeyText(iface: unknown): unknown {
+  if (!isPlainObject(iface) || !Object.hasOwn(iface, 'privateKey')) return iface;
+  // fromEntries defines properties (a parsed "__proto__" key stays an own key, as in the original).
+  return Object.fromEntries(Object.entries(iface).filter(([key]) => key !== 'privateKey'));
+}
+
+/** The raw peers a memo keeps: the reusable ones as parsed, null for the others. */
+export function memoPeers(rawPeers: readonly unknown[], reusable: Uint8Array): unknown[] {
+  return rawPeers.map((p, i) => (reusable[i] === 1 ? p : null));
+}
+
+/** The root a memo keeps: `raw` with its interface withoutKeyText and its peers replaced by `peers` (memoPeers). */
+export function memoRoot(raw: Plain, peers: unknown[]): Plain {
+  const root: Plain = { ...raw };
+  if (Object.hasOwn(raw, 'interface')) root.interface = withoutKeyText(raw.interface);
+  if (Object.hasOwn(raw, 'peers')) root.peers = peers;
+  return root;
 }
 
 /**

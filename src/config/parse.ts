@@ -11,7 +11,7 @@ import { decodeKey, encodeKey } from './keys.js';
 import { configSchema, peerSchema } from './schema.js';
 import { derivePublicKey, KeyFileReader } from './secrets.js';
 import type { CryptoBackendChoice, HooksConfig, PeerConfig, TunvpnConfig } from './types.js';
-import { ConfigMemo, jsonEqual, MAX_MEMO_ENTRIES } from './memo.js';
+import { ConfigMemo, jsonEqual, MAX_MEMO_ENTRIES, memoPeers, memoRoot, withoutKeyText } from './memo.js';
 import { checkSection, isPlainObject, type Plain } from './validate.js';
 
 export interface ParseOptions {
@@ -399,7 +399,8 @@ async function parseFully(raw: unknown, opts: ParseOptions, wantMemo: boolean): 
     const reusable = new Uint8Array(rawPeers.length);
     for (let i = 0; i < rawPeers.length; i++) reusable[i] = namesPresharedKey(section(rawPeers[i])) ? 0 : 1;
     // Its own list (the config's may be handed on); the PeerConfig objects are shared.
-    memo = new ConfigMemo(opts.path, opts.baseDir, raw, rawPeers, valid.slice(), reusable, c.names, c.publicKeys, c.prefixOwner);
+    const kept = memoPeers(rawPeers, reusable);
+    memo = new ConfigMemo(opts.path, opts.baseDir, memoRoot(raw, kept), kept, valid.slice(), reusable, c.names, c.publicKeys, c.prefixOwner);
   }
   return { config, memo, incremental: false, reused: 0, rewalked: valid.length };
 }
@@ -428,7 +429,10 @@ async function parseIncrementally(raw: Plain, opts: ParseOptions, memo: ConfigMe
   for (const key in raw) {
     if (!Object.hasOwn(raw, key)) continue;
     keys++;
-    if (key !== 'peers' && (!Object.hasOwn(memo.root, key) || !jsonEqual(raw[key], memo.root[key]))) return undefined;
+    if (key === 'peers') continue;
+    // The memo's interface holds no inline private key (memo.ts, withoutKeyText); the key is resolved below anyway.
+    const value = key === 'interface' ? withoutKeyText(raw[key]) : raw[key];
+    if (!Object.hasOwn(memo.root, key) || !jsonEqual(value, memo.root[key])) return undefined;
   }
   for (const key in memo.root) if (Object.hasOwn(memo.root, key)) keys--;
   if (keys !== 0) return undefined;
@@ -508,7 +512,8 @@ async function parseIncrementally(raw: Plain, opts: ParseOptions, memo: ConfigMe
     const reusable = new Uint8Array(rawPeers.length);
     reusable.set(memo.reusable);
     for (const i of changed) reusable[i] = namesPresharedKey(section(rawPeers[i])) ? 0 : 1;
-    next = new ConfigMemo(opts.path, opts.baseDir, raw, rawPeers, peers.slice(), reusable, names, publicKeys, prefixOwner);
+    const kept = memoPeers(rawPeers, reusable);
+    next = new ConfigMemo(opts.path, opts.baseDir, memoRoot(raw, kept), kept, peers.slice(), reusable, names, publicKeys, prefixOwner);
   }
   return { config, memo: next, incremental: true, reused: peers.length - changed.length, rewalked: changed.length };
 }
